@@ -1,0 +1,95 @@
+"""The event sink: an Events.Forward ttrpc server on one stable socket in the state dir.
+
+Every shim is started with TTRPC_ADDRESS pointing here. Whichever shimledger process is
+running serves the socket; the others find it taken and leave it. When nobody serves it,
+the socket refuses connections, so a shim's publish fails fast instead of stalling
+(shim-protocol.md 0.10), and reconciliation records what was missed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from google.protobuf.message import DecodeError
+
+from adapters.proto import events_pb2, forward_pb2
+from adapters.task_client import exited_at
+from adapters.ttrpc.server import TtrpcServer
+from domain.errors import AlreadyExistsError, InvalidArgumentError
+from shim.ports import TaskExitEvent
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "containerd.services.events.ttrpc.v1.Events"
+EXIT_TYPE_URL = "containerd.events.TaskExit"
+
+ExitHandler = Callable[[TaskExitEvent], Awaitable[None]]
+
+
+def decode_exit(envelope: forward_pb2.Envelope) -> TaskExitEvent | None:
+    """The TaskExit inside an envelope, or None for any other topic."""
+    if envelope.event.type_url != EXIT_TYPE_URL:
+        return None
+    try:
+        event = events_pb2.TaskExit.FromString(envelope.event.value)
+    except DecodeError as exc:
+        raise InvalidArgumentError(f"undecodable {EXIT_TYPE_URL}: {exc}") from exc
+    when = exited_at(event.exited_at)
+    if when is None:
+        raise InvalidArgumentError(f"{EXIT_TYPE_URL} for {event.container_id} has no exit time")
+    return TaskExitEvent(
+        namespace=envelope.namespace,
+        container_id=event.container_id,
+        exec_id=event.id,
+        pid=event.pid,
+        exit_status=event.exit_status,
+        exited_at=when,
+    )
+
+
+class EventSink:
+    """Receives shim events for as long as this process serves the socket."""
+
+    def __init__(self, path: Path, on_exit: ExitHandler) -> None:
+        self.path = path
+        self._on_exit = on_exit
+        self._server: TtrpcServer | None = None
+
+    @property
+    def address(self) -> str:
+        """What shims get as TTRPC_ADDRESS."""
+        return f"unix://{self.path}"
+
+    @property
+    def serving(self) -> bool:
+        return self._server is not None
+
+    async def start(self) -> bool:
+        """Serve the socket unless another live process does; True if we serve it."""
+        server = TtrpcServer()
+        server.register(SERVICE, "Forward", forward_pb2.ForwardRequest, self._forward)
+        self.path.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+        try:
+            await server.start_unix(str(self.path))
+        except AlreadyExistsError:
+            logger.debug("event sink %s is served by another process", self.path)
+            return False
+        self._server = server
+        return True
+
+    async def _forward(
+        self, request: forward_pb2.ForwardRequest, metadata: dict[str, list[str]]
+    ) -> None:
+        envelope = request.envelope
+        logger.debug("event %s from namespace %s", envelope.topic, envelope.namespace)
+        event = decode_exit(envelope)
+        if event is not None:
+            # An error here goes back to the shim, which retries: recording is idempotent.
+            await self._on_exit(event)
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            await self._server.aclose()
+            self._server = None

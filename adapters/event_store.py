@@ -1,0 +1,162 @@
+"""The event store: eventsourcing's Application on SQLite (or any persistence module by env).
+
+eventsourcing is synchronous, so every call runs on one dedicated worker thread: the
+event loop never blocks on SQLite, and one process never races itself on the store.
+Concurrent appends from other processes surface as eventsourcing's IntegrityError, which
+becomes ConflictError so the caller can retry on fresh state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, Transcoding
+
+from domain.errors import ConflictError
+from domain.task import Task
+from domain.values import Cause
+
+T = TypeVar("T")
+
+
+class CauseAsDict(Transcoding):
+    """Stores a Cause as a plain JSON object, so old events stay readable as Cause grows."""
+
+    type = Cause
+    name = "cause"
+
+    def encode(self, obj: Cause) -> dict[str, str | int]:
+        return obj.as_dict()
+
+    def decode(self, data: dict[str, str | int]) -> Cause:
+        return Cause.from_dict(data)
+
+
+class _LedgerApplication(Application[UUID]):
+    name = "shimledger"
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(CauseAsDict())
+
+
+def sqlite_env(root: Path) -> dict[str, str]:
+    """The eventsourcing settings for the default store, ``<root>/events.db``."""
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": str(root / "events.db"),
+        "SQLITE_LOCK_TIMEOUT": "30",
+    }
+
+
+class EventStore:
+    """Task histories: find, load and save Task aggregates; read the notification log."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="event-store")
+        self._app: _LedgerApplication | None = None
+        self._env = env
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    def _application(self) -> _LedgerApplication:
+        if self._app is None:
+            self._app = _LedgerApplication(env=self._env)
+        return self._app
+
+    # --- the port shim.ports.TaskStore ------------------------------------------------
+
+    async def current(self, namespace: str, task_id: str) -> Task | None:
+        """The latest incarnation of the ID, live or deleted; None if it never existed."""
+        return await self._run(self._current, namespace, task_id)
+
+    async def save(self, task: Task) -> None:
+        """Append the task's pending events; ConflictError if another writer got there first."""
+        await self._run(self._save, task)
+
+    async def history(self, namespace: str, task_id: str) -> list[DomainEventProtocol[UUID]]:
+        """Every event of every incarnation of the ID, oldest first."""
+        return await self._run(self._history, namespace, task_id)
+
+    # --- the port projections.EventSource -----------------------------------------------
+
+    async def read(self, after: int, limit: int) -> list[tuple[int, DomainEventProtocol[UUID]]]:
+        """Up to ``limit`` events recorded after notification position ``after``."""
+        return await self._run(self._read, after, limit)
+
+    async def head(self) -> int:
+        """The position of the newest event (0 for an empty store)."""
+        return await self._run(self._head)
+
+    async def aclose(self) -> None:
+        if self._app is not None:
+            await self._run(self._app.close)
+        self._executor.shutdown(wait=True)
+
+    # --- blocking implementations, run on the store's thread -----------------------------
+
+    def _exists(self, namespace: str, task_id: str, incarnation: int) -> bool:
+        originator = Task.create_id(namespace, task_id, incarnation)
+        return bool(self._application().recorder.select_events(originator, limit=1))
+
+    def _last_incarnation(self, namespace: str, task_id: str) -> int:
+        # Incarnations are numbered 1..N without gaps, so "exists" is monotonic:
+        # gallop to an upper bound, then bisect. O(log N) lookups for N incarnations.
+        if not self._exists(namespace, task_id, 1):
+            return 0
+        low, high = 1, 2
+        while self._exists(namespace, task_id, high):
+            low, high = high, high * 2
+        while high - low > 1:
+            mid = (low + high) // 2
+            if self._exists(namespace, task_id, mid):
+                low = mid
+            else:
+                high = mid
+        return low
+
+    def _current(self, namespace: str, task_id: str) -> Task | None:
+        incarnation = self._last_incarnation(namespace, task_id)
+        if incarnation == 0:
+            return None
+        try:
+            return self._application().repository.get(
+                Task.create_id(namespace, task_id, incarnation)
+            )
+        except AggregateNotFoundError:  # pragma: no cover - found a moment ago
+            return None
+
+    def _save(self, task: Task) -> None:
+        try:
+            self._application().save(task)
+        except IntegrityError as exc:
+            raise ConflictError(
+                f"task {task.task_id} was changed by another command at the same time"
+            ) from exc
+
+    def _history(self, namespace: str, task_id: str) -> list[DomainEventProtocol[UUID]]:
+        app = self._application()
+        events: list[DomainEventProtocol[UUID]] = []
+        for n in range(1, self._last_incarnation(namespace, task_id) + 1):
+            events.extend(app.events.get(Task.create_id(namespace, task_id, n)))
+        return events
+
+    def _read(self, after: int, limit: int) -> list[tuple[int, DomainEventProtocol[UUID]]]:
+        app = self._application()
+        notifications: Sequence[Any] = app.recorder.select_notifications(
+            after, limit, inclusive_of_start=False
+        )
+        return [(n.id, app.mapper.to_domain_event(n)) for n in notifications]
+
+    def _head(self) -> int:
+        return self._application().recorder.max_notification_id() or 0

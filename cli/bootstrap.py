@@ -1,0 +1,99 @@
+"""The composition root: the only place that knows every concrete class."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from adapters.event_sink import EventSink
+from adapters.event_store import EventStore, sqlite_env
+from adapters.shim_binary import ShimBinaryLauncher, search_path
+from domain.errors import FailedPreconditionError
+from domain.values import Cause
+from projections.task_states import TaskStatesView
+from shim.ports import TaskExitEvent
+from shim.shim_manager import ManagerConfig, ShimManager
+from shim.task_manager import TaskManager
+
+DEFAULT_ROOT = Path("/var/lib/shimledger")
+DEFAULT_STATE = Path("/run/shimledger")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Global options: where history lives, where ephemeral state lives, which namespace."""
+
+    root: Path = DEFAULT_ROOT
+    state: Path = DEFAULT_STATE
+    namespace: str = "default"
+
+
+def cli_cause() -> Cause:
+    """Who ran this command: user, uid, pid, command line and host."""
+    uid = os.getuid()
+    try:
+        user: str | None = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = None
+    return Cause(
+        kind="cli",
+        user=user,
+        uid=uid,
+        pid=os.getpid(),
+        command=" ".join(["shimledger", *sys.argv[1:]]),
+        host=socket.gethostname(),
+    )
+
+
+def require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise FailedPreconditionError(
+            f"{what} needs root: runc and containerd-shim-runc-v2 create namespaces, "
+            "cgroups and mounts (run it with sudo)"
+        )
+
+
+@asynccontextmanager
+async def bootstrap(settings: Settings, *, with_shims: bool = True) -> AsyncIterator[TaskManager]:
+    """Wire a TaskManager; with_shims also serves the event sink while the command runs."""
+    if with_shims:
+        require_root("running containers")
+    for directory in (settings.root, settings.state):
+        directory.mkdir(mode=0o711, parents=True, exist_ok=True)
+    store = EventStore(sqlite_env(settings.root))
+    view = TaskStatesView(settings.root / "projections.db", store)
+    manager: TaskManager | None = None
+
+    async def on_exit(event: TaskExitEvent) -> None:
+        if manager is not None:
+            await manager.handle_exit(event)
+
+    sink = EventSink(settings.state / "events.sock", on_exit)
+    config = ManagerConfig(
+        state=settings.state,
+        ttrpc_address=sink.address,
+        runc_binary=shutil.which("runc", path=search_path()) or "",
+    )
+    manager = TaskManager(
+        ShimManager(config, ShimBinaryLauncher(settings.state)),
+        store,
+        view,
+        namespace=settings.namespace,
+        cause=cli_cause,
+    )
+    try:
+        if with_shims:
+            await sink.start()
+        yield manager
+    finally:
+        await sink.aclose()
+        await manager.aclose()
+        await view.aclose()
+        await store.aclose()

@@ -1,0 +1,261 @@
+"""The shimledger command line: runc-style lifecycle commands plus history.
+
+Each command is a complete operation that runs without a daemon: it serves the event
+sink while it runs, talks to shims, appends to the history, and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+import os
+import signal as signals
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+
+from cli.bootstrap import DEFAULT_ROOT, DEFAULT_STATE, Settings, bootstrap
+from cli.output import HistoryEntry, TaskOutput, describe, history_entries, table, who
+from domain.errors import InvalidArgumentError, ShimledgerError
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="shimledger",
+    help="Run OCI containers through containerd v2 shims, and keep their history.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+class Format(enum.StrEnum):
+    table = "table"
+    json = "json"
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    root: Annotated[
+        Path, typer.Option(envvar="SHIMLEDGER_ROOT", help="Where history is kept.")
+    ] = DEFAULT_ROOT,
+    state: Annotated[
+        Path, typer.Option(envvar="SHIMLEDGER_STATE", help="Where bundles and sockets live.")
+    ] = DEFAULT_STATE,
+    namespace: Annotated[
+        str, typer.Option("--namespace", "-n", envvar="SHIMLEDGER_NAMESPACE")
+    ] = "default",
+    debug: Annotated[bool, typer.Option(help="Log debug output, shim logs included.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    ctx.obj = Settings(root=root.absolute(), state=state.absolute(), namespace=namespace)
+
+
+def _run(work: Callable[[], Awaitable[T]]) -> T:
+    """Run one command's coroutine; a ShimledgerError becomes one line on stderr and exit 1."""
+    try:
+        return asyncio.run(work())  # type: ignore[arg-type]
+    except ShimledgerError as exc:
+        typer.echo(f"shimledger: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+
+
+def parse_signal(text: str) -> int:
+    """A signal by number, name or SIG-name, as runc's kill accepts it."""
+    if text.isdigit():
+        number = int(text)
+        if number in {s.value for s in signals.Signals}:
+            return number
+    else:
+        name = text.upper()
+        name = name if name.startswith("SIG") else f"SIG{name}"
+        if name in signals.Signals.__members__:
+            return signals.Signals[name].value
+    raise InvalidArgumentError(f"unknown signal {text!r}")
+
+
+BundleOption = Annotated[
+    Path, typer.Option("--bundle", "-b", help="The OCI bundle (default: current directory).")
+]
+
+
+@app.command()
+def create(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="ID")],
+           bundle: BundleOption = Path(".")) -> None:  # fmt: skip
+    """Create a task from a bundle (its process waits for `start`)."""
+
+    async def work() -> None:
+        async with bootstrap(ctx.obj) as tasks:
+            await tasks.create(task_id, bundle)
+
+    _run(work)
+
+
+@app.command()
+def start(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Start a created task."""
+
+    async def work() -> None:
+        async with bootstrap(ctx.obj) as tasks:
+            await tasks.start(task_id)
+
+    _run(work)
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    task_id: Annotated[str, typer.Argument(metavar="ID")],
+    bundle: BundleOption = Path("."),
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Do not wait for it.")] = False,
+    remove: Annotated[bool, typer.Option("--rm", help="Delete the task when it exits.")] = False,
+) -> None:
+    """Create and start a task; in the foreground, exit with its exit status."""
+    settings: Settings = ctx.obj
+
+    async def work() -> int:
+        from adapters.fifo_io import ForegroundIO
+
+        async with bootstrap(settings) as tasks:
+            if detach:
+                await tasks.create(task_id, bundle)
+                await tasks.start(task_id)
+                return 0
+            io_dir = settings.state / "io" / f"{settings.namespace}-{task_id}-{os.getpid()}"
+            io = ForegroundIO(io_dir, sys.stdout.buffer, sys.stderr.buffer)
+            try:
+                await tasks.create(task_id, bundle, stdio=io.stdio)
+                io.shim_attached()
+                loop = asyncio.get_running_loop()
+                for sig in (signals.SIGINT, signals.SIGTERM, signals.SIGHUP):
+                    loop.add_signal_handler(
+                        sig, lambda s=sig: asyncio.ensure_future(tasks.kill(task_id, s))
+                    )
+                try:
+                    await tasks.start(task_id)
+                except ShimledgerError:
+                    await tasks.delete(task_id, force=True)
+                    raise
+                exit_ = await tasks.wait(task_id)
+                await io.drain(timeout=5.0)
+            finally:
+                io.close()
+            if remove:
+                await tasks.delete(task_id)
+            return exit_.status
+
+    code = _run(work)
+    raise typer.Exit(code=code)
+
+
+@app.command()
+def kill(
+    ctx: typer.Context,
+    task_id: Annotated[str, typer.Argument(metavar="ID")],
+    signal: Annotated[str, typer.Argument(help="Name or number.")] = "SIGTERM",
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Signal every process.")] = False,
+) -> None:
+    """Send a signal to a task's init process (default SIGTERM)."""
+
+    async def work() -> None:
+        number = parse_signal(signal)
+        async with bootstrap(ctx.obj) as tasks:
+            await tasks.kill(task_id, number, all=all_)
+
+    _run(work)
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    task_ids: Annotated[list[str], typer.Argument(metavar="ID...")],
+    force: Annotated[bool, typer.Option("--force", "-f", help="Kill it if running.")] = False,
+) -> None:
+    """Delete stopped (or, with --force, running) tasks."""
+
+    async def work() -> None:
+        async with bootstrap(ctx.obj) as tasks:
+            for task_id in task_ids:
+                await tasks.delete(task_id, force=force)
+
+    _run(work)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="IDs only.")] = False,
+    format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+) -> None:
+    """List the live tasks of the namespace."""
+
+    async def work() -> list[TaskOutput]:
+        async with bootstrap(ctx.obj) as tasks:
+            return [TaskOutput.of(s) for s in await tasks.tasks()]
+
+    outputs = _run(work)
+    if quiet:
+        for out in outputs:
+            typer.echo(out.id)
+    elif format is Format.json:
+        typer.echo(json.dumps([o.model_dump(mode="json") for o in outputs]))
+    else:
+        rows = [["ID", "PID", "STATUS", "EXIT", "BUNDLE", "CREATED"]]
+        rows += [
+            [o.id, str(o.pid), o.status, "" if o.exit_status is None else str(o.exit_status),
+             o.bundle, o.created.isoformat()]
+            for o in outputs
+        ]  # fmt: skip
+        typer.echo(table(rows))
+
+
+@app.command()
+def state(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Print a task's state as JSON."""
+
+    async def work() -> TaskOutput:
+        async with bootstrap(ctx.obj) as tasks:
+            return TaskOutput.of(await tasks.get(task_id))
+
+    typer.echo(_run(work).model_dump_json(indent=2))
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    task_id: Annotated[str, typer.Argument(metavar="ID")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array of events.")] = False,
+) -> None:
+    """Print every event of a task ID, across all its incarnations, oldest first."""
+
+    async def work() -> list[HistoryEntry]:
+        async with bootstrap(ctx.obj, with_shims=False) as tasks:
+            return history_entries(await tasks.history(task_id))
+
+    entries = _run(work)
+    if as_json:
+        typer.echo(json.dumps([e.model_dump(mode="json", exclude_none=True) for e in entries]))
+        return
+    rows = [["TIME", "INC", "EVENT", "DETAILS", "BY"]]
+    rows += [
+        [e.timestamp.isoformat(), str(e.incarnation), e.type, describe(e), who(e.cause)]
+        for e in entries
+    ]
+    typer.echo(table(rows))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Value objects of the task lifecycle: immutable, comparable by value, free of I/O."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Status(enum.StrEnum):
+    """A task's status, named as containerd's runtime.Status names it."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    DELETED = "deleted"
+    PAUSED = "paused"
+    PAUSING = "pausing"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """The shim's working bundle: a directory under the state dir named after the task."""
+
+    id: str
+    namespace: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How and when a process ended, as the shim reported it."""
+
+    status: int
+    exited_at: datetime
+
+
+@dataclass(frozen=True)
+class Cause:
+    """Who or what caused an event: a CLI user, a shim's event, or reconciliation.
+
+    Kept on every event so that history can answer "who did this" as well as "what".
+    """
+
+    kind: str  # "cli", "shim-event" or "reconciliation"
+    user: str | None = None
+    uid: int | None = None
+    pid: int | None = None
+    command: str | None = None
+    host: str | None = None
+    detail: str | None = None
+
+    def as_dict(self) -> dict[str, str | int]:
+        """The non-empty fields, for storage and JSON output."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, str | int]) -> Cause:
+        return cls(**data)  # type: ignore[arg-type]
+
+
+class State(BaseModel):
+    """The current state of one task incarnation, as projections derive it from history."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    namespace: str
+    incarnation: int
+    pid: int
+    status: Status
+    bundle: str
+    created: datetime
+    started: datetime | None = None
+    exit_status: int | None = None
+    exited_at: datetime | None = None

@@ -1,0 +1,203 @@
+"""The task-states read model: one State row per live task incarnation, in aiosqlite.
+
+Rows and the position they reflect are committed in one transaction, so a crash between
+pages neither skips nor doubles an event: the next catch-up resumes after the stored
+position. The file is a cache; deleting it loses nothing, the next catch-up rebuilds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiosqlite
+
+from domain.task import Task
+from domain.values import State, Status
+
+PAGE_SIZE = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS positions (name TEXT PRIMARY KEY, position INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS task_states (
+    namespace TEXT NOT NULL,
+    id TEXT NOT NULL,
+    originator TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (namespace, id)
+);
+CREATE INDEX IF NOT EXISTS task_states_status ON task_states (namespace, status);
+"""
+
+
+class EventSource(Protocol):
+    """Where the projection reads events: the store's notification log, in order."""
+
+    async def read(self, after: int, limit: int) -> list[tuple[int, Any]]: ...
+
+
+def evolve(state: State | None, event: Any) -> State | None:
+    """The next State of a task incarnation after one of its events (None once deleted).
+
+    Pure, so the same function serves the live view and a from-scratch replay.
+    """
+    if isinstance(event, Task.Created):
+        return State(
+            id=event.task_id,
+            namespace=event.namespace,
+            incarnation=event.incarnation,
+            pid=event.pid,
+            status=Status.CREATED,
+            bundle=event.bundle,
+            created=event.timestamp,
+        )
+    if state is None:
+        return None
+    if isinstance(event, Task.Started):
+        return state.model_copy(
+            update={"pid": event.pid, "status": Status.RUNNING, "started": event.timestamp}
+        )
+    if isinstance(event, Task.Exited):
+        return state.model_copy(
+            update={
+                "status": Status.STOPPED,
+                "exit_status": event.exit_status,
+                "exited_at": event.exited_at,
+            }
+        )
+    if isinstance(event, Task.Deleted):
+        return None
+    return state
+
+
+def replay(events: Iterable[Any]) -> dict[tuple[str, str], State]:
+    """Fold a whole history in memory: what the view must equal."""
+    keys: dict[Any, tuple[str, str]] = {}
+    states: dict[tuple[str, str], State] = {}
+    for event in events:
+        if isinstance(event, Task.Created):
+            keys[event.originator_id] = (event.namespace, event.task_id)
+        key = keys.get(event.originator_id)
+        if key is None:
+            continue
+        new = evolve(states.get(key), event)
+        if new is None:
+            states.pop(key, None)
+        else:
+            states[key] = new
+    return states
+
+
+class TaskStatesView:
+    """Serves TaskManager.get / TaskManager.tasks from projections.db."""
+
+    name = "task_states"
+
+    def __init__(self, path: Path, source: EventSource) -> None:
+        self._path = path
+        self._source = source
+        self._db: aiosqlite.Connection | None = None
+
+    async def _connection(self) -> aiosqlite.Connection:
+        if self._db is None:
+            db = await aiosqlite.connect(self._path, isolation_level=None)
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA busy_timeout=30000")
+            await db.executescript(_SCHEMA)
+            self._db = db
+        return self._db
+
+    async def aclose(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def position(self) -> int:
+        db = await self._connection()
+        async with db.execute(
+            "SELECT position FROM positions WHERE name = ?", (self.name,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def catch_up(self) -> int:
+        """Apply every event recorded since the stored position; return the new position."""
+        db = await self._connection()
+        position = await self.position()
+        while True:
+            page = await self._source.read(position, PAGE_SIZE)
+            if not page:
+                return position
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                # Re-read inside the write lock: another process may have caught up meanwhile.
+                async with db.execute(
+                    "SELECT position FROM positions WHERE name = ?", (self.name,)
+                ) as cursor:
+                    row = await cursor.fetchone()
+                stored = int(row[0]) if row else 0
+                for notification_id, event in page:
+                    if notification_id > stored:
+                        await self._apply(db, event)
+                        position = notification_id
+                position = max(position, stored)
+                await db.execute(
+                    "INSERT INTO positions (name, position) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                    (self.name, position),
+                )
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
+    async def _apply(self, db: aiosqlite.Connection, event: Any) -> None:
+        if isinstance(event, Task.Created):
+            await self._write(db, str(event.originator_id), evolve(None, event))
+            return
+        # Only the live incarnation has a row; events of deleted ones change nothing.
+        async with db.execute(
+            "SELECT state FROM task_states WHERE originator = ?", (str(event.originator_id),)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is not None:
+            current = State.model_validate_json(row[0])
+            await self._write(db, str(event.originator_id), evolve(current, event))
+
+    async def _write(
+        self,
+        db: aiosqlite.Connection,
+        originator: str,
+        state: State | None,
+    ) -> None:
+        if state is None:
+            await db.execute("DELETE FROM task_states WHERE originator = ?", (originator,))
+            return
+        await db.execute(
+            "INSERT INTO task_states (namespace, id, originator, status, state) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (namespace, id) DO UPDATE SET "
+            "originator = excluded.originator, status = excluded.status, state = excluded.state",
+            (state.namespace, state.id, originator, state.status.value, state.model_dump_json()),
+        )
+
+    # --- the port shim.ports.TaskView ---------------------------------------------------
+
+    async def get(self, namespace: str, task_id: str) -> State | None:
+        db = await self._connection()
+        async with db.execute(
+            "SELECT state FROM task_states WHERE namespace = ? AND id = ?", (namespace, task_id)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return State.model_validate_json(row[0]) if row else None
+
+    async def tasks(self, namespace: str | None = None) -> list[State]:
+        db = await self._connection()
+        if namespace is None:
+            query, args = "SELECT state FROM task_states ORDER BY namespace, id", ()
+        else:
+            query = "SELECT state FROM task_states WHERE namespace = ? ORDER BY id"
+            args = (namespace,)
+        async with db.execute(query, args) as cursor:
+            return [State.model_validate_json(row[0]) async for row in cursor]

@@ -1,0 +1,93 @@
+"""The shim's working bundle: ``<state>/<namespace>/<id>/``, built from the user's bundle.
+
+The user's bundle is only read: config.json is copied with ``root.path`` made absolute
+(pointing back at the user's rootfs), so the shim can run from a directory whose base
+name is the task ID, as its ``delete`` action requires (shim-protocol.md 0.13).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from domain.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from domain.identifiers import validate_identifier
+from domain.values import Bundle
+
+
+def bundle_path(state: Path, namespace: str, task_id: str) -> Path:
+    return state / namespace / task_id
+
+
+def read_spec(user_bundle: Path) -> dict[str, Any]:
+    """The user's config.json, checked for what would otherwise fail deep inside runc."""
+    config = user_bundle / "config.json"
+    if not user_bundle.is_dir():
+        raise NotFoundError(f"bundle {user_bundle} does not exist or is not a directory")
+    try:
+        spec = json.loads(config.read_text())
+    except FileNotFoundError:
+        raise NotFoundError(f"bundle {user_bundle} has no config.json") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidArgumentError(f"{config} is not valid JSON: {exc}") from None
+    if not isinstance(spec, dict):
+        raise InvalidArgumentError(f"{config} must hold a JSON object")
+    process = spec.get("process")
+    if not isinstance(process, dict) or not process.get("args"):
+        raise InvalidArgumentError(f"{config} has no process.args to run")
+    if process.get("terminal"):
+        raise InvalidArgumentError(
+            f"{config} sets process.terminal=true, but shimledger runs tasks without a "
+            'terminal: set "terminal": false'
+        )
+    root = spec.get("root")
+    if not isinstance(root, dict) or not root.get("path"):
+        raise InvalidArgumentError(f"{config} has no root.path")
+    rootfs = (user_bundle / root["path"]).resolve()
+    if not rootfs.is_dir():
+        raise NotFoundError(f"rootfs {rootfs} (root.path in {config}) does not exist")
+    root["path"] = str(rootfs)
+    return spec
+
+
+def new_bundle(state: Path, namespace: str, task_id: str, user_bundle: Path) -> Bundle:
+    """Make the working bundle; AlreadyExistsError if one is there (the directory is a lock)."""
+    validate_identifier("namespace", namespace)
+    validate_identifier("task ID", task_id)
+    spec = read_spec(user_bundle.resolve())
+    path = bundle_path(state, namespace, task_id)
+    path.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o711)
+    except FileExistsError:
+        raise AlreadyExistsError(
+            f"task {task_id} already exists in namespace {namespace} "
+            f"(its bundle {path} is in use)"
+        ) from None
+    try:
+        (path / "config.json").write_text(json.dumps(spec, indent=2))
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    return Bundle(id=task_id, namespace=namespace, path=str(path))
+
+
+def load_bundle(state: Path, namespace: str, task_id: str) -> Bundle | None:
+    path = bundle_path(state, namespace, task_id)
+    if not path.is_dir():
+        return None
+    return Bundle(id=task_id, namespace=namespace, path=str(path))
+
+
+def remove_bundle(bundle: Bundle) -> None:
+    """Remove the working bundle; the user's rootfs is elsewhere and untouched."""
+    path = Path(bundle.path)
+    if not path.exists():
+        return
+    # Rename first so a half-removed bundle is never mistaken for a live one.
+    doomed = path.with_name(f".{path.name}.deleting.{os.getpid()}")
+    os.rename(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)

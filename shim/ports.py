@@ -1,0 +1,93 @@
+"""Ports: what the shim services need from the outside world, declared by their consumer.
+
+Adapters implement these structurally (typing.Protocol); tests implement them with fakes.
+Protobuf never crosses a port: only domain values and the small records below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from domain.task import Task
+from domain.values import Bundle, Exit, State, Status
+
+
+@dataclass(frozen=True)
+class Stdio:
+    """Paths the shim connects the task's stdio to; all empty means /dev/null."""
+
+    stdin: str = ""
+    stdout: str = ""
+    stderr: str = ""
+
+
+@dataclass(frozen=True)
+class RuncOptions:
+    """What the runc shim needs to keep runc's state apart from a real containerd's."""
+
+    root: str
+    binary_name: str = ""
+
+
+@dataclass(frozen=True)
+class ProcessState:
+    """A process as the shim sees it right now (the State RPC)."""
+
+    pid: int
+    status: Status
+    exit_status: int
+    exited_at: datetime | None
+
+
+@dataclass(frozen=True)
+class TaskExitEvent:
+    """A shim's /tasks/exit event, decoded; ``exec_id`` is empty for the task's init."""
+
+    namespace: str
+    container_id: str
+    exec_id: str
+    pid: int
+    exit_status: int
+    exited_at: datetime
+
+
+class ShimClient(Protocol):
+    """The containerd.task.v2.Task service of one shim."""
+
+    async def connect(self, task_id: str) -> int: ...
+    async def create(
+        self, task_id: str, bundle: str, stdio: Stdio, options: RuncOptions
+    ) -> int: ...
+    async def start(self, task_id: str) -> int: ...
+    async def state(self, task_id: str) -> ProcessState: ...
+    async def wait(self, task_id: str) -> Exit: ...
+    async def kill(self, task_id: str, signal: int, all: bool = False) -> None: ...
+    async def delete(self, task_id: str) -> Exit: ...
+    async def shutdown(self, task_id: str) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+class ShimBinary(Protocol):
+    """A shim executable: its ``start`` and ``delete`` actions, and reconnecting to it."""
+
+    async def start(self, bundle: Bundle, runtime: str, ttrpc_address: str) -> str: ...
+    async def delete(self, bundle: Bundle, runtime: str) -> Exit: ...
+    async def connect(self, bundle: Bundle, address: str) -> ShimClient: ...
+
+
+class TaskStore(Protocol):
+    """Task histories (the event store)."""
+
+    async def current(self, namespace: str, task_id: str) -> Task | None: ...
+    async def save(self, task: Task) -> None: ...
+    async def history(self, namespace: str, task_id: str) -> list[Any]: ...
+
+
+class TaskView(Protocol):
+    """The task-states read model."""
+
+    async def catch_up(self) -> int: ...
+    async def get(self, namespace: str, task_id: str) -> State | None: ...
+    async def tasks(self, namespace: str | None = None) -> list[State]: ...

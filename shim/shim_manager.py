@@ -1,0 +1,123 @@
+"""ShimManager launches shims, reconnects to them from their bundles, and shuts them down.
+
+Like containerd's ShimManager it is unaware of the services a shim provides beyond the
+Task client it hands out. Cleanup is bounded in time and shielded from cancellation: an
+unresponsive shim must not block the caller, and a cancelled caller must not stop a
+cleanup half-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from domain.errors import ShimledgerError, UnavailableError
+from domain.values import Bundle, Exit
+from shim.ports import ShimBinary, ShimClient
+
+logger = logging.getLogger(__name__)
+
+CLEANUP_TIMEOUT = 5.0  # containerd's io.containerd.timeout.shim.cleanup
+SHUTDOWN_TIMEOUT = 3.0  # containerd's io.containerd.timeout.shim.shutdown
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ManagerConfig:
+    """Where shimledger keeps its ephemeral state, and where shims send their events."""
+
+    state: Path
+    ttrpc_address: str
+    runc_binary: str = ""
+
+    @property
+    def runc_root(self) -> Path:
+        # Under our state dir, so a real containerd on the host never sees our containers.
+        return self.state / "runc"
+
+
+@dataclass
+class ShimProcess:
+    """A running shim serving one task: its bundle, its pid and its Task client."""
+
+    bundle: Bundle
+    runtime: str
+    shim_pid: int
+    client: ShimClient
+
+    @property
+    def id(self) -> str:
+        return self.bundle.id
+
+    @property
+    def namespace(self) -> str:
+        return self.bundle.namespace
+
+
+async def bounded_cleanup(step: Awaitable[T], timeout: float = CLEANUP_TIMEOUT) -> T | None:
+    """Run a cleanup step to completion even if the caller is cancelled, within ``timeout``."""
+
+    async def bounded() -> T:
+        async with asyncio.timeout(timeout):
+            return await step
+
+    try:
+        return await asyncio.shield(asyncio.ensure_future(bounded()))
+    except (ShimledgerError, TimeoutError, OSError) as exc:
+        logger.warning("cleanup step failed: %s", exc)
+        return None
+
+
+class ShimManager:
+    """Starts, finds and removes shim processes; one per task."""
+
+    def __init__(self, config: ManagerConfig, binary: ShimBinary) -> None:
+        self.config = config
+        self._binary = binary
+
+    async def start(self, bundle: Bundle, runtime: str) -> ShimProcess:
+        """Run the shim's ``start`` action in the bundle and connect to the address it prints."""
+        address = await self._binary.start(bundle, runtime, self.config.ttrpc_address)
+        try:
+            return await self._connect(bundle, runtime, address)
+        except BaseException:
+            await bounded_cleanup(self._binary.delete(bundle, runtime))
+            raise
+
+    async def get(self, bundle: Bundle, runtime: str) -> ShimProcess:
+        """load_shim: reconnect from the ``address`` file the shim's start wrote in the bundle."""
+        try:
+            address = (Path(bundle.path) / "address").read_text().strip()
+        except FileNotFoundError:
+            raise UnavailableError(
+                f"task {bundle.id} has no shim address in {bundle.path}"
+            ) from None
+        return await self._connect(bundle, runtime, address)
+
+    async def _connect(self, bundle: Bundle, runtime: str, address: str) -> ShimProcess:
+        client = await self._binary.connect(bundle, address)
+        try:
+            shim_pid = await client.connect(bundle.id)
+        except BaseException:
+            await client.aclose()
+            raise
+        return ShimProcess(bundle=bundle, runtime=runtime, shim_pid=shim_pid, client=client)
+
+    async def delete(self, shim: ShimProcess) -> None:
+        """Shut the shim down (it exits once it holds no container) and drop the connection."""
+
+        async def shutdown() -> None:
+            async with asyncio.timeout(SHUTDOWN_TIMEOUT):
+                await shim.client.shutdown(shim.id)
+
+        await bounded_cleanup(shutdown())
+        await shim.client.aclose()
+
+    async def cleanup_after_dead_shim(self, bundle: Bundle, runtime: str) -> Exit | None:
+        """The shim's ``delete`` action: removes the runc container and mounts a dead shim left."""
+        return await bounded_cleanup(self._binary.delete(bundle, runtime))

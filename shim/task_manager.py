@@ -1,0 +1,340 @@
+"""TaskManager wraps the shims' Task services with the task histories and their read model.
+
+Every operation is a complete step: talk to the shim, then append what happened to the
+task's history; reads go through the projection after reconciling it with reality, so a
+task whose process exited while nobody listened is never shown as running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from domain.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    FailedPreconditionError,
+    InvalidTransitionError,
+    NotFoundError,
+    UnavailableError,
+)
+from domain.identifiers import validate_identifier
+from domain.task import Task
+from domain.values import Bundle, Cause, Exit, State, Status
+from shim.bundle import bundle_path, load_bundle, new_bundle, remove_bundle
+from shim.ports import RuncOptions, Stdio, TaskExitEvent, TaskStore, TaskView
+from shim.shim_manager import ShimManager, ShimProcess, bounded_cleanup
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RUNTIME = "io.containerd.runc.v2"
+UNKNOWN_EXIT_STATUS = 255  # containerd's status for an exit nobody saw (cleanupAfterDeadShim)
+SAVE_ATTEMPTS = 5
+
+
+class TaskManager:
+    """Creates, starts, kills, waits for and deletes tasks; serves their states."""
+
+    def __init__(
+        self,
+        shims: ShimManager,
+        store: TaskStore,
+        view: TaskView,
+        *,
+        namespace: str,
+        cause: Callable[[], Cause],
+    ) -> None:
+        self.namespace = validate_identifier("namespace", namespace)
+        self._shims = shims
+        self._store = store
+        self._view = view
+        self._cause = cause
+        self._live: dict[tuple[str, str], ShimProcess] = {}
+        # One step at a time per task in this process: a shim's exit event must not be
+        # recorded between a Start RPC and the Started it caused.
+        self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    @property
+    def _state_dir(self) -> Path:
+        return self._shims.config.state
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def create(
+        self,
+        task_id: str,
+        user_bundle: Path,
+        *,
+        runtime: str = DEFAULT_RUNTIME,
+        stdio: Stdio | None = None,
+    ) -> State:
+        """Make the working bundle, start a shim, create the task in it, record Created."""
+        validate_identifier("task ID", task_id)
+        key = (self.namespace, task_id)
+        async with self._locks[key]:
+            previous = await self._store.current(*key)
+            if previous is not None and previous.is_live:
+                raise AlreadyExistsError(
+                    f"task {task_id} already exists in namespace {self.namespace} "
+                    f"({previous.status.value})"
+                )
+            bundle = new_bundle(self._state_dir, self.namespace, task_id, user_bundle)
+            async with AsyncExitStack() as undo:
+                undo.callback(remove_bundle, bundle)
+                shim = await self._shims.start(bundle, runtime)
+                undo.push_async_callback(self._discard_shim, shim)
+                config = self._shims.config
+                options = RuncOptions(root=str(config.runc_root), binary_name=config.runc_binary)
+                pid = await shim.client.create(task_id, bundle.path, stdio or Stdio(), options)
+                task = Task(
+                    namespace=self.namespace,
+                    task_id=task_id,
+                    incarnation=previous.incarnation + 1 if previous else 1,
+                    bundle=str(user_bundle.resolve()),
+                    pid=pid,
+                    runtime=runtime,
+                    cause=self._cause(),
+                )
+                await self._store.save(task)
+                undo.pop_all()
+            self._live[key] = shim
+        return await self.get(task_id, reconcile=False)
+
+    async def start(self, task_id: str) -> State:
+        key = (self.namespace, task_id)
+        async with self._locks[key]:
+            task = await self._live_task(task_id)
+            if task.status is not Status.CREATED:
+                raise InvalidTransitionError(
+                    f"task {task_id} is {task.status.value}: only a created task can be started"
+                )
+            shim = await self._shim(task)
+            pid = await shim.client.start(task_id)
+            await self._record(key, lambda t: t.start(pid, self._cause()))
+        return await self.get(task_id, reconcile=False)
+
+    async def kill(self, task_id: str, signal: int, *, all: bool = False) -> None:
+        task = await self._live_task(task_id)
+        if task.status not in (Status.CREATED, Status.RUNNING):
+            raise FailedPreconditionError(f"task {task_id} is {task.status.value}: nothing to kill")
+        shim = await self._shim(task)
+        try:
+            await shim.client.kill(task_id, signal, all)
+        except NotFoundError:
+            raise FailedPreconditionError(f"task {task_id} is not running") from None
+
+    async def wait(self, task_id: str) -> Exit:
+        """Block until the task's process exits; record and return its exit."""
+        task = await self._live_task(task_id)
+        if task.exit is not None:
+            return task.exit
+        shim = await self._shim(task)
+        exit_ = await shim.client.wait(task_id)
+        async with self._locks[(self.namespace, task_id)]:
+            await self._record_exit(task, exit_, Cause(kind="shim", detail="Wait"))
+        return exit_
+
+    async def delete(self, task_id: str, *, force: bool = False) -> State:
+        """Remove the task from its shim, stop the shim, remove the bundle, record Deleted."""
+        key = (self.namespace, task_id)
+        task = await self._live_task(task_id)
+        if task.status is Status.RUNNING:
+            if not force:
+                raise InvalidTransitionError(
+                    f"task {task_id} is running: kill it first, or use delete --force"
+                )
+            await self.kill(task_id, 9, all=True)
+            await self.wait(task_id)
+        async with self._locks[key]:
+            task = await self._live_task(task_id)
+            if task.status is Status.RUNNING:
+                raise InvalidTransitionError(f"task {task_id} started running again; retry")
+            final = self._snapshot(task)
+            bundle = self._bundle(task)
+            try:
+                shim = await self._shim(task)
+            except UnavailableError:
+                await self._cleanup_dead(task, bundle)
+            else:
+                self._live.pop(key, None)
+                try:
+                    await shim.client.delete(task_id)
+                except (UnavailableError, NotFoundError) as exc:
+                    logger.info("Delete of %s failed (%s): shim treated as dead", task_id, exc)
+                    await self._shims.delete(shim)
+                    await self._cleanup_dead(task, bundle)
+                else:
+                    await self._shims.delete(shim)
+            remove_bundle(bundle)
+            await self._record(key, lambda t: t.delete(self._cause()) if t.is_live else None)
+        return final.model_copy(update={"status": Status.DELETED})
+
+    # --- reads --------------------------------------------------------------------------
+
+    async def get(self, task_id: str, *, reconcile: bool = True) -> State:
+        """The task's state from the projection, after reconciling it with its shim."""
+        validate_identifier("task ID", task_id)
+        if reconcile:
+            task = await self._store.current(self.namespace, task_id)
+            if task is not None and task.is_live:
+                await self.reconcile(task)
+        await self._view.catch_up()
+        state = await self._view.get(self.namespace, task_id)
+        if state is None:
+            raise NotFoundError(f"task {task_id} does not exist in namespace {self.namespace}")
+        return state
+
+    async def tasks(self, *, all_namespaces: bool = False) -> list[State]:
+        await self._view.catch_up()
+        namespace = None if all_namespaces else self.namespace
+        changed = False
+        for state in await self._view.tasks(namespace):
+            if state.status in (Status.CREATED, Status.RUNNING):
+                task = await self._store.current(state.namespace, state.id)
+                if task is not None:
+                    changed |= await self.reconcile(task)
+        if changed:
+            await self._view.catch_up()
+        return await self._view.tasks(namespace)
+
+    async def history(self, task_id: str) -> list[Any]:
+        """Every event of every incarnation of the ID, oldest first."""
+        validate_identifier("task ID", task_id)
+        events = await self._store.history(self.namespace, task_id)
+        if not events:
+            raise NotFoundError(f"task {task_id} has no history in namespace {self.namespace}")
+        return events
+
+    # --- facts from outside -------------------------------------------------------------
+
+    async def reconcile(self, task: Task) -> bool:
+        """Record an exit that happened while nobody listened; True if anything was recorded."""
+        if task.status not in (Status.CREATED, Status.RUNNING):
+            return False
+        async with self._locks[(task.namespace, task.task_id)]:
+            return await self._reconcile(task)
+
+    async def _reconcile(self, task: Task) -> bool:
+        bundle = self._bundle(task)
+        try:
+            shim = await self._shim(task)
+            process = await shim.client.state(task.task_id)
+        except (UnavailableError, NotFoundError) as exc:
+            logger.info("shim of task %s is gone (%s): cleaning up", task.task_id, exc)
+            self._live.pop((task.namespace, task.task_id), None)
+            await self._cleanup_dead(task, bundle)
+            return True
+        if process.status is Status.STOPPED:
+            exit_ = Exit(status=process.exit_status, exited_at=process.exited_at or _now())
+            return await self._record_exit(
+                task, exit_, Cause(kind="reconciliation", detail="shim reports stopped")
+            )
+        return False
+
+    async def handle_exit(self, event: TaskExitEvent) -> None:
+        """A shim's /tasks/exit: record the init's exit once, however often it arrives."""
+        if event.exec_id not in ("", event.container_id):
+            return  # an exec's exit is not the task's exit
+        task = await self._store.current(event.namespace, event.container_id)
+        if task is None or task.pid != event.pid:
+            return
+        exit_ = Exit(status=event.exit_status, exited_at=event.exited_at)
+        async with self._locks[(task.namespace, task.task_id)]:
+            await self._record_exit(task, exit_, Cause(kind="shim-event", detail="/tasks/exit"))
+
+    # --- helpers ------------------------------------------------------------------------
+
+    async def _cleanup_dead(self, task: Task, bundle: Bundle) -> None:
+        await self._shims.cleanup_after_dead_shim(bundle, task.runtime)
+        await self._record_exit(
+            task,
+            Exit(status=UNKNOWN_EXIT_STATUS, exited_at=_now()),
+            Cause(kind="reconciliation", detail="shim lost; exit status unknown"),
+        )
+
+    async def _record_exit(self, task: Task, exit_: Exit, cause: Cause) -> bool:
+        """Record the exit unless it already is; the caller holds the task's lock."""
+        recorded = False
+
+        def apply(t: Task) -> None:
+            nonlocal recorded
+            if t.incarnation == task.incarnation and t.status in (Status.CREATED, Status.RUNNING):
+                t.record_exit(exit_.status, exit_.exited_at, cause)
+                recorded = True
+
+        await self._record((task.namespace, task.task_id), apply)
+        return recorded
+
+    async def _record(self, key: tuple[str, str], step: Callable[[Task], None]) -> None:
+        """Apply a step to fresh state and append it, retrying when another writer won."""
+        for attempt in range(SAVE_ATTEMPTS):
+            task = await self._store.current(*key)
+            if task is None:
+                raise NotFoundError(f"task {key[1]} does not exist in namespace {key[0]}")
+            step(task)
+            try:
+                await self._store.save(task)
+                return
+            except ConflictError:
+                if attempt == SAVE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+
+    async def _live_task(self, task_id: str) -> Task:
+        validate_identifier("task ID", task_id)
+        task = await self._store.current(self.namespace, task_id)
+        if task is None or not task.is_live:
+            raise NotFoundError(f"task {task_id} does not exist in namespace {self.namespace}")
+        return task
+
+    def _bundle(self, task: Task) -> Bundle:
+        """The task's working bundle (Created records the user's bundle, as runc shows it)."""
+        path = bundle_path(self._state_dir, task.namespace, task.task_id)
+        return Bundle(id=task.task_id, namespace=task.namespace, path=str(path))
+
+    async def _shim(self, task: Task) -> ShimProcess:
+        key = (task.namespace, task.task_id)
+        shim = self._live.get(key)
+        if shim is None:
+            bundle = load_bundle(self._state_dir, task.namespace, task.task_id)
+            if bundle is None:
+                raise UnavailableError(f"task {task.task_id} has no bundle in the state dir")
+            shim = await self._shims.get(bundle, task.runtime)
+            self._live[key] = shim
+        return shim
+
+    async def _discard_shim(self, shim: ShimProcess) -> None:
+        """Undo a half-made task: remove what runc made, then stop the shim."""
+        await bounded_cleanup(shim.client.delete(shim.id))
+        await self._shims.delete(shim)
+        await self._shims.cleanup_after_dead_shim(shim.bundle, shim.runtime)
+
+    @staticmethod
+    def _snapshot(task: Task) -> State:
+        return State(
+            id=task.task_id,
+            namespace=task.namespace,
+            incarnation=task.incarnation,
+            pid=task.pid,
+            status=task.status,
+            bundle=task.bundle,
+            created=task.created_on,
+            exit_status=task.exit.status if task.exit else None,
+            exited_at=task.exit.exited_at if task.exit else None,
+        )
+
+    async def aclose(self) -> None:
+        """Drop the connections to shims; the shims and their tasks keep running."""
+        for shim in self._live.values():
+            await shim.client.aclose()
+        self._live.clear()
+
+
+def _now() -> datetime:
+    return datetime.now().astimezone()
