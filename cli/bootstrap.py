@@ -61,8 +61,13 @@ def require_root(what: str) -> None:
 
 
 @asynccontextmanager
-async def bootstrap(settings: Settings, *, with_shims: bool = True) -> AsyncIterator[TaskManager]:
-    """Wire a TaskManager; with_shims also serves the event sink while the command runs."""
+async def bootstrap(
+    settings: Settings, *, with_shims: bool = True, serve_events: bool = True
+) -> AsyncIterator[TaskManager]:
+    """Wire a TaskManager; with shims, it serves the event sink while the command runs.
+
+    ``serve_events=False`` leaves the sink to others (tests use it to miss events on purpose).
+    """
     if with_shims:
         require_root("running containers")
     for directory in (settings.root, settings.state):
@@ -89,7 +94,7 @@ async def bootstrap(settings: Settings, *, with_shims: bool = True) -> AsyncIter
         cause=cli_cause,
     )
     try:
-        if with_shims:
+        if with_shims and serve_events:
             await sink.start()
         yield manager
     finally:

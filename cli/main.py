@@ -22,6 +22,7 @@ import typer
 from cli.bootstrap import DEFAULT_ROOT, DEFAULT_STATE, Settings, bootstrap
 from cli.output import HistoryEntry, TaskOutput, describe, history_entries, table, who
 from domain.errors import InvalidArgumentError, ShimledgerError
+from shim.task_manager import DEFAULT_RUNTIME
 
 T = TypeVar("T")
 
@@ -86,16 +87,20 @@ def parse_signal(text: str) -> int:
 BundleOption = Annotated[
     Path, typer.Option("--bundle", "-b", help="The OCI bundle (default: current directory).")
 ]
+RuntimeOption = Annotated[
+    str, typer.Option(help="A v2 shim: a runtime name or the shim binary's absolute path.")
+]
 
 
 @app.command()
 def create(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="ID")],
-           bundle: BundleOption = Path(".")) -> None:  # fmt: skip
+           bundle: BundleOption = Path("."),
+           runtime: RuntimeOption = DEFAULT_RUNTIME) -> None:  # fmt: skip
     """Create a task from a bundle (its process waits for `start`)."""
 
     async def work() -> None:
         async with bootstrap(ctx.obj) as tasks:
-            await tasks.create(task_id, bundle)
+            await tasks.create(task_id, bundle, runtime=runtime)
 
     _run(work)
 
@@ -118,6 +123,7 @@ def run(
     bundle: BundleOption = Path("."),
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Do not wait for it.")] = False,
     remove: Annotated[bool, typer.Option("--rm", help="Delete the task when it exits.")] = False,
+    runtime: RuntimeOption = DEFAULT_RUNTIME,
 ) -> None:
     """Create and start a task; in the foreground, exit with its exit status."""
     settings: Settings = ctx.obj
@@ -127,13 +133,13 @@ def run(
 
         async with bootstrap(settings) as tasks:
             if detach:
-                await tasks.create(task_id, bundle)
+                await tasks.create(task_id, bundle, runtime=runtime)
                 await tasks.start(task_id)
                 return 0
             io_dir = settings.state / "io" / f"{settings.namespace}-{task_id}-{os.getpid()}"
             io = ForegroundIO(io_dir, sys.stdout.buffer, sys.stderr.buffer)
             try:
-                await tasks.create(task_id, bundle, stdio=io.stdio)
+                await tasks.create(task_id, bundle, runtime=runtime, stdio=io.stdio)
                 io.shim_attached()
                 loop = asyncio.get_running_loop()
                 for sig in (signals.SIGINT, signals.SIGTERM, signals.SIGHUP):

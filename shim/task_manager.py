@@ -211,6 +211,10 @@ class TaskManager:
             raise NotFoundError(f"task {task_id} has no history in namespace {self.namespace}")
         return events
 
+    async def shim(self, task_id: str) -> ShimProcess:
+        """The shim serving a live task (its pid, bundle and Task client)."""
+        return await self._shim(await self._live_task(task_id))
+
     # --- facts from outside -------------------------------------------------------------
 
     async def reconcile(self, task: Task) -> bool:

@@ -1,0 +1,141 @@
+"""The CLI as a user runs it: real processes, the real shim, exit codes and output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.bootstrap import Settings
+from cli.main import app, parse_signal
+from domain.errors import InvalidArgumentError
+
+SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
+
+
+@pytest.fixture
+def cli(settings: Settings) -> Callable[..., subprocess.CompletedProcess[str]]:
+    env = dict(os.environ, SHIMLEDGER_ROOT=str(settings.root),
+               SHIMLEDGER_STATE=str(settings.state), SHIMLEDGER_NAMESPACE=settings.namespace)
+
+    def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([SHIMLEDGER, *args], env=env, cwd=cwd, capture_output=True,
+                              text=True, timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
+
+    return run
+
+
+def test_run_in_the_foreground_passes_output_and_exit_status(cli, bundle) -> None:
+    path = bundle("sh", "-c", "echo hi; echo to-stderr >&2; exit 7")
+    result = cli("run", "--rm", "--bundle", str(path), "fg")
+    assert (result.returncode, result.stdout, result.stderr) == (7, "hi\n", "to-stderr\n")
+
+    history = json.loads(cli("history", "--json", "fg").stdout)
+    assert [e["type"] for e in history] == ["Created", "Started", "Exited", "Deleted"]
+    assert history[2]["exit_status"] == 7
+    assert all(e["id"] == "fg" and "T" in e["timestamp"] for e in history)
+    assert history[0]["cause"]["kind"] == "cli" and history[0]["pid"] > 0
+    assert "Exited" in cli("history", "fg").stdout
+    assert json.loads(cli("list", "--format", "json").stdout) == []
+
+
+def test_bundle_defaults_to_the_current_directory(cli, bundle) -> None:
+    result = cli("run", "--rm", "here", cwd=bundle("sh", "-c", "exit 3"))
+    assert result.returncode == 3, result.stderr
+
+
+def test_create_start_list_state_kill_delete(cli, bundle) -> None:
+    path = bundle("sleep", "300")
+    assert cli("create", "--bundle", str(path), "svc").returncode == 0
+    [entry] = json.loads(cli("list", "--format", "json").stdout)
+    assert entry["id"] == "svc" and entry["status"] == "created" and entry["pid"] > 0
+    assert entry["bundle"] == str(path)
+
+    assert cli("start", "svc").returncode == 0
+    state = json.loads(cli("state", "svc").stdout)
+    assert state["status"] == "running" and "exit_status" in state
+    assert cli("list", "-q").stdout.split() == ["svc"]
+    assert "running" in cli("list").stdout
+
+    again = cli("start", "svc")
+    assert again.returncode == 1 and "only a created task can be started" in again.stderr
+
+    refused = cli("delete", "svc")
+    assert refused.returncode == 1 and "running" in refused.stderr
+
+    assert cli("kill", "svc", "KILL").returncode == 0
+    state = json.loads(cli("state", "svc").stdout)  # never stale: the exit is recorded first
+    assert (state["status"], state["exit_status"]) == ("stopped", 137)
+
+    assert cli("delete", "svc").returncode == 0
+    assert cli("list", "-q").stdout == ""
+    gone = cli("state", "svc")
+    assert gone.returncode == 1 and "does not exist" in gone.stderr
+
+
+def test_delete_force_kills_a_running_task(cli, bundle) -> None:
+    assert cli("run", "-d", "--bundle", str(bundle("sleep", "300")), "bg").returncode == 0
+    assert json.loads(cli("state", "bg").stdout)["status"] == "running"
+    assert cli("delete", "-f", "bg").returncode == 0
+    events = json.loads(cli("history", "--json", "bg").stdout)
+    assert [(e["type"], e.get("exit_status")) for e in events][-2:] == [
+        ("Exited", 137), ("Deleted", None)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["state", "nope"], "does not exist"),
+        (["start", "nope"], "does not exist"),
+        (["kill", "nope"], "does not exist"),
+        (["delete", "nope"], "does not exist"),
+        (["history", "nope"], "no history"),
+        (["state", "../x"], "invalid"),
+        (["create", "--bundle", "/does/not/exist", "x"], "does not exist"),
+        (["create", "--bundle", "/", "x"], "no config.json"),
+        (["kill", "x", "SIGNOPE"], "unknown signal"),
+    ],
+)
+def test_errors_are_one_clear_line_and_exit_1(cli, args: list[str], message: str) -> None:
+    result = cli(*args)
+    assert result.returncode == 1
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_a_missing_shim_or_bad_config_leaves_nothing_behind(cli, bundle, settings) -> None:
+    path = bundle("true")
+    missing = cli("create", "--runtime", "io.containerd.nope.v9", "--bundle", str(path), "x")
+    assert missing.returncode == 1 and "containerd-shim-nope-v9 not found" in missing.stderr
+
+    (path / "config.json").write_text("{not json")
+    broken = cli("create", "--bundle", str(path), "x")
+    assert broken.returncode == 1 and "not valid JSON" in broken.stderr
+
+    assert not (settings.state / settings.namespace / "x").exists()
+    assert cli("history", "x").returncode == 1
+
+
+def test_a_non_root_user_is_told_what_needs_root(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    result = CliRunner().invoke(app, ["--root", str(tmp_path), "--state", str(tmp_path),
+                                      "list"])  # fmt: skip
+    assert result.exit_code == 1
+    assert "needs root" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("text", "number"), [("9", 9), ("KILL", 9), ("SIGTERM", 15),
+                                              ("hup", 1)])  # fmt: skip
+def test_signals_by_number_or_name(text: str, number: int) -> None:
+    assert parse_signal(text) == number
+
+
+def test_unknown_signal_numbers_are_refused() -> None:
+    with pytest.raises(InvalidArgumentError):
+        parse_signal("999")

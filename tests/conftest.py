@@ -1,0 +1,118 @@
+"""Shared fixtures: real runc and the real shim, a state dir per test, cleanup by the manager.
+
+A test that needs root, runc, containerd-shim-runc-v2 or busybox fails under CI=true when
+one is missing; elsewhere it is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from adapters.shim_binary import search_path
+from cli.bootstrap import Settings, bootstrap
+from shim.task_manager import TaskManager
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from busybox_bundle import make_bundle  # noqa: E402
+
+
+def missing_for_real_tests() -> str | None:
+    if os.geteuid() != 0:
+        return "not root"
+    for name in ("runc", "containerd-shim-runc-v2"):
+        if shutil.which(name, path=search_path()) is None:
+            return f"{name} is not installed"
+    if not Path("/bin/busybox").exists():
+        return "busybox-static is not installed"
+    return None
+
+
+@pytest.fixture
+def real() -> None:
+    """Marks a test as needing the real runtime."""
+    missing = missing_for_real_tests()
+    if missing is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"real-runtime test cannot run in CI: {missing}")
+    pytest.skip(f"needs the real runtime: {missing}")
+
+
+@pytest.fixture
+def settings(real: None, tmp_path: Path) -> Iterator[Settings]:
+    """Own root and state dirs; afterwards every task is deleted and nothing may be left."""
+    # The state dir holds sockets, whose paths must stay under 108 bytes: keep it short.
+    state = Path(tempfile.mkdtemp(prefix="sl-", dir="/tmp"))
+    settings = Settings(root=tmp_path / "root", state=state, namespace="test")
+    yield settings
+    leftovers = teardown(settings)
+    shutil.rmtree(state, ignore_errors=True)
+    assert not leftovers, f"the test left these behind: {leftovers}"
+
+
+def teardown(settings: Settings) -> list[str]:
+    """Delete every live task through the manager, then report (and remove) any leftover."""
+    import asyncio
+
+    async def delete_all() -> None:
+        async with bootstrap(settings) as manager:
+            for state in await manager.tasks(all_namespaces=True):
+                scoped = TaskManager(
+                    manager._shims, manager._store, manager._view,
+                    namespace=state.namespace, cause=manager._cause,
+                )  # fmt: skip
+                try:
+                    await scoped.delete(state.id, force=True)
+                finally:
+                    await scoped.aclose()
+
+    if (settings.root / "events.db").exists():
+        asyncio.run(delete_all())
+    leftovers: list[str] = []
+    runc_root = settings.state / "runc"
+    for namespace_dir in runc_root.glob("*") if runc_root.is_dir() else []:
+        listing = subprocess.run(
+            ["runc", "--root", str(namespace_dir), "list", "-q"],
+            capture_output=True, text=True, env={"PATH": search_path()},
+        )  # fmt: skip
+        for container in listing.stdout.split():
+            leftovers.append(f"runc container {namespace_dir.name}/{container}")
+            subprocess.run(["runc", "--root", str(namespace_dir), "delete", "-f", container],
+                           env={"PATH": search_path()})  # fmt: skip
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if cwd.startswith(str(settings.state) + "/"):
+            leftovers.append(f"process {proc.name} in {cwd}")
+            os.kill(int(proc.name), signal.SIGKILL)
+    return leftovers
+
+
+@pytest.fixture
+async def manager(settings: Settings) -> AsyncIterator[TaskManager]:
+    async with bootstrap(settings) as manager:
+        yield manager
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Callable[..., Path]:
+    """Build a bundle with its own busybox rootfs running ``args``."""
+    counter = iter(range(1000))
+
+    def build(*args: str) -> Path:
+        return make_bundle(tmp_path / f"bundle{next(counter)}", list(args))
+
+    return build

@@ -1,0 +1,121 @@
+"""Whole lifecycles through TaskManager with real runc and containerd-shim-runc-v2."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from adapters.event_store import EventStore, sqlite_env
+from adapters.fifo_io import ForegroundIO
+from cli.bootstrap import Settings, bootstrap
+from domain.values import Status
+from projections.task_states import TaskStatesView, replay
+from shim.task_manager import TaskManager
+
+Bundle = Callable[..., Path]
+
+
+def types(events: list[object]) -> list[str]:
+    return [type(e).__name__ for e in events]
+
+
+async def test_exit_status_stdout_and_four_event_history(
+    manager: TaskManager, bundle: Bundle, settings: Settings
+) -> None:
+    out, err = io.BytesIO(), io.BytesIO()
+    fifo = ForegroundIO(settings.state / "io" / "t1", out, err)
+    try:
+        created = await manager.create("t1", bundle("sh", "-c", "echo hi; echo oops >&2; exit 7"),
+                                       stdio=fifo.stdio)  # fmt: skip
+        fifo.shim_attached()
+        assert created.status is Status.CREATED and created.pid > 0
+        await manager.start("t1")
+        exit_ = await manager.wait("t1")
+        await fifo.drain(timeout=5)
+    finally:
+        fifo.close()
+    assert exit_.status == 7
+    assert out.getvalue() == b"hi\n" and err.getvalue() == b"oops\n"
+    stopped = await manager.get("t1")
+    assert stopped.status is Status.STOPPED and stopped.exit_status == 7
+
+    await manager.delete("t1")
+    history = await manager.history("t1")
+    assert types(history) == ["Created", "Started", "Exited", "Deleted"]
+    assert history[2].exit_status == 7
+    assert [s.id for s in await manager.tasks()] == []
+
+
+async def test_sigkill_of_sleep_gives_137(manager: TaskManager, bundle: Bundle) -> None:
+    await manager.create("sleeper", bundle("sleep", "300"))
+    running = await manager.start("sleeper")
+    assert running.status is Status.RUNNING
+    await manager.kill("sleeper", signal.SIGKILL)
+    assert (await manager.wait("sleeper")).status == 137
+    assert (await manager.get("sleeper")).exit_status == 137
+    await manager.delete("sleeper")
+
+
+async def test_the_same_id_can_be_created_again_after_delete(
+    manager: TaskManager, bundle: Bundle, settings: Settings
+) -> None:
+    path = bundle("true")
+    for _ in range(2):
+        await manager.create("again", path)
+        await manager.start("again")
+        await manager.wait("again")
+        await manager.delete("again")
+    history = await manager.history("again")
+    assert types(history) == ["Created", "Started", "Exited", "Deleted"] * 2
+    assert [e.originator_id for e in history[:4]] != [e.originator_id for e in history[4:]]
+    assert history[4].incarnation == 2
+
+    # The projection and a fresh replay of the whole store agree.
+    store = EventStore(sqlite_env(settings.root))
+    view = TaskStatesView(settings.root / "projections.db", store)
+    try:
+        await view.catch_up()
+        events = [e for _, e in await store.read(0, 100_000)]
+        assert {(s.namespace, s.id): s for s in await view.tasks()} == replay(events)
+    finally:
+        await view.aclose()
+        await store.aclose()
+
+
+async def test_an_exit_nobody_heard_is_recorded_on_the_next_read(
+    settings: Settings, bundle: Bundle
+) -> None:
+    async with bootstrap(settings, serve_events=False) as deaf:
+        await deaf.create("quiet", bundle("sh", "-c", "exit 5"))
+        await deaf.start("quiet")
+        shim = await deaf.shim("quiet")
+        await shim.client.wait("quiet")  # the process is gone; nothing was recorded
+        assert types(await deaf.history("quiet")) == ["Created", "Started"]
+
+    async with bootstrap(settings, serve_events=False) as later:
+        state = await later.get("quiet")
+        assert state.status is Status.STOPPED and state.exit_status == 5
+        exited = (await later.history("quiet"))[-1]
+        assert type(exited).__name__ == "Exited" and exited.cause.kind == "reconciliation"
+        await later.delete("quiet")
+
+
+async def test_a_killed_shim_is_cleaned_up_and_its_task_recorded_as_exited(
+    manager: TaskManager, bundle: Bundle, settings: Settings
+) -> None:
+    await manager.create("orphan", bundle("sleep", "300"))
+    await manager.start("orphan")
+    shim = await manager.shim("orphan")
+    os.kill(shim.shim_pid, signal.SIGKILL)
+
+    async with bootstrap(settings) as fresh:
+        [state] = await fresh.tasks()
+        assert state.status is Status.STOPPED and state.exit_status == 255
+        exited = (await fresh.history("orphan"))[-1]
+        assert exited.cause.kind == "reconciliation" and "shim lost" in exited.cause.detail
+        await fresh.delete("orphan")
+        assert types(await fresh.history("orphan"))[-1] == "Deleted"
+    assert not (settings.state / "test" / "orphan").exists()
