@@ -1,0 +1,106 @@
+"""TaskManager's own rules, on fake shims and a real SQLite store and view."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from adapters.event_store import EventStore, sqlite_env
+from domain.errors import AlreadyExistsError, InvalidTransitionError, NotFoundError
+from domain.values import Cause, Status
+from projections.task_states import TaskStatesView
+from shim.ports import TaskExitEvent
+from shim.shim_manager import ManagerConfig, ShimManager
+from shim.task_manager import TaskManager
+from tests.shim.fakes import FakeShimBinary
+
+
+@pytest.fixture
+def user_bundle(tmp_path: Path) -> Path:
+    bundle = tmp_path / "bundle"
+    (bundle / "rootfs").mkdir(parents=True)
+    spec = {"process": {"args": ["true"], "terminal": False}, "root": {"path": "rootfs"}}
+    (bundle / "config.json").write_text(json.dumps(spec))
+    return bundle
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[tuple[TaskManager, FakeShimBinary]]:
+    binary = FakeShimBinary()
+    store = EventStore(sqlite_env(tmp_path))
+    view = TaskStatesView(tmp_path / "projections.db", store)
+    config = ManagerConfig(state=tmp_path / "state", ttrpc_address="unix://sink")
+    manager = TaskManager(ShimManager(config, binary), store, view, namespace="default",
+                          cause=lambda: Cause(kind="cli", uid=0))  # fmt: skip
+    yield manager, binary
+    await manager.aclose()
+    await view.aclose()
+    await store.aclose()
+
+
+def types(events: list[object]) -> list[str]:
+    return [type(e).__name__ for e in events]
+
+
+def exit_event(task_id: str, pid: int, status: int, exec_id: str = "") -> TaskExitEvent:
+    return TaskExitEvent(namespace="default", container_id=task_id, exec_id=exec_id or task_id,
+                         pid=pid, exit_status=status, exited_at=datetime.now(UTC))  # fmt: skip
+
+
+async def test_an_exit_heard_twice_is_recorded_once(setup, user_bundle) -> None:
+    manager, binary = setup
+    created = await manager.create("a", user_bundle)
+    await manager.start("a")
+    binary.shims[str(manager._shims.config.state / "default" / "a")].exit("a", 3)
+    await manager.handle_exit(exit_event("a", created.pid, 3))
+    await manager.handle_exit(exit_event("a", created.pid, 3))
+    assert (await manager.wait("a")).status == 3
+    assert types(await manager.history("a")) == ["Created", "Started", "Exited"]
+
+
+async def test_an_exec_exit_is_not_the_task_exit(setup, user_bundle) -> None:
+    manager, _ = setup
+    created = await manager.create("a", user_bundle)
+    await manager.start("a")
+    await manager.handle_exit(exit_event("a", created.pid + 5, 1, exec_id="exec1"))
+    assert (await manager.get("a")).status is Status.RUNNING
+
+
+async def test_a_live_id_cannot_be_created_twice(setup, user_bundle) -> None:
+    manager, _ = setup
+    await manager.create("a", user_bundle)
+    with pytest.raises(AlreadyExistsError):
+        await manager.create("a", user_bundle)
+
+
+async def test_running_tasks_are_only_deleted_with_force(setup, user_bundle) -> None:
+    manager, binary = setup
+    await manager.create("a", user_bundle)
+    await manager.start("a")
+    with pytest.raises(InvalidTransitionError, match="kill it first"):
+        await manager.delete("a")
+    deleted = await manager.delete("a", force=True)
+    assert deleted.status is Status.DELETED
+    events = await manager.history("a")
+    assert types(events) == ["Created", "Started", "Exited", "Deleted"]
+    assert events[2].exit_status == 137
+    with pytest.raises(NotFoundError):
+        await manager.get("a")
+
+
+async def test_a_dead_shim_is_cleaned_up_and_recorded_with_status_255(setup, user_bundle) -> None:
+    manager, binary = setup
+    await manager.create("a", user_bundle)
+    await manager.start("a")
+    await manager.aclose()  # drop cached connections, as a new CLI process would have none
+    for shim in binary.shims.values():
+        shim.alive = False
+    [state] = await manager.tasks()
+    assert (state.status, state.exit_status) == (Status.STOPPED, 255)
+    assert binary.cleaned == ["a"]
+    await manager.delete("a")
+    assert types(await manager.history("a"))[-1] == "Deleted"
