@@ -8,7 +8,10 @@ the socket refuses connections, so a shim's publish fails fast instead of stalli
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -79,6 +82,19 @@ class EventSink:
         self._server = server
         return True
 
+    def leave_refusing_socket(self) -> None:
+        """Make sure the path exists while nobody serves it, so that shims fail fast.
+
+        A socket file nobody listens on refuses connections at once; a missing path makes
+        the shim retry every event for 5 s and linger 10-15 s after Shutdown.
+        """
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as placeholder:
+            try:
+                placeholder.bind(str(self.path))
+            except OSError:
+                return  # a file is there already: someone serves it, or it refuses
+            os.chmod(self.path, 0o600)
+
     async def _forward(
         self, request: forward_pb2.ForwardRequest, metadata: dict[str, list[str]]
     ) -> None:
@@ -87,9 +103,11 @@ class EventSink:
         event = decode_exit(envelope)
         if event is not None:
             # An error here goes back to the shim, which retries: recording is idempotent.
-            await self._on_exit(event)
+            # Shielded: a shim hanging up must not cut a recording in half.
+            await asyncio.shield(self._on_exit(event))
 
     async def aclose(self) -> None:
         if self._server is not None:
             await self._server.aclose()
             self._server = None
+        self.leave_refusing_socket()

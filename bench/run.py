@@ -73,7 +73,8 @@ def containerd(work: Path) -> Iterator[str]:
                 break
             except OSError:
                 if time.monotonic() > deadline or daemon.poll() is not None:
-                    raise SystemExit(f"containerd did not start; see {work}/containerd.log")
+                    log_path = work / "containerd.log"
+                    raise SystemExit(f"containerd did not start; see {log_path}") from None
                 time.sleep(0.05)
         yield address
     finally:

@@ -96,6 +96,8 @@ async def bootstrap(
     try:
         if with_shims and serve_events:
             await sink.start()
+        elif with_shims:
+            sink.leave_refusing_socket()
         yield manager
     finally:
         await sink.aclose()

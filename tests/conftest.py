@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -90,15 +91,27 @@ def teardown(settings: Settings) -> list[str]:
             leftovers.append(f"runc container {namespace_dir.name}/{container}")
             subprocess.run(["runc", "--root", str(namespace_dir), "delete", "-f", container],
                            env={"PATH": search_path()})  # fmt: skip
+    # A shim exits within milliseconds of Shutdown; give it a moment before calling it leaked.
+    deadline = time.monotonic() + 2
+    while (stray := processes_in(settings.state)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid, cwd in stray:
+        leftovers.append(f"process {pid} in {cwd}")
+        os.kill(pid, signal.SIGKILL)
+    return leftovers
+
+
+def processes_in(directory: Path) -> list[tuple[int, str]]:
+    """Processes whose working directory is inside ``directory`` (shims run in bundles)."""
+    found = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             cwd = os.readlink(proc / "cwd")
         except OSError:
             continue
-        if cwd.startswith(str(settings.state) + "/"):
-            leftovers.append(f"process {proc.name} in {cwd}")
-            os.kill(int(proc.name), signal.SIGKILL)
-    return leftovers
+        if cwd.startswith(str(directory) + "/"):
+            found.append((int(proc.name), cwd))
+    return found
 
 
 @pytest.fixture
