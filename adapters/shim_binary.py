@@ -15,7 +15,7 @@ from pathlib import Path
 
 from adapters.proto import task_pb2
 from adapters.shim_log import ShimLog
-from adapters.task_client import ShimTaskClient
+from adapters.task_client import ShimTaskClient, exited_at
 from adapters.ttrpc.client import TtrpcClient
 from domain.errors import InvalidArgumentError, NotFoundError, UnknownError
 from domain.values import Bundle, Exit
@@ -56,12 +56,6 @@ def resolve_runtime(runtime: str) -> str:
             "(install containerd, which ships containerd-shim-runc-v2)"
         )
     return found
-
-
-def _timestamp(ts: object) -> datetime:
-    seconds = getattr(ts, "seconds", 0)
-    nanos = getattr(ts, "nanos", 0)
-    return datetime.fromtimestamp(seconds + nanos / 1e9, tz=UTC)
 
 
 class ShimBinaryLauncher:
@@ -137,7 +131,8 @@ class ShimBinaryLauncher:
             message = stderr.decode(errors="replace").strip()
             raise UnknownError(f"shim delete of task {bundle.id} failed: {message}")
         response = task_pb2.DeleteResponse.FromString(stdout)
-        return Exit(status=response.exit_status, exited_at=_timestamp(response.exited_at))
+        when = exited_at(response.exited_at) or datetime.now(UTC)
+        return Exit(status=response.exit_status, exited_at=when)
 
     async def connect(self, bundle: Bundle, address: str) -> ShimClient:
         """Connect to a shim's Task service, draining its log while the connection lives."""

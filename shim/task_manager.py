@@ -155,7 +155,8 @@ class TaskManager:
             task = await self._live_task(task_id)
             if task.status is Status.RUNNING:
                 raise InvalidTransitionError(f"task {task_id} started running again; retry")
-            final = self._snapshot(task)
+            await self._view.catch_up()
+            final = await self._view.get(self.namespace, task_id)
             bundle = self._bundle(task)
             try:
                 shim = await self._shim(task)
@@ -173,6 +174,7 @@ class TaskManager:
                     await self._shims.delete(shim)
             remove_bundle(bundle)
             await self._record(key, lambda t: t.delete(self._cause()) if t.is_live else None)
+        assert final is not None, "a live task always has a row in the view"
         return final.model_copy(update={"status": Status.DELETED})
 
     # --- reads --------------------------------------------------------------------------
@@ -318,20 +320,6 @@ class TaskManager:
         await bounded_cleanup(shim.client.delete(shim.id))
         await self._shims.delete(shim)
         await self._shims.cleanup_after_dead_shim(shim.bundle, shim.runtime)
-
-    @staticmethod
-    def _snapshot(task: Task) -> State:
-        return State(
-            id=task.task_id,
-            namespace=task.namespace,
-            incarnation=task.incarnation,
-            pid=task.pid,
-            status=task.status,
-            bundle=task.bundle,
-            created=task.created_on,
-            exit_status=task.exit.status if task.exit else None,
-            exited_at=task.exit.exited_at if task.exit else None,
-        )
 
     async def aclose(self) -> None:
         """Drop the connections to shims; the shims and their tasks keep running."""
