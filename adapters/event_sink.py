@@ -21,24 +21,31 @@ from adapters.proto import events_pb2, forward_pb2
 from adapters.task_client import exited_at
 from adapters.ttrpc.server import TtrpcServer
 from domain.errors import AlreadyExistsError, InvalidArgumentError
-from shim.ports import TaskExitEvent
+from shim.ports import ShimEvent, TaskExitEvent, TaskStartEvent
 
 logger = logging.getLogger(__name__)
 
 SERVICE = "containerd.services.events.ttrpc.v1.Events"
 EXIT_TYPE_URL = "containerd.events.TaskExit"
+START_TYPE_URL = "containerd.events.TaskStart"
 
-ExitHandler = Callable[[TaskExitEvent], Awaitable[None]]
+EventHandler = Callable[[ShimEvent], Awaitable[None]]
 
 
-def decode_exit(envelope: forward_pb2.Envelope) -> TaskExitEvent | None:
-    """The TaskExit inside an envelope, or None for any other topic."""
-    if envelope.event.type_url != EXIT_TYPE_URL:
-        return None
+def decode_event(envelope: forward_pb2.Envelope) -> ShimEvent | None:
+    """The lifecycle event inside an envelope, or None for a topic we do not record."""
+    type_url = envelope.event.type_url
     try:
+        if type_url == START_TYPE_URL:
+            start = events_pb2.TaskStart.FromString(envelope.event.value)
+            return TaskStartEvent(
+                namespace=envelope.namespace, container_id=start.container_id, pid=start.pid
+            )
+        if type_url != EXIT_TYPE_URL:
+            return None
         event = events_pb2.TaskExit.FromString(envelope.event.value)
     except DecodeError as exc:
-        raise InvalidArgumentError(f"undecodable {EXIT_TYPE_URL}: {exc}") from exc
+        raise InvalidArgumentError(f"undecodable {type_url}: {exc}") from exc
     when = exited_at(event.exited_at)
     if when is None:
         raise InvalidArgumentError(f"{EXIT_TYPE_URL} for {event.container_id} has no exit time")
@@ -55,9 +62,9 @@ def decode_exit(envelope: forward_pb2.Envelope) -> TaskExitEvent | None:
 class EventSink:
     """Receives shim events for as long as this process serves the socket."""
 
-    def __init__(self, path: Path, on_exit: ExitHandler) -> None:
+    def __init__(self, path: Path, on_event: EventHandler) -> None:
         self.path = path
-        self._on_exit = on_exit
+        self._on_event = on_event
         self._server: TtrpcServer | None = None
 
     @property
@@ -100,11 +107,11 @@ class EventSink:
     ) -> None:
         envelope = request.envelope
         logger.debug("event %s from namespace %s", envelope.topic, envelope.namespace)
-        event = decode_exit(envelope)
+        event = decode_event(envelope)
         if event is not None:
             # An error here goes back to the shim, which retries: recording is idempotent.
             # Shielded: a shim hanging up must not cut a recording in half.
-            await asyncio.shield(self._on_exit(event))
+            await asyncio.shield(self._on_event(event))
 
     async def aclose(self) -> None:
         if self._server is not None:

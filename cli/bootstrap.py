@@ -18,7 +18,7 @@ from adapters.shim_binary import ShimBinaryLauncher, search_path
 from domain.errors import FailedPreconditionError
 from domain.values import Cause
 from projections.task_states import TaskStatesView
-from shim.ports import TaskExitEvent
+from shim.ports import ShimEvent
 from shim.shim_manager import ManagerConfig, ShimManager
 from shim.task_manager import TaskManager
 
@@ -76,11 +76,11 @@ async def bootstrap(
     view = TaskStatesView(settings.root / "projections.db", store)
     manager: TaskManager | None = None
 
-    async def on_exit(event: TaskExitEvent) -> None:
+    async def on_event(event: ShimEvent) -> None:
         if manager is not None:
-            await manager.handle_exit(event)
+            await manager.handle_event(event)
 
-    sink = EventSink(settings.state / "events.sock", on_exit)
+    sink = EventSink(settings.state / "events.sock", on_event)
     config = ManagerConfig(
         state=settings.state,
         ttrpc_address=sink.address,

@@ -53,6 +53,18 @@ class TaskExitEvent:
     exited_at: datetime
 
 
+@dataclass(frozen=True)
+class TaskStartEvent:
+    """A shim's /tasks/start event, decoded (for the init process: execs have their own)."""
+
+    namespace: str
+    container_id: str
+    pid: int
+
+
+ShimEvent = TaskExitEvent | TaskStartEvent
+
+
 class ShimClient(Protocol):
     """The containerd.task.v2.Task service of one shim."""
 

@@ -28,7 +28,15 @@ from domain.identifiers import validate_identifier
 from domain.task import Task
 from domain.values import Bundle, Cause, Exit, State, Status
 from shim.bundle import bundle_path, load_bundle, new_bundle, remove_bundle
-from shim.ports import RuncOptions, Stdio, TaskExitEvent, TaskStore, TaskView
+from shim.ports import (
+    RuncOptions,
+    ShimEvent,
+    Stdio,
+    TaskExitEvent,
+    TaskStartEvent,
+    TaskStore,
+    TaskView,
+)
 from shim.shim_manager import ShimManager, ShimProcess, bounded_cleanup
 
 logger = logging.getLogger(__name__)
@@ -116,7 +124,8 @@ class TaskManager:
                 )
             shim = await self._shim(task)
             pid = await shim.client.start(task_id)
-            await self._record(key, lambda t: t.start(pid, self._cause()))
+            # Another process's event sink may have recorded the shim's /tasks/start first.
+            await self._record(key, lambda t: None if t.started else t.start(pid, self._cause()))
         return await self.get(task_id, reconcile=False)
 
     async def kill(self, task_id: str, signal: int, *, all: bool = False) -> None:
@@ -242,6 +251,26 @@ class TaskManager:
                 task, exit_, Cause(kind="reconciliation", detail="shim reports stopped")
             )
         return False
+
+    async def handle_event(self, event: ShimEvent) -> None:
+        """A shim's lifecycle event: record the fact once, whoever saw it first."""
+        if isinstance(event, TaskStartEvent):
+            await self.handle_start(event)
+        else:
+            await self.handle_exit(event)
+
+    async def handle_start(self, event: TaskStartEvent) -> None:
+        task = await self._store.current(event.namespace, event.container_id)
+        if task is None or task.pid != event.pid:
+            return
+        cause = Cause(kind="shim-event", detail="/tasks/start")
+        async with self._locks[(task.namespace, task.task_id)]:
+            await self._record(
+                (task.namespace, task.task_id),
+                lambda t: t.start(event.pid, cause)
+                if t.incarnation == task.incarnation and t.status is Status.CREATED
+                else None,
+            )
 
     async def handle_exit(self, event: TaskExitEvent) -> None:
         """A shim's /tasks/exit: record the init's exit once, however often it arrives."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,8 @@ class FakeShim:
     pid: int
     alive: bool = True
     processes: dict[str, FakeProcess] = field(default_factory=dict)
+    # Runs inside Start, before it returns: what another process might do meanwhile.
+    during_start: Callable[[], Awaitable[None]] | None = None
 
     def exit(self, task_id: str, status: int) -> Exit:
         process = self.processes[task_id]
@@ -57,6 +60,8 @@ class FakeClient:
     async def start(self, task_id: str) -> int:
         process = self._process(task_id)
         process.status = Status.RUNNING
+        if self.shim.during_start is not None:
+            await self.shim.during_start()
         return process.pid
 
     async def state(self, task_id: str) -> ProcessState:

@@ -13,7 +13,7 @@ from adapters.event_store import EventStore, sqlite_env
 from domain.errors import AlreadyExistsError, InvalidTransitionError, NotFoundError
 from domain.values import Cause, Status
 from projections.task_states import TaskStatesView
-from shim.ports import TaskExitEvent
+from shim.ports import TaskExitEvent, TaskStartEvent
 from shim.shim_manager import ManagerConfig, ShimManager
 from shim.task_manager import TaskManager
 from tests.shim.fakes import FakeShimBinary
@@ -28,18 +28,27 @@ def user_bundle(tmp_path: Path) -> Path:
     return bundle
 
 
-@pytest.fixture
-async def setup(tmp_path: Path) -> AsyncIterator[tuple[TaskManager, FakeShimBinary]]:
-    binary = FakeShimBinary()
+def new_manager(tmp_path: Path, binary: FakeShimBinary) -> TaskManager:
+    """A TaskManager as one CLI process has it: its own store and view connections."""
     store = EventStore(sqlite_env(tmp_path))
     view = TaskStatesView(tmp_path / "projections.db", store)
     config = ManagerConfig(state=tmp_path / "state", ttrpc_address="unix://sink")
-    manager = TaskManager(ShimManager(config, binary), store, view, namespace="default",
-                          cause=lambda: Cause(kind="cli", uid=0))  # fmt: skip
-    yield manager, binary
+    return TaskManager(ShimManager(config, binary), store, view, namespace="default",
+                       cause=lambda: Cause(kind="cli", uid=0))  # fmt: skip
+
+
+async def close(manager: TaskManager) -> None:
     await manager.aclose()
-    await view.aclose()
-    await store.aclose()
+    await manager._view.aclose()  # type: ignore[attr-defined]
+    await manager._store.aclose()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[tuple[TaskManager, FakeShimBinary]]:
+    binary = FakeShimBinary()
+    manager = new_manager(tmp_path, binary)
+    yield manager, binary
+    await close(manager)
 
 
 def types(events: list[object]) -> list[str]:
@@ -104,3 +113,27 @@ async def test_a_dead_shim_is_cleaned_up_and_recorded_with_status_255(setup, use
     assert binary.cleaned == ["a"]
     await manager.delete("a")
     assert types(await manager.history("a"))[-1] == "Deleted"
+
+
+async def test_start_and_exit_heard_by_another_process_first_are_not_doubled(
+    setup, user_bundle, tmp_path
+) -> None:
+    manager, binary = setup
+    created = await manager.create("a", user_bundle)
+    other = new_manager(tmp_path, binary)  # another CLI process, serving the event sink
+    shim = binary.shims[str(tmp_path / "state" / "default" / "a")]
+
+    async def events_reach_the_other_process() -> None:
+        await other.handle_event(TaskStartEvent("default", "a", created.pid))
+        shim.exit("a", 0)
+        await other.handle_event(exit_event("a", created.pid, 0))
+
+    shim.during_start = events_reach_the_other_process
+    try:
+        await manager.start("a")
+    finally:
+        await close(other)
+    events = await manager.history("a")
+    assert types(events) == ["Created", "Started", "Exited"]
+    assert events[1].cause.detail == "/tasks/start"
+    assert (await manager.get("a")).status is Status.STOPPED
