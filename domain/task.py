@@ -42,7 +42,6 @@ class Task(Aggregate):
         self.pid = pid
         self.runtime = runtime
         self.status = Status.CREATED
-        self.started = False
         self.exit: Exit | None = None
 
     # guards ------------------------------------------------------------------
@@ -84,7 +83,6 @@ class Task(Aggregate):
     def _started(self, pid: int, cause: Cause) -> None:
         self.pid = pid
         self.status = Status.RUNNING
-        self.started = True
 
     @event("Exited")
     def _exited(self, exit_status: int, exited_at: datetime, cause: Cause) -> None:

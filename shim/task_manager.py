@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from datetime import datetime
@@ -28,6 +27,7 @@ from domain.identifiers import validate_identifier
 from domain.task import Task
 from domain.values import Bundle, Cause, Exit, State, Status
 from shim.bundle import bundle_path, load_bundle, new_bundle, remove_bundle
+from shim.locks import TaskLocks
 from shim.ports import (
     RuncOptions,
     ShimEvent,
@@ -64,9 +64,9 @@ class TaskManager:
         self._view = view
         self._cause = cause
         self._live: dict[tuple[str, str], ShimProcess] = {}
-        # One step at a time per task in this process: a shim's exit event must not be
+        # One step at a time per task, across processes: a shim's exit event must not be
         # recorded between a Start RPC and the Started it caused.
-        self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks = TaskLocks(shims.config.state)
 
     @property
     def _state_dir(self) -> Path:
@@ -85,7 +85,7 @@ class TaskManager:
         """Make the working bundle, start a shim, create the task in it, record Created."""
         validate_identifier("task ID", task_id)
         key = (self.namespace, task_id)
-        async with self._locks[key]:
+        async with self._locks.hold(*key):
             previous = await self._store.current(*key)
             if previous is not None and previous.is_live:
                 raise AlreadyExistsError(
@@ -116,7 +116,7 @@ class TaskManager:
 
     async def start(self, task_id: str) -> State:
         key = (self.namespace, task_id)
-        async with self._locks[key]:
+        async with self._locks.hold(*key):
             task = await self._live_task(task_id)
             if task.status is not Status.CREATED:
                 raise InvalidTransitionError(
@@ -124,8 +124,7 @@ class TaskManager:
                 )
             shim = await self._shim(task)
             pid = await shim.client.start(task_id)
-            # Another process's event sink may have recorded the shim's /tasks/start first.
-            await self._record(key, lambda t: None if t.started else t.start(pid, self._cause()))
+            await self._record(key, lambda t: t.start(pid, self._cause()))
         return await self.get(task_id, reconcile=False)
 
     async def kill(self, task_id: str, signal: int, *, all: bool = False) -> None:
@@ -145,7 +144,7 @@ class TaskManager:
             return task.exit
         shim = await self._shim(task)
         exit_ = await shim.client.wait(task_id)
-        async with self._locks[(self.namespace, task_id)]:
+        async with self._locks.hold(self.namespace, task_id):
             await self._record_exit(task, exit_, Cause(kind="shim", detail="Wait"))
         return exit_
 
@@ -160,7 +159,7 @@ class TaskManager:
                 )
             await self.kill(task_id, 9, all=True)
             await self.wait(task_id)
-        async with self._locks[key]:
+        async with self._locks.hold(*key):
             task = await self._live_task(task_id)
             if task.status is Status.RUNNING:
                 raise InvalidTransitionError(f"task {task_id} started running again; retry")
@@ -232,7 +231,7 @@ class TaskManager:
         """Record an exit that happened while nobody listened; True if anything was recorded."""
         if task.status not in (Status.CREATED, Status.RUNNING):
             return False
-        async with self._locks[(task.namespace, task.task_id)]:
+        async with self._locks.hold(task.namespace, task.task_id):
             return await self._reconcile(task)
 
     async def _reconcile(self, task: Task) -> bool:
@@ -264,7 +263,7 @@ class TaskManager:
         if task is None or task.pid != event.pid:
             return
         cause = Cause(kind="shim-event", detail="/tasks/start")
-        async with self._locks[(task.namespace, task.task_id)]:
+        async with self._locks.hold(task.namespace, task.task_id):
             await self._record(
                 (task.namespace, task.task_id),
                 lambda t: t.start(event.pid, cause)
@@ -280,7 +279,7 @@ class TaskManager:
         if task is None or task.pid != event.pid:
             return
         exit_ = Exit(status=event.exit_status, exited_at=event.exited_at)
-        async with self._locks[(task.namespace, task.task_id)]:
+        async with self._locks.hold(task.namespace, task.task_id):
             await self._record_exit(task, exit_, Cause(kind="shim-event", detail="/tasks/exit"))
 
     # --- helpers ------------------------------------------------------------------------

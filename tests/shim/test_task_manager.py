@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -115,25 +116,32 @@ async def test_a_dead_shim_is_cleaned_up_and_recorded_with_status_255(setup, use
     assert types(await manager.history("a"))[-1] == "Deleted"
 
 
-async def test_start_and_exit_heard_by_another_process_first_are_not_doubled(
+async def test_events_heard_by_another_process_wait_for_the_start_in_progress(
     setup, user_bundle, tmp_path
 ) -> None:
     manager, binary = setup
     created = await manager.create("a", user_bundle)
     other = new_manager(tmp_path, binary)  # another CLI process, serving the event sink
     shim = binary.shims[str(tmp_path / "state" / "default" / "a")]
+    delivered: list[asyncio.Task[None]] = []
+
+    async def deliver() -> None:
+        await other.handle_event(TaskStartEvent("default", "a", created.pid))
+        await other.handle_event(exit_event("a", created.pid, 0))
 
     async def events_reach_the_other_process() -> None:
-        await other.handle_event(TaskStartEvent("default", "a", created.pid))
-        shim.exit("a", 0)
-        await other.handle_event(exit_event("a", created.pid, 0))
+        shim.exit("a", 0)  # the process exits at once, and the shim publishes both events
+        delivered.append(asyncio.ensure_future(deliver()))
+        await asyncio.sleep(0.05)  # they arrive while the Start RPC is still returning
 
     shim.during_start = events_reach_the_other_process
     try:
         await manager.start("a")
+        async with asyncio.timeout(5):
+            await delivered[0]
     finally:
         await close(other)
     events = await manager.history("a")
     assert types(events) == ["Created", "Started", "Exited"]
-    assert events[1].cause.detail == "/tasks/start"
+    assert events[1].cause.kind == "cli" and events[2].cause.detail == "/tasks/exit"
     assert (await manager.get("a")).status is Status.STOPPED

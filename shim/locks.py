@@ -1,0 +1,45 @@
+"""Per-task locks that hold across processes: one lifecycle step at a time per task.
+
+Each CLI command is its own process, and whichever one serves the event sink records the
+shims' events. Without a shared lock, a shim's /tasks/exit could be recorded by one
+process between another's Start RPC and the Started it caused. flock() on a small file
+per task in the state dir serializes them; the kernel drops the lock if a holder dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+POLL_INTERVAL = 0.005
+
+
+class TaskLocks:
+    """``async with locks.hold(namespace, task_id):`` excludes every other holder, anywhere."""
+
+    def __init__(self, state: Path) -> None:
+        self._directory = state / "locks"
+        # flock() is per open file, so tasks of one process queue on an asyncio.Lock first.
+        self._local: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    @asynccontextmanager
+    async def hold(self, namespace: str, task_id: str) -> AsyncIterator[None]:
+        async with self._local[(namespace, task_id)]:
+            path = self._directory / namespace / f"{task_id}.lock"
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        await asyncio.sleep(POLL_INTERVAL)
+                yield
+            finally:
+                os.close(fd)  # releases the flock
