@@ -9,6 +9,7 @@ the socket refuses connections, so a shim's publish fails fast instead of stalli
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
+from adapters.file_lock import file_lock
 from adapters.proto import events_pb2, forward_pb2
 from adapters.task_client import exited_at
 from adapters.ttrpc.server import TtrpcServer
@@ -81,20 +83,34 @@ class EventSink:
         server = TtrpcServer()
         server.register(SERVICE, "Forward", forward_pb2.ForwardRequest, self._forward)
         self.path.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
-        try:
-            await server.start_unix(str(self.path))
-        except AlreadyExistsError:
-            logger.debug("event sink %s is served by another process", self.path)
-            return False
+        # Probing, unlinking a stale file and binding are three steps: one process at a time.
+        async with file_lock(self._lock_path):
+            try:
+                await server.start_unix(str(self.path))
+            except (AlreadyExistsError, FileExistsError):
+                logger.debug("event sink %s is served by another process", self.path)
+                return False
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                return False
         self._server = server
         return True
 
-    def leave_refusing_socket(self) -> None:
+    @property
+    def _lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    async def leave_refusing_socket(self) -> None:
         """Make sure the path exists while nobody serves it, so that shims fail fast.
 
         A socket file nobody listens on refuses connections at once; a missing path makes
         the shim retry every event for 5 s and linger 10-15 s after Shutdown.
         """
+        async with file_lock(self._lock_path):
+            self._bind_placeholder()
+
+    def _bind_placeholder(self) -> None:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as placeholder:
             try:
                 placeholder.bind(str(self.path))
@@ -114,7 +130,8 @@ class EventSink:
             await asyncio.shield(self._on_event(event))
 
     async def aclose(self) -> None:
-        if self._server is not None:
-            await self._server.aclose()
-            self._server = None
-        self.leave_refusing_socket()
+        async with file_lock(self._lock_path):
+            if self._server is not None:
+                await self._server.aclose()
+                self._server = None
+            self._bind_placeholder()

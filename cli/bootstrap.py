@@ -14,6 +14,7 @@ from pathlib import Path
 
 from adapters.event_sink import EventSink
 from adapters.event_store import EventStore, sqlite_env
+from adapters.file_lock import TaskLocks
 from adapters.shim_binary import ShimBinaryLauncher, search_path
 from domain.errors import FailedPreconditionError
 from domain.values import Cause
@@ -90,6 +91,7 @@ async def bootstrap(
         ShimManager(config, ShimBinaryLauncher(settings.state)),
         store,
         view,
+        TaskLocks(settings.state),
         namespace=settings.namespace,
         cause=cli_cause,
     )
@@ -97,7 +99,7 @@ async def bootstrap(
         if with_shims and serve_events:
             await sink.start()
         elif with_shims:
-            sink.leave_refusing_socket()
+            await sink.leave_refusing_socket()
         yield manager
     finally:
         await sink.aclose()

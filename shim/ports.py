@@ -6,6 +6,7 @@ Protobuf never crosses a port: only domain values and the small records below.
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -103,3 +104,9 @@ class TaskView(Protocol):
     async def catch_up(self) -> int: ...
     async def get(self, namespace: str, task_id: str) -> State | None: ...
     async def tasks(self, namespace: str | None = None) -> list[State]: ...
+
+
+class TaskLocks(Protocol):
+    """Mutual exclusion per task, across every process that shares the state dir."""
+
+    def hold(self, namespace: str, task_id: str) -> AbstractAsyncContextManager[None]: ...

@@ -27,12 +27,12 @@ from domain.identifiers import validate_identifier
 from domain.task import Task
 from domain.values import Bundle, Cause, Exit, State, Status
 from shim.bundle import bundle_path, load_bundle, new_bundle, remove_bundle
-from shim.locks import TaskLocks
 from shim.ports import (
     RuncOptions,
     ShimEvent,
     Stdio,
     TaskExitEvent,
+    TaskLocks,
     TaskStartEvent,
     TaskStore,
     TaskView,
@@ -54,6 +54,7 @@ class TaskManager:
         shims: ShimManager,
         store: TaskStore,
         view: TaskView,
+        locks: TaskLocks,
         *,
         namespace: str,
         cause: Callable[[], Cause],
@@ -66,7 +67,7 @@ class TaskManager:
         self._live: dict[tuple[str, str], ShimProcess] = {}
         # One step at a time per task, across processes: a shim's exit event must not be
         # recorded between a Start RPC and the Started it caused.
-        self._locks = TaskLocks(shims.config.state)
+        self._locks = locks
 
     @property
     def _state_dir(self) -> Path:

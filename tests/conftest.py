@@ -70,7 +70,7 @@ def teardown(settings: Settings) -> list[str]:
         async with bootstrap(settings) as manager:
             for state in await manager.tasks(all_namespaces=True):
                 scoped = TaskManager(
-                    manager._shims, manager._store, manager._view,
+                    manager._shims, manager._store, manager._view, manager._locks,
                     namespace=state.namespace, cause=manager._cause,
                 )  # fmt: skip
                 try:

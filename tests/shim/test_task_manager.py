@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from adapters.event_store import EventStore, sqlite_env
+from adapters.file_lock import TaskLocks
 from domain.errors import AlreadyExistsError, InvalidTransitionError, NotFoundError
 from domain.values import Cause, Status
 from projections.task_states import TaskStatesView
@@ -34,8 +35,8 @@ def new_manager(tmp_path: Path, binary: FakeShimBinary) -> TaskManager:
     store = EventStore(sqlite_env(tmp_path))
     view = TaskStatesView(tmp_path / "projections.db", store)
     config = ManagerConfig(state=tmp_path / "state", ttrpc_address="unix://sink")
-    return TaskManager(ShimManager(config, binary), store, view, namespace="default",
-                       cause=lambda: Cause(kind="cli", uid=0))  # fmt: skip
+    return TaskManager(ShimManager(config, binary), store, view, TaskLocks(tmp_path / "state"),
+                       namespace="default", cause=lambda: Cause(kind="cli", uid=0))  # fmt: skip
 
 
 async def close(manager: TaskManager) -> None:

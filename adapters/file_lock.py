@@ -1,4 +1,6 @@
-"""Per-task locks that hold across processes: one lifecycle step at a time per task.
+"""Locks that hold across processes: flock() on a file, polled without blocking the loop.
+
+Per-task locks keep one lifecycle step at a time per task.
 
 Each CLI command is its own process, and whichever one serves the event sink records the
 shims' events. Without a shared lock, a shim's /tasks/exit could be recorded by one
@@ -19,8 +21,25 @@ from pathlib import Path
 POLL_INTERVAL = 0.005
 
 
+@asynccontextmanager
+async def file_lock(path: Path) -> AsyncIterator[None]:
+    """Hold an exclusive flock on ``path`` (created if missing) for the block's duration."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(POLL_INTERVAL)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
 class TaskLocks:
-    """``async with locks.hold(namespace, task_id):`` excludes every other holder, anywhere."""
+    """Implements shim.ports.TaskLocks: ``hold`` excludes every other holder, anywhere."""
 
     def __init__(self, state: Path) -> None:
         self._directory = state / "locks"
@@ -30,16 +49,5 @@ class TaskLocks:
     @asynccontextmanager
     async def hold(self, namespace: str, task_id: str) -> AsyncIterator[None]:
         async with self._local[(namespace, task_id)]:
-            path = self._directory / namespace / f"{task_id}.lock"
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        await asyncio.sleep(POLL_INTERVAL)
+            async with file_lock(self._directory / namespace / f"{task_id}.lock"):
                 yield
-            finally:
-                os.close(fd)  # releases the flock

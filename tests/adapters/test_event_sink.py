@@ -1,0 +1,100 @@
+"""The event sink: decoding shim events, and one server per socket among racing processes."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from google.protobuf.any_pb2 import Any as AnyProto
+from google.protobuf.empty_pb2 import Empty
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from adapters.event_sink import EventSink, decode_event
+from adapters.proto import events_pb2, forward_pb2
+from adapters.ttrpc.client import TtrpcClient
+from shim.ports import ShimEvent, TaskExitEvent, TaskStartEvent
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def envelope(type_url: str, message: object) -> forward_pb2.Envelope:
+    value = message.SerializeToString()  # type: ignore[attr-defined]
+    return forward_pb2.Envelope(namespace="ns", topic="/tasks/x",
+                                event=AnyProto(type_url=type_url, value=value))  # fmt: skip
+
+
+def test_exit_and_start_events_decode_to_domain_records() -> None:
+    exited = events_pb2.TaskExit(container_id="c", id="c", pid=42, exit_status=7,
+                                 exited_at=Timestamp(seconds=1_700_000_000))  # fmt: skip
+    assert decode_event(envelope("containerd.events.TaskExit", exited)) == TaskExitEvent(
+        namespace="ns", container_id="c", exec_id="c", pid=42, exit_status=7,
+        exited_at=datetime.fromtimestamp(1_700_000_000, tz=UTC))  # fmt: skip
+    started = events_pb2.TaskStart(container_id="c", pid=42)
+    assert decode_event(envelope("containerd.events.TaskStart", started)) == TaskStartEvent(
+        namespace="ns", container_id="c", pid=42)  # fmt: skip
+    paused = events_pb2.TaskPaused(container_id="c")
+    assert decode_event(envelope("containerd.events.TaskPaused", paused)) is None
+
+
+async def test_a_forwarded_event_reaches_the_handler(tmp_path: Path) -> None:
+    received: list[ShimEvent] = []
+
+    async def on_event(event: ShimEvent) -> None:
+        received.append(event)
+
+    sink = EventSink(tmp_path / "events.sock", on_event)
+    assert await sink.start()
+    try:
+        async with await TtrpcClient.connect(sink.address) as client:
+            request = forward_pb2.ForwardRequest(envelope=envelope(
+                "containerd.events.TaskStart", events_pb2.TaskStart(container_id="c", pid=9)))
+            await client.call("containerd.services.events.ttrpc.v1.Events", "Forward",
+                              request, Empty, timeout=5)  # fmt: skip
+    finally:
+        await sink.aclose()
+    assert received == [TaskStartEvent(namespace="ns", container_id="c", pid=9)]
+
+
+def refuses(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(str(path))
+        except ConnectionRefusedError:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("placeholder_first", [False, True])
+def test_racing_processes_serve_the_socket_exactly_once(
+    tmp_path: Path, placeholder_first: bool
+) -> None:
+    path = tmp_path / "events.sock"
+    script = textwrap.dedent(f"""
+        import asyncio, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from pathlib import Path
+        from adapters.event_sink import EventSink
+        async def main():
+            async def ignore(event): pass
+            sink = EventSink(Path({str(path)!r}), ignore)
+            serving = await sink.start()
+            print(serving, flush=True)
+            await asyncio.sleep(1.0)
+            await sink.aclose()
+        asyncio.run(main())
+    """)
+    if placeholder_first:
+        asyncio.run(EventSink(path, None).leave_refusing_socket())  # type: ignore[arg-type]
+        assert refuses(path)
+    processes = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(6)]  # fmt: skip
+    results = [p.communicate(timeout=30) for p in processes]
+    assert all(p.returncode == 0 for p in processes), [err for _, err in results]
+    assert sorted(out.strip() for out, _ in results) == ["False"] * 5 + ["True"]
+    assert refuses(path), "with nobody serving, the path must refuse (shims then fail fast)"
