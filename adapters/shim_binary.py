@@ -7,9 +7,11 @@ cwd = the bundle, stdin closed, and TTRPC_ADDRESS naming where the shim sends ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -56,6 +58,27 @@ def resolve_runtime(runtime: str) -> str:
             "(install containerd, which ships containerd-shim-runc-v2)"
         )
     return found
+
+
+def remove_stale_socket(address_file: Path) -> None:
+    """Unlink the socket named in a bundle's ``address`` file if nothing listens on it."""
+    try:
+        address = address_file.read_text().strip()
+    except OSError:
+        return
+    path = address.removeprefix("unix://")
+    if not address.startswith("unix://") or not os.path.exists(path):
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+            return  # alive: not ours to remove
+        except ConnectionRefusedError:
+            pass
+        except OSError:
+            return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 class ShimBinaryLauncher:
@@ -121,7 +144,9 @@ class ShimBinaryLauncher:
         """Run ``delete``: the shim's own cleanup of a container whose shim is gone.
 
         Returns None when there was nothing to clean (no Create ever ran in the bundle).
+        A socket the dead shim left in /run/containerd/s is removed as well.
         """
+        remove_stale_socket(Path(bundle.path) / "address")
         if not (Path(bundle.path) / "runtime").exists():
             return None
         code, stdout, stderr = await self._run(

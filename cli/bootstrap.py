@@ -16,7 +16,7 @@ from adapters.event_sink import EventSink
 from adapters.event_store import EventStore, sqlite_env
 from adapters.file_lock import TaskLocks
 from adapters.shim_binary import ShimBinaryLauncher, search_path
-from domain.errors import FailedPreconditionError
+from domain.errors import FailedPreconditionError, InvalidArgumentError
 from domain.values import Cause
 from projections.task_states import TaskStatesView
 from shim.ports import ShimEvent
@@ -25,6 +25,7 @@ from shim.task_manager import TaskManager
 
 DEFAULT_ROOT = Path("/var/lib/shimledger")
 DEFAULT_STATE = Path("/run/shimledger")
+MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes, the last one a NUL
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,17 @@ async def bootstrap(
     """
     if with_shims:
         require_root("running containers")
+    sink_path = settings.state / "events.sock"
+    if len(str(sink_path).encode()) > MAX_SOCKET_PATH:
+        raise InvalidArgumentError(
+            f"state dir {settings.state} is too long: socket paths are limited to "
+            f"{MAX_SOCKET_PATH} bytes"
+        )
     for directory in (settings.root, settings.state):
-        directory.mkdir(mode=0o711, parents=True, exist_ok=True)
+        try:
+            directory.mkdir(mode=0o711, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidArgumentError(f"cannot use {directory} as a directory: {exc}") from None
     store = EventStore(sqlite_env(settings.root))
     view = TaskStatesView(settings.root / "projections.db", store)
     manager: TaskManager | None = None
@@ -81,7 +91,7 @@ async def bootstrap(
         if manager is not None:
             await manager.handle_event(event)
 
-    sink = EventSink(settings.state / "events.sock", on_event)
+    sink = EventSink(sink_path, on_event)
     config = ManagerConfig(
         state=settings.state,
         ttrpc_address=sink.address,

@@ -44,10 +44,13 @@ class Format(enum.StrEnum):
 def _global(
     ctx: typer.Context,
     root: Annotated[
-        Path, typer.Option(envvar="SHIMLEDGER_ROOT", help="Where history is kept.")
+        Path,
+        typer.Option(envvar="SHIMLEDGER_ROOT", readable=False, help="Where history is kept."),
     ] = DEFAULT_ROOT,
     state: Annotated[
-        Path, typer.Option(envvar="SHIMLEDGER_STATE", help="Where bundles and sockets live.")
+        Path,
+        typer.Option(envvar="SHIMLEDGER_STATE", readable=False,
+                     help="Where bundles, sockets and runc state live."),
     ] = DEFAULT_STATE,
     namespace: Annotated[
         str, typer.Option("--namespace", "-n", envvar="SHIMLEDGER_NAMESPACE")
@@ -62,12 +65,31 @@ def _global(
 
 
 def _run(work: Callable[[], Awaitable[T]]) -> T:
-    """Run one command's coroutine; a ShimledgerError becomes one line on stderr and exit 1."""
+    """Run one command's coroutine; an expected error becomes one line on stderr and exit 1.
+
+    SIGTERM and SIGHUP cancel the command like Ctrl-C does, so its cleanup steps run and
+    nothing half-made is left behind.
+    """
+
+    async def cancellable() -> T:
+        loop = asyncio.get_running_loop()
+        main = asyncio.current_task()
+        assert main is not None
+        for sig in (signals.SIGTERM, signals.SIGHUP):
+            loop.add_signal_handler(sig, main.cancel)
+        return await work()
+
     try:
-        return asyncio.run(work())  # type: ignore[arg-type]
+        return asyncio.run(cancellable())
     except ShimledgerError as exc:
         typer.echo(f"shimledger: {exc}", err=True)
         raise typer.Exit(code=1) from None
+    except OSError as exc:  # the environment said no: a path, a permission, a limit
+        typer.echo(f"shimledger: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        typer.echo("shimledger: interrupted", err=True)
+        raise typer.Exit(code=130) from None
 
 
 def parse_signal(text: str) -> int:
@@ -131,7 +153,16 @@ def run(
     async def work() -> int:
         from adapters.fifo_io import ForegroundIO
 
+        if detach and remove:
+            raise InvalidArgumentError("--rm needs the foreground: it cannot go with --detach")
         async with bootstrap(settings) as tasks:
+
+            async def forward(sig: int) -> None:
+                try:
+                    await tasks.kill(task_id, sig)
+                except ShimledgerError as exc:  # it exited meanwhile: nothing to forward to
+                    logging.getLogger(__name__).debug("not forwarding signal %s: %s", sig, exc)
+
             if detach:
                 await tasks.create(task_id, bundle, runtime=runtime)
                 await tasks.start(task_id)
@@ -143,9 +174,7 @@ def run(
                 io.shim_attached()
                 loop = asyncio.get_running_loop()
                 for sig in (signals.SIGINT, signals.SIGTERM, signals.SIGHUP):
-                    loop.add_signal_handler(
-                        sig, lambda s=sig: asyncio.ensure_future(tasks.kill(task_id, s))
-                    )
+                    loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(forward(s)))
                 try:
                     await tasks.start(task_id)
                 except ShimledgerError:
@@ -188,12 +217,19 @@ def delete(
 ) -> None:
     """Delete stopped (or, with --force, running) tasks."""
 
-    async def work() -> None:
+    async def work() -> bool:
+        failed = False
         async with bootstrap(ctx.obj) as tasks:
             for task_id in task_ids:
-                await tasks.delete(task_id, force=force)
+                try:
+                    await tasks.delete(task_id, force=force)
+                except ShimledgerError as exc:  # say so, and go on with the others
+                    typer.echo(f"shimledger: {exc}", err=True)
+                    failed = True
+        return failed
 
-    _run(work)
+    if _run(work):
+        raise typer.Exit(code=1)
 
 
 @app.command("list")

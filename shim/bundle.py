@@ -31,12 +31,15 @@ def read_spec(user_bundle: Path) -> dict[str, Any]:
         spec = json.loads(config.read_text())
     except FileNotFoundError:
         raise NotFoundError(f"bundle {user_bundle} has no config.json") from None
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot read {config}: {exc.strerror}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidArgumentError(f"{config} is not valid JSON: {exc}") from None
     if not isinstance(spec, dict):
         raise InvalidArgumentError(f"{config} must hold a JSON object")
     process = spec.get("process")
-    if not isinstance(process, dict) or not process.get("args"):
+    args = process.get("args") if isinstance(process, dict) else None
+    if not isinstance(args, list) or not args:
         raise InvalidArgumentError(f"{config} has no process.args to run")
     if process.get("terminal"):
         raise InvalidArgumentError(
@@ -44,11 +47,13 @@ def read_spec(user_bundle: Path) -> dict[str, Any]:
             'terminal: set "terminal": false'
         )
     root = spec.get("root")
-    if not isinstance(root, dict) or not root.get("path"):
-        raise InvalidArgumentError(f"{config} has no root.path")
+    if not isinstance(root, dict) or not isinstance(root.get("path"), str) or not root["path"]:
+        raise InvalidArgumentError(f"{config} has no root.path string")
     rootfs = (user_bundle / root["path"]).resolve()
-    if not rootfs.is_dir():
+    if not rootfs.exists():
         raise NotFoundError(f"rootfs {rootfs} (root.path in {config}) does not exist")
+    if not rootfs.is_dir():
+        raise InvalidArgumentError(f"rootfs {rootfs} (root.path in {config}) is not a directory")
     root["path"] = str(rootfs)
     return spec
 

@@ -9,13 +9,14 @@ cleanup half-way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from domain.errors import ShimledgerError, UnavailableError
+from domain.errors import NotFoundError, ShimledgerError, UnavailableError
 from domain.values import Bundle, Exit
 from shim.ports import ShimBinary, ShimClient
 
@@ -68,9 +69,11 @@ async def bounded_cleanup(step: Awaitable[T], timeout: float = CLEANUP_TIMEOUT) 
 
     try:
         return await asyncio.shield(asyncio.ensure_future(bounded()))
+    except (NotFoundError, UnavailableError) as exc:
+        logger.debug("cleanup step found nothing to do: %s", exc)  # already gone: fine
     except (ShimledgerError, TimeoutError, OSError) as exc:
         logger.warning("cleanup step failed: %s", exc)
-        return None
+    return None
 
 
 class ShimManager:
@@ -82,12 +85,29 @@ class ShimManager:
 
     async def start(self, bundle: Bundle, runtime: str) -> ShimProcess:
         """Run the shim's ``start`` action in the bundle and connect to the address it prints."""
-        address = await self._binary.start(bundle, runtime, self.config.ttrpc_address)
+        # Shielded: a caller cancelled half-way (Ctrl-C, SIGTERM) must not leave a shim that
+        # started but was never told about; the cleanup below needs the start to finish.
+        launch = asyncio.ensure_future(
+            self._binary.start(bundle, runtime, self.config.ttrpc_address)
+        )
         try:
+            address = await asyncio.shield(launch)
             return await self._connect(bundle, runtime, address)
         except BaseException:
-            await bounded_cleanup(self._binary.delete(bundle, runtime))
+            await bounded_cleanup(self._abandon(bundle, runtime, launch))
             raise
+
+    async def _abandon(self, bundle: Bundle, runtime: str, launch: asyncio.Future[str]) -> None:
+        """Stop a shim that never got its task: wait for its start, then shut it down."""
+        with contextlib.suppress(Exception):
+            await launch
+        try:
+            shim = await self.get(bundle, runtime)
+        except (ShimledgerError, OSError):
+            shim = None  # it never started, or is gone already
+        if shim is not None:
+            await self.delete(shim)
+        await self._binary.delete(bundle, runtime)
 
     async def get(self, bundle: Bundle, runtime: str) -> ShimProcess:
         """load_shim: reconnect from the ``address`` file the shim's start wrote in the bundle."""

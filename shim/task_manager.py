@@ -149,10 +149,19 @@ class TaskManager:
             await self._record_exit(task, exit_, Cause(kind="shim", detail="Wait"))
         return exit_
 
-    async def delete(self, task_id: str, *, force: bool = False) -> State:
-        """Remove the task from its shim, stop the shim, remove the bundle, record Deleted."""
+    async def delete(self, task_id: str, *, force: bool = False) -> State | None:
+        """Remove the task from its shim, stop the shim, remove the bundle, record Deleted.
+
+        An ID with no live history but a working bundle (a create that died half-way)
+        has its leftovers removed instead; then there is no state to return.
+        """
         key = (self.namespace, task_id)
-        task = await self._live_task(task_id)
+        try:
+            task = await self._live_task(task_id)
+        except NotFoundError:
+            if await self._remove_leftovers(task_id):
+                return None
+            raise
         if task.status is Status.RUNNING:
             if not force:
                 raise InvalidTransitionError(
@@ -343,6 +352,23 @@ class TaskManager:
             shim = await self._shims.get(bundle, task.runtime)
             self._live[key] = shim
         return shim
+
+    async def _remove_leftovers(self, task_id: str) -> bool:
+        """Clean a working bundle that no history knows; True if there was one."""
+        async with self._locks.hold(self.namespace, task_id):
+            bundle = load_bundle(self._state_dir, self.namespace, task_id)
+            task = await self._store.current(self.namespace, task_id)
+            if bundle is None or (task is not None and task.is_live):
+                return False
+            logger.warning("task %s has no history: removing what a failed create left", task_id)
+            try:
+                shim = await self._shims.get(bundle, DEFAULT_RUNTIME)
+            except (UnavailableError, NotFoundError, OSError):
+                await self._shims.cleanup_after_dead_shim(bundle, DEFAULT_RUNTIME)
+            else:
+                await self._discard_shim(shim)
+            remove_bundle(bundle)
+            return True
 
     async def _discard_shim(self, shim: ShimProcess) -> None:
         """Undo a half-made task: remove what runc made, then stop the shim."""

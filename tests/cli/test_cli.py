@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,7 +61,7 @@ def test_create_start_list_state_kill_delete(cli, bundle) -> None:
 
     assert cli("start", "svc").returncode == 0
     state = json.loads(cli("state", "svc").stdout)
-    assert state["status"] == "running" and "exit_status" in state
+    assert state["status"] == "running" and state["exit_status"] is None
     assert cli("list", "-q").stdout.split() == ["svc"]
     assert "running" in cli("list").stdout
 
@@ -100,6 +102,9 @@ def test_delete_force_kills_a_running_task(cli, bundle) -> None:
         (["create", "--bundle", "/does/not/exist", "x"], "does not exist"),
         (["create", "--bundle", "/", "x"], "no config.json"),
         (["kill", "x", "SIGNOPE"], "unknown signal"),
+        (["run", "-d", "--rm", "x"], "cannot go with --detach"),
+        (["--state", "/tmp/" + "s" * 120, "list"], "too long"),
+        (["--root", "/etc/hostname", "history", "x"], "cannot use /etc/hostname"),
     ],
 )
 def test_errors_are_one_clear_line_and_exit_1(cli, args: list[str], message: str) -> None:
@@ -139,3 +144,84 @@ def test_signals_by_number_or_name(text: str, number: int) -> None:
 def test_unknown_signal_numbers_are_refused() -> None:
     with pytest.raises(InvalidArgumentError):
         parse_signal("999")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda spec, path: spec["process"].update(terminal=True), "terminal=true"),
+        (lambda spec, path: spec["root"].update(path=str(path / "nope")), "does not exist"),
+        (lambda spec, path: spec["root"].update(path=7), "no root.path string"),
+        (lambda spec, path: spec["process"].update(args=[]), "no process.args"),
+        (lambda spec, path: spec["root"].update(path=str(path / "config.json")),
+         "is not a directory"),
+    ],
+)
+def test_a_bad_config_is_refused_before_anything_starts(cli, bundle, settings, change, message):
+    path = bundle("true")
+    spec = json.loads((path / "config.json").read_text())
+    change(spec, path)
+    (path / "config.json").write_text(json.dumps(spec))
+    result = cli("create", "--bundle", str(path), "bad")
+    assert result.returncode == 1 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (settings.state / settings.namespace / "bad").exists()
+
+
+def test_delete_goes_on_past_an_unknown_id(cli, bundle) -> None:
+    assert cli("create", "--bundle", str(bundle("true")), "real1").returncode == 0
+    result = cli("delete", "nope", "real1")
+    assert result.returncode == 1 and "nope" in result.stderr
+    assert cli("list", "-q").stdout == ""
+
+
+def test_sigterm_to_a_foreground_run_reaches_the_container(cli, bundle, settings) -> None:
+    env = dict(os.environ, SHIMLEDGER_ROOT=str(settings.root),
+               SHIMLEDGER_STATE=str(settings.state), SHIMLEDGER_NAMESPACE=settings.namespace)
+    # pid 1 of a container ignores signals it has no handler for: give it one.
+    path = bundle("sh", "-c", "trap 'exit 42' TERM; while :; do sleep 0.1; done")
+    process = subprocess.Popen([SHIMLEDGER, "run", "--bundle", str(path), "fwd"], env=env,
+                               stdin=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            state = cli("state", "fwd")
+            if state.returncode == 0 and json.loads(state.stdout)["status"] == "running":
+                break
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 42
+    finally:
+        process.kill()
+        process.wait()
+    exited = json.loads(cli("history", "--json", "fwd").stdout)[-1]
+    assert (exited["type"], exited["exit_status"]) == ("Exited", 42)
+    assert cli("delete", "fwd").returncode == 0
+
+
+@pytest.mark.parametrize("kill_with", [signal.SIGTERM, signal.SIGKILL])
+def test_a_create_killed_at_any_moment_leaves_nothing_untracked(
+    cli, bundle, settings, kill_with
+) -> None:
+    """Kill the CLI at a spread of moments; afterwards the ID is either a task or free."""
+    env = dict(os.environ, SHIMLEDGER_ROOT=str(settings.root),
+               SHIMLEDGER_STATE=str(settings.state), SHIMLEDGER_NAMESPACE=settings.namespace)
+    path = bundle("sleep", "300")
+    for n, delay in enumerate([0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4]):
+        task_id = f"k{n}"
+        process = subprocess.Popen([SHIMLEDGER, "create", "--bundle", str(path), task_id],
+                                   env=env, stdin=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)  # fmt: skip
+        time.sleep(delay)
+        process.send_signal(kill_with)
+        process.wait(timeout=30)
+        known = cli("state", task_id).returncode == 0
+        leftover = (settings.state / settings.namespace / task_id).exists()
+        if kill_with == signal.SIGTERM:
+            assert known or not leftover, f"{task_id}: a bundle with no history after SIGTERM"
+        # Whatever is there, delete -f clears it, and the ID can be used again.
+        if known or leftover:
+            assert cli("delete", "-f", task_id).returncode == 0
+        assert not (settings.state / settings.namespace / task_id).exists()
+        assert cli("create", "--bundle", str(path), task_id).returncode == 0
+        assert cli("delete", task_id).returncode == 0

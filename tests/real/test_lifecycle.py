@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import signal
+import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from adapters.event_store import EventStore, sqlite_env
 from adapters.fifo_io import ForegroundIO
@@ -68,6 +73,8 @@ async def test_the_same_id_can_be_created_again_after_delete(
         await manager.start("again")
         await manager.wait("again")
         await manager.delete("again")
+    await manager.create("left-running", bundle("sleep", "300"))  # so the views are not empty
+    await manager.start("left-running")
     history = await manager.history("again")
     assert types(history) == ["Created", "Started", "Exited", "Deleted"] * 2
     assert [e.originator_id for e in history[:4]] != [e.originator_id for e in history[4:]]
@@ -79,7 +86,9 @@ async def test_the_same_id_can_be_created_again_after_delete(
     try:
         await view.catch_up()
         events = [e for _, e in await store.read(0, 100_000)]
-        assert {(s.namespace, s.id): s for s in await view.tasks()} == replay(events)
+        states = {(s.namespace, s.id): s for s in await view.tasks()}
+        assert list(states) == [("test", "left-running")]
+        assert states == replay(events)
     finally:
         await view.aclose()
         await store.aclose()
@@ -109,6 +118,7 @@ async def test_a_killed_shim_is_cleaned_up_and_its_task_recorded_as_exited(
     await manager.create("orphan", bundle("sleep", "300"))
     await manager.start("orphan")
     shim = await manager.shim("orphan")
+    socket_path = (Path(shim.bundle.path) / "address").read_text().removeprefix("unix://")
     os.kill(shim.shim_pid, signal.SIGKILL)
 
     async with bootstrap(settings) as fresh:
@@ -119,3 +129,35 @@ async def test_a_killed_shim_is_cleaned_up_and_its_task_recorded_as_exited(
         await fresh.delete("orphan")
         assert types(await fresh.history("orphan"))[-1] == "Deleted"
     assert not (settings.state / "test" / "orphan").exists()
+    assert not os.path.exists(socket_path), "the dead shim's socket must be removed too"
+
+
+async def test_the_event_sink_records_an_exit_nobody_waited_for(
+    manager: TaskManager, bundle: Bundle
+) -> None:
+    await manager.create("heard", bundle("sh", "-c", "exit 4"))
+    await manager.start("heard")
+    async with asyncio.timeout(10):
+        while types(history := await manager.history("heard"))[-1] != "Exited":
+            await asyncio.sleep(0.02)
+    assert history[-1].exit_status == 4 and history[-1].cause.detail == "/tasks/exit"
+    await manager.delete("heard")
+
+
+async def test_with_nobody_serving_events_the_shim_still_exits_at_once(
+    settings: Settings, bundle: Bundle
+) -> None:
+    async with bootstrap(settings, serve_events=False) as deaf:
+        sink = settings.state / "events.sock"
+        with socket.socket(socket.AF_UNIX) as probe:
+            with pytest.raises(ConnectionRefusedError):
+                probe.connect(str(sink))  # the path exists and refuses: shims fail fast
+        await deaf.create("fast", bundle("true"))
+        await deaf.start("fast")
+        shim_pid = (await deaf.shim("fast")).shim_pid
+        await deaf.wait("fast")
+        await deaf.delete("fast")
+    gone = time.monotonic() + 2  # a shim with no listener at a missing path lingers 10-15 s
+    while os.path.exists(f"/proc/{shim_pid}") and time.monotonic() < gone:
+        await asyncio.sleep(0.02)
+    assert not os.path.exists(f"/proc/{shim_pid}")
