@@ -23,13 +23,16 @@ from adapters.proto import events_pb2, forward_pb2
 from adapters.task_client import exited_at
 from adapters.ttrpc.server import TtrpcServer
 from domain.errors import AlreadyExistsError, InvalidArgumentError
-from shim.ports import ShimEvent, TaskExitEvent, TaskStartEvent
+from shim.ports import ShimEvent, TaskExitEvent, TaskOOMEvent, TaskStartEvent
 
 logger = logging.getLogger(__name__)
 
 SERVICE = "containerd.services.events.ttrpc.v1.Events"
 EXIT_TYPE_URL = "containerd.events.TaskExit"
 START_TYPE_URL = "containerd.events.TaskStart"
+OOM_TYPE_URL = "containerd.events.TaskOOM"
+
+DRAIN_TIMEOUT = 5.0
 
 EventHandler = Callable[[ShimEvent], Awaitable[None]]
 
@@ -43,6 +46,9 @@ def decode_event(envelope: forward_pb2.Envelope) -> ShimEvent | None:
             return TaskStartEvent(
                 namespace=envelope.namespace, container_id=start.container_id, pid=start.pid
             )
+        if type_url == OOM_TYPE_URL:
+            oom = events_pb2.TaskOOM.FromString(envelope.event.value)
+            return TaskOOMEvent(namespace=envelope.namespace, container_id=oom.container_id)
         if type_url != EXIT_TYPE_URL:
             return None
         event = events_pb2.TaskExit.FromString(envelope.event.value)
@@ -68,6 +74,7 @@ class EventSink:
         self.path = path
         self._on_event = on_event
         self._server: TtrpcServer | None = None
+        self._recording: set[asyncio.Future[None]] = set()
 
     @property
     def address(self) -> str:
@@ -126,12 +133,21 @@ class EventSink:
         event = decode_event(envelope)
         if event is not None:
             # An error here goes back to the shim, which retries: recording is idempotent.
-            # Shielded: a shim hanging up must not cut a recording in half.
-            await asyncio.shield(self._on_event(event))
+            # Shielded: a shim hanging up must not cut a recording in half; aclose() waits.
+            recording = asyncio.ensure_future(self._on_event(event))
+            self._recording.add(recording)
+            recording.add_done_callback(self._recording.discard)
+            await asyncio.shield(recording)
 
     async def aclose(self) -> None:
+        """Stop serving, let recordings in flight finish, leave a refusing socket."""
         async with file_lock(self._lock_path):
             if self._server is not None:
                 await self._server.aclose()
                 self._server = None
             self._bind_placeholder()
+        if self._recording:
+            _, late = await asyncio.wait(self._recording, timeout=DRAIN_TIMEOUT)
+            for recording in late:
+                logger.warning("an event recording did not finish in %ss", DRAIN_TIMEOUT)
+                recording.cancel()

@@ -122,6 +122,12 @@ class ShimTaskClient:
         )
         return _exit(reply.exit_status, reply.exited_at)
 
+    async def pause(self, task_id: str) -> None:
+        await self._call("Pause", task_pb2.PauseRequest(id=task_id), Empty, CALL_TIMEOUT)
+
+    async def resume(self, task_id: str) -> None:
+        await self._call("Resume", task_pb2.ResumeRequest(id=task_id), Empty, CALL_TIMEOUT)
+
     async def shutdown(self, task_id: str) -> None:
         await self._call(
             "Shutdown", task_pb2.ShutdownRequest(id=task_id), Empty, CALL_TIMEOUT

@@ -210,6 +210,28 @@ def kill(
 
 
 @app.command()
+def pause(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Freeze every process of a running task."""
+
+    async def work() -> None:
+        async with bootstrap(ctx.obj) as tasks:
+            await tasks.pause(task_id)
+
+    _run(work)
+
+
+@app.command()
+def resume(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Thaw a paused task."""
+
+    async def work() -> None:
+        async with bootstrap(ctx.obj) as tasks:
+            await tasks.resume(task_id)
+
+    _run(work)
+
+
+@app.command()
 def delete(
     ctx: typer.Context,
     task_ids: Annotated[list[str], typer.Argument(metavar="ID...")],

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from domain.values import State
 
-_EVENT_FIELDS = ("pid", "exit_status", "exited_at", "bundle", "runtime", "incarnation")
+_ENVELOPE = {"originator_id", "originator_version", "timestamp", "originator_topic", "cause",
+             "task_id", "namespace"}
 
 
 class TaskOutput(BaseModel):
@@ -31,7 +32,9 @@ class TaskOutput(BaseModel):
 
 
 class HistoryEntry(BaseModel):
-    """One event of `history --json`."""
+    """One event of `history --json`: the envelope, then the event's own fields."""
+
+    model_config = ConfigDict(extra="allow")
 
     type: str
     timestamp: datetime
@@ -39,11 +42,6 @@ class HistoryEntry(BaseModel):
     namespace: str
     incarnation: int
     version: int
-    pid: int | None = None
-    exit_status: int | None = None
-    exited_at: datetime | None = None
-    bundle: str | None = None
-    runtime: str | None = None
     cause: dict[str, Any]
 
 
@@ -55,7 +53,7 @@ def history_entries(events: list[Any]) -> list[HistoryEntry]:
         if type(event).__name__ == "Created":
             created[event.originator_id] = event
         origin = created[event.originator_id]
-        fields = {k: getattr(event, k) for k in _EVENT_FIELDS if hasattr(event, k)}
+        fields = {k: v for k, v in vars(event).items() if k not in _ENVELOPE}
         fields.setdefault("incarnation", origin.incarnation)
         entries.append(
             HistoryEntry(
@@ -83,15 +81,15 @@ def table(rows: list[list[str]]) -> str:
 
 
 def describe(entry: HistoryEntry) -> str:
-    """The event-specific part of a history line."""
-    if entry.type == "Created":
-        return f"pid={entry.pid} bundle={entry.bundle}"
-    if entry.type == "Started":
-        return f"pid={entry.pid}"
-    if entry.type == "Exited":
-        at = entry.exited_at.isoformat() if entry.exited_at else "?"
-        return f"exit_status={entry.exit_status} exited_at={at}"
-    return ""
+    """The event's own fields, as key=value."""
+    extra = entry.model_extra or {}
+    shown = []
+    for key, value in extra.items():
+        if key == "incarnation" or value is None or value is False:
+            continue
+        text = value.isoformat() if isinstance(value, datetime) else str(value)
+        shown.append(f"{key}={text}")
+    return " ".join(shown)
 
 
 def who(cause: dict[str, Any]) -> str:

@@ -3,11 +3,18 @@
 Public methods are guards: they check the state machine (design.md) and raise
 InvalidTransitionError for an illegal step; the private ``@event`` methods only mutate
 state, and are what eventsourcing replays when a task is loaded.
+
+Besides the four lifecycle events, audit events record what happened to a live task
+without (or on top of) changing its status: Killed, Paused/Resumed, OOM, the execs'
+Added/Started/Exited, ShimLost when its shim vanished, Adopted when reconciliation took
+in a task no history knew.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
@@ -15,9 +22,43 @@ from eventsourcing.domain import Aggregate, event
 from domain.errors import InvalidTransitionError
 from domain.values import Cause, Exit, Status
 
+LIVE = (Status.CREATED, Status.RUNNING, Status.PAUSED, Status.STOPPED)
+HAS_PROCESS = (Status.CREATED, Status.RUNNING, Status.PAUSED)
+MAX_SIGNAL = 64
+
+
+def signal_of(exit_status: int) -> int | None:
+    """The signal behind an exit status, by the shell's 128+N convention the shim uses."""
+    if 128 < exit_status <= 128 + MAX_SIGNAL:
+        return exit_status - 128
+    return None
+
+
+@dataclass
+class ExecProcess:
+    """An extra process run inside the task (``exec``), as far as history knows it."""
+
+    exec_id: str
+    pid: int | None = None
+    exit: Exit | None = None
+
 
 class Task(Aggregate):
     """A task's lifecycle; each incarnation of an ID is its own aggregate (and history)."""
+
+    class Exited(Aggregate.Event):
+        """The task's init process ended. v2 added ``signal`` (None if it was not signalled)."""
+
+        class_version = 2
+
+        exit_status: int
+        exited_at: datetime
+        signal: int | None
+        cause: Cause
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["signal"] = signal_of(int(state["exit_status"]))
 
     @staticmethod
     def create_id(namespace: str, task_id: str, incarnation: int, **_: object) -> UUID:
@@ -43,8 +84,16 @@ class Task(Aggregate):
         self.runtime = runtime
         self.status = Status.CREATED
         self.exit: Exit | None = None
+        self.execs: dict[str, ExecProcess] = {}
 
     # guards ------------------------------------------------------------------
+
+    def _require(self, allowed: tuple[Status, ...], action: str) -> None:
+        if self.status not in allowed:
+            names = " or ".join(s.value for s in allowed)
+            raise InvalidTransitionError(
+                f"task {self.task_id} is {self.status.value}: only a {names} task can {action}"
+            )
 
     def start(self, pid: int, cause: Cause) -> None:
         if self.status is not Status.CREATED:
@@ -54,23 +103,70 @@ class Task(Aggregate):
         self._started(pid=pid, cause=cause)
 
     def record_exit(self, exit_status: int, exited_at: datetime, cause: Cause) -> None:
-        if self.status not in (Status.CREATED, Status.RUNNING):
-            raise InvalidTransitionError(
-                f"task {self.task_id} is {self.status.value}: only a created or running "
-                "task can exit"
-            )
-        self._exited(exit_status=exit_status, exited_at=exited_at, cause=cause)
+        self._require(HAS_PROCESS, "exit")
+        self._exited(
+            exit_status=exit_status, exited_at=exited_at, signal=signal_of(exit_status),
+            cause=cause,
+        )  # fmt: skip
 
     def delete(self, cause: Cause) -> None:
-        if self.status is Status.RUNNING:
+        if self.status in (Status.RUNNING, Status.PAUSED):
             raise InvalidTransitionError(
-                f"task {self.task_id} is running: kill it first, or use delete --force"
+                f"task {self.task_id} is {self.status.value}: kill it first, or use delete --force"
             )
-        if self.status not in (Status.CREATED, Status.STOPPED):
-            raise InvalidTransitionError(
-                f"task {self.task_id} is {self.status.value}: it cannot be deleted"
-            )
+        self._require((Status.CREATED, Status.STOPPED), "be deleted")
         self._deleted(cause=cause)
+
+    def record_kill(self, signal: int, all: bool, cause: Cause) -> None:
+        self._require(HAS_PROCESS, "be killed")
+        self._killed(signal=signal, all=all, cause=cause)
+
+    def pause(self, cause: Cause) -> None:
+        self._require((Status.RUNNING,), "be paused")
+        self._paused(cause=cause)
+
+    def resume(self, cause: Cause) -> None:
+        self._require((Status.PAUSED,), "be resumed")
+        self._resumed(cause=cause)
+
+    def record_oom(self, cause: Cause) -> None:
+        self._require(LIVE, "run out of memory")
+        self._oom(cause=cause)
+
+    def add_exec(self, exec_id: str, cause: Cause) -> None:
+        self._require((Status.RUNNING,), "run an exec")
+        if exec_id in self.execs:
+            raise InvalidTransitionError(f"task {self.task_id} has an exec {exec_id} already")
+        self._exec_added(exec_id=exec_id, cause=cause)
+
+    def start_exec(self, exec_id: str, pid: int, cause: Cause) -> None:
+        self._require((Status.RUNNING,), "start an exec")
+        process = self.execs.get(exec_id)
+        if process is None or process.pid is not None:
+            raise InvalidTransitionError(
+                f"exec {exec_id} of task {self.task_id} is not waiting to start"
+            )
+        self._exec_started(exec_id=exec_id, pid=pid, cause=cause)
+
+    def record_exec_exit(
+        self, exec_id: str, exit_status: int, exited_at: datetime, cause: Cause
+    ) -> None:
+        process = self.execs.get(exec_id)
+        if process is None or process.pid is None or process.exit is not None:
+            raise InvalidTransitionError(
+                f"exec {exec_id} of task {self.task_id} is not running: it cannot exit"
+            )
+        self._exec_exited(
+            exec_id=exec_id, exit_status=exit_status, exited_at=exited_at, cause=cause
+        )
+
+    def record_shim_lost(self, cause: Cause) -> None:
+        self._require(LIVE, "lose its shim")
+        self._shim_lost(cause=cause)
+
+    def adopt(self, cause: Cause) -> None:
+        self._require(LIVE, "be adopted")
+        self._adopted(cause=cause)
 
     @property
     def is_live(self) -> bool:
@@ -84,11 +180,51 @@ class Task(Aggregate):
         self.pid = pid
         self.status = Status.RUNNING
 
-    @event("Exited")
-    def _exited(self, exit_status: int, exited_at: datetime, cause: Cause) -> None:
+    @event(Exited)
+    def _exited(
+        self, exit_status: int, exited_at: datetime, signal: int | None, cause: Cause
+    ) -> None:
         self.exit = Exit(status=exit_status, exited_at=exited_at)
         self.status = Status.STOPPED
 
     @event("Deleted")
     def _deleted(self, cause: Cause) -> None:
         self.status = Status.DELETED
+
+    @event("Killed")
+    def _killed(self, signal: int, all: bool, cause: Cause) -> None:
+        pass  # an audit fact: whether it ended the task, the Exited event tells
+
+    @event("Paused")
+    def _paused(self, cause: Cause) -> None:
+        self.status = Status.PAUSED
+
+    @event("Resumed")
+    def _resumed(self, cause: Cause) -> None:
+        self.status = Status.RUNNING
+
+    @event("OOM")
+    def _oom(self, cause: Cause) -> None:
+        pass
+
+    @event("ExecAdded")
+    def _exec_added(self, exec_id: str, cause: Cause) -> None:
+        self.execs[exec_id] = ExecProcess(exec_id=exec_id)
+
+    @event("ExecStarted")
+    def _exec_started(self, exec_id: str, pid: int, cause: Cause) -> None:
+        self.execs[exec_id].pid = pid
+
+    @event("ExecExited")
+    def _exec_exited(
+        self, exec_id: str, exit_status: int, exited_at: datetime, cause: Cause
+    ) -> None:
+        self.execs[exec_id].exit = Exit(status=exit_status, exited_at=exited_at)
+
+    @event("ShimLost")
+    def _shim_lost(self, cause: Cause) -> None:
+        pass
+
+    @event("Adopted")
+    def _adopted(self, cause: Cause) -> None:
+        pass

@@ -67,9 +67,13 @@ def evolve(state: State | None, event: Any) -> State | None:
                 "exited_at": event.exited_at,
             }
         )
+    if isinstance(event, Task.Paused):
+        return state.model_copy(update={"status": Status.PAUSED})
+    if isinstance(event, Task.Resumed):
+        return state.model_copy(update={"status": Status.RUNNING})
     if isinstance(event, Task.Deleted):
         return None
-    return state
+    return state  # audit events leave the state as it was
 
 
 def replay(events: Iterable[Any]) -> dict[tuple[str, str], State]:

@@ -63,7 +63,15 @@ class TaskStartEvent:
     pid: int
 
 
-ShimEvent = TaskExitEvent | TaskStartEvent
+@dataclass(frozen=True)
+class TaskOOMEvent:
+    """A shim's /tasks/oom event: the task's cgroup hit its memory limit."""
+
+    namespace: str
+    container_id: str
+
+
+ShimEvent = TaskExitEvent | TaskStartEvent | TaskOOMEvent
 
 
 class ShimClient(Protocol):
@@ -78,6 +86,8 @@ class ShimClient(Protocol):
     async def wait(self, task_id: str) -> Exit: ...
     async def kill(self, task_id: str, signal: int, all: bool = False) -> None: ...
     async def delete(self, task_id: str) -> Exit: ...
+    async def pause(self, task_id: str) -> None: ...
+    async def resume(self, task_id: str) -> None: ...
     async def shutdown(self, task_id: str) -> None: ...
     async def aclose(self) -> None: ...
 

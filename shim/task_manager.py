@@ -24,7 +24,7 @@ from domain.errors import (
     UnavailableError,
 )
 from domain.identifiers import validate_identifier
-from domain.task import Task
+from domain.task import HAS_PROCESS, Task
 from domain.values import Bundle, Cause, Exit, State, Status
 from shim.bundle import bundle_path, load_bundle, new_bundle, remove_bundle
 from shim.ports import (
@@ -33,6 +33,7 @@ from shim.ports import (
     Stdio,
     TaskExitEvent,
     TaskLocks,
+    TaskOOMEvent,
     TaskStartEvent,
     TaskStore,
     TaskView,
@@ -129,14 +130,46 @@ class TaskManager:
         return await self.get(task_id, reconcile=False)
 
     async def kill(self, task_id: str, signal: int, *, all: bool = False) -> None:
-        task = await self._live_task(task_id)
-        if task.status not in (Status.CREATED, Status.RUNNING):
-            raise FailedPreconditionError(f"task {task_id} is {task.status.value}: nothing to kill")
-        shim = await self._shim(task)
-        try:
-            await shim.client.kill(task_id, signal, all)
-        except NotFoundError:
-            raise FailedPreconditionError(f"task {task_id} is not running") from None
+        """Signal the task's init (or, with ``all``, every process); record who did."""
+        key = (self.namespace, task_id)
+        async with self._locks.hold(*key):  # so that Killed comes before the Exited it causes
+            task = await self._live_task(task_id)
+            if task.status not in HAS_PROCESS:
+                raise FailedPreconditionError(
+                    f"task {task_id} is {task.status.value}: nothing to kill"
+                )
+            shim = await self._shim(task)
+            try:
+                await shim.client.kill(task_id, signal, all)
+            except NotFoundError:
+                raise FailedPreconditionError(f"task {task_id} is not running") from None
+            cause = self._cause()
+            await self._record(
+                key,
+                lambda t: t.record_kill(signal, all, cause) if t.status in HAS_PROCESS else None,
+            )
+
+    async def pause(self, task_id: str) -> State:
+        """Freeze every process of a running task (runc's freezer cgroup)."""
+        return await self._pause_or_resume(task_id, pause=True)
+
+    async def resume(self, task_id: str) -> State:
+        return await self._pause_or_resume(task_id, pause=False)
+
+    async def _pause_or_resume(self, task_id: str, *, pause: bool) -> State:
+        key = (self.namespace, task_id)
+        async with self._locks.hold(*key):
+            task = await self._live_task(task_id)
+            cause = self._cause()
+            (task.pause if pause else task.resume)(cause)  # the guard, before touching the shim
+            shim = await self._shim(task)
+            await (shim.client.pause(task_id) if pause else shim.client.resume(task_id))
+            wanted = Status.RUNNING if pause else Status.PAUSED
+            await self._record(
+                key,
+                lambda t: (t.pause if pause else t.resume)(cause) if t.status is wanted else None,
+            )
+        return await self.get(task_id, reconcile=False)
 
     async def wait(self, task_id: str) -> Exit:
         """Block until the task's process exits; record and return its exit."""
@@ -162,17 +195,21 @@ class TaskManager:
             if await self._remove_leftovers(task_id):
                 return None
             raise
-        if task.status is Status.RUNNING:
+        if task.status in HAS_PROCESS and await self.reconcile(task):
+            task = await self._live_task(task_id)  # it had exited while nobody listened
+        if task.status in (Status.RUNNING, Status.PAUSED):
             if not force:
                 raise InvalidTransitionError(
-                    f"task {task_id} is running: kill it first, or use delete --force"
+                    f"task {task_id} is {task.status.value}: kill it first, or use delete --force"
                 )
+            if task.status is Status.PAUSED:
+                await self.resume(task_id)  # frozen processes cannot die until thawed
             await self.kill(task_id, 9, all=True)
             await self.wait(task_id)
         async with self._locks.hold(*key):
             task = await self._live_task(task_id)
-            if task.status is Status.RUNNING:
-                raise InvalidTransitionError(f"task {task_id} started running again; retry")
+            if task.status in (Status.RUNNING, Status.PAUSED):
+                raise InvalidTransitionError(f"task {task_id} is {task.status.value} again; retry")
             await self._view.catch_up()
             final = await self._view.get(self.namespace, task_id)
             bundle = self._bundle(task)
@@ -215,7 +252,7 @@ class TaskManager:
         namespace = None if all_namespaces else self.namespace
         changed = False
         for state in await self._view.tasks(namespace):
-            if state.status in (Status.CREATED, Status.RUNNING):
+            if state.status in HAS_PROCESS:
                 task = await self._store.current(state.namespace, state.id)
                 if task is not None:
                     changed |= await self.reconcile(task)
@@ -239,7 +276,7 @@ class TaskManager:
 
     async def reconcile(self, task: Task) -> bool:
         """Record an exit that happened while nobody listened; True if anything was recorded."""
-        if task.status not in (Status.CREATED, Status.RUNNING):
+        if task.status not in HAS_PROCESS:
             return False
         async with self._locks.hold(task.namespace, task.task_id):
             return await self._reconcile(task)
@@ -265,8 +302,21 @@ class TaskManager:
         """A shim's lifecycle event: record the fact once, whoever saw it first."""
         if isinstance(event, TaskStartEvent):
             await self.handle_start(event)
+        elif isinstance(event, TaskOOMEvent):
+            await self.handle_oom(event)
         else:
             await self.handle_exit(event)
+
+    async def handle_oom(self, event: TaskOOMEvent) -> None:
+        task = await self._store.current(event.namespace, event.container_id)
+        if task is None or not task.is_live:
+            return
+        cause = Cause(kind="shim-event", detail="/tasks/oom")
+        async with self._locks.hold(task.namespace, task.task_id):
+            await self._record(
+                (task.namespace, task.task_id),
+                lambda t: t.record_oom(cause) if t.incarnation == task.incarnation else None,
+            )
 
     async def handle_start(self, event: TaskStartEvent) -> None:
         task = await self._store.current(event.namespace, event.container_id)
@@ -282,9 +332,14 @@ class TaskManager:
             )
 
     async def handle_exit(self, event: TaskExitEvent) -> None:
-        """A shim's /tasks/exit: record the init's exit once, however often it arrives."""
+        """A shim's /tasks/exit: record the init's exit once, however often it arrives.
+
+        An exec's exit is not the task's exit: it is recorded as ExecExited, if history
+        knows that exec as started.
+        """
         if event.exec_id not in ("", event.container_id):
-            return  # an exec's exit is not the task's exit
+            await self._record_exec_exit(event)
+            return
         task = await self._store.current(event.namespace, event.container_id)
         if task is None or task.pid != event.pid:
             return
@@ -294,8 +349,29 @@ class TaskManager:
 
     # --- helpers ------------------------------------------------------------------------
 
+    async def _record_exec_exit(self, event: TaskExitEvent) -> None:
+        task = await self._store.current(event.namespace, event.container_id)
+        if task is None or event.exec_id not in task.execs:
+            return
+        cause = Cause(kind="shim-event", detail="/tasks/exit")
+
+        def apply(t: Task) -> None:
+            process = t.execs.get(event.exec_id)
+            if process is not None and process.pid is not None and process.exit is None:
+                t.record_exec_exit(event.exec_id, event.exit_status, event.exited_at, cause)
+
+        async with self._locks.hold(task.namespace, task.task_id):
+            await self._record((task.namespace, task.task_id), apply)
+
     async def _cleanup_dead(self, task: Task, bundle: Bundle) -> None:
         await self._shims.cleanup_after_dead_shim(bundle, task.runtime)
+        lost = Cause(kind="reconciliation", detail="shim lost")
+        await self._record(
+            (task.namespace, task.task_id),
+            lambda t: t.record_shim_lost(lost)
+            if t.incarnation == task.incarnation and t.status in HAS_PROCESS
+            else None,
+        )
         await self._record_exit(
             task,
             Exit(status=UNKNOWN_EXIT_STATUS, exited_at=_now()),
@@ -308,7 +384,7 @@ class TaskManager:
 
         def apply(t: Task) -> None:
             nonlocal recorded
-            if t.incarnation == task.incarnation and t.status in (Status.CREATED, Status.RUNNING):
+            if t.incarnation == task.incarnation and t.status in HAS_PROCESS:
                 t.record_exit(exit_.status, exit_.exited_at, cause)
                 recorded = True
 

@@ -85,6 +85,12 @@ class FakeClient:
         del self.shim.processes[task_id]
         return process.exit or Exit(status=0, exited_at=datetime.now(UTC))
 
+    async def pause(self, task_id: str) -> None:
+        self._process(task_id).status = Status.PAUSED
+
+    async def resume(self, task_id: str) -> None:
+        self._process(task_id).status = Status.RUNNING
+
     async def shutdown(self, task_id: str) -> None:
         if not self.shim.processes:
             self.shim.alive = False

@@ -97,8 +97,9 @@ async def test_running_tasks_are_only_deleted_with_force(setup, user_bundle) -> 
     deleted = await manager.delete("a", force=True)
     assert deleted.status is Status.DELETED
     events = await manager.history("a")
-    assert types(events) == ["Created", "Started", "Exited", "Deleted"]
-    assert events[2].exit_status == 137
+    assert types(events) == ["Created", "Started", "Killed", "Exited", "Deleted"]
+    assert (events[2].signal, events[2].all) == (9, True)
+    assert (events[3].exit_status, events[3].signal) == (137, 9)
     with pytest.raises(NotFoundError):
         await manager.get("a")
 
