@@ -18,7 +18,9 @@ from adapters.file_lock import TaskLocks
 from adapters.shim_binary import ShimBinaryLauncher, search_path
 from domain.errors import FailedPreconditionError, InvalidArgumentError
 from domain.values import Cause
+from projections.event_index import EventIndex
 from projections.task_states import TaskStatesView
+from projections.view import View
 from shim.ports import ShimEvent
 from shim.shim_manager import ManagerConfig, ShimManager
 from shim.task_manager import TaskManager
@@ -62,6 +64,41 @@ def require_root(what: str) -> None:
         )
 
 
+@dataclass
+class Ledger:
+    """The history and the views derived from it, for commands that only read."""
+
+    store: EventStore
+    task_states: TaskStatesView
+    event_index: EventIndex
+
+    @property
+    def views(self) -> dict[str, View]:
+        return {view.name: view for view in (self.task_states, self.event_index)}
+
+
+def _prepare_root(settings: Settings) -> None:
+    try:
+        settings.root.mkdir(mode=0o711, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot use {settings.root} as a directory: {exc}") from None
+
+
+@asynccontextmanager
+async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
+    """The event store and every view, without shims: history, events, replay, audit."""
+    _prepare_root(settings)
+    store = EventStore(sqlite_env(settings.root))
+    directory = settings.root / "projections"
+    ledger = Ledger(store, TaskStatesView(directory, store), EventIndex(directory, store))
+    try:
+        yield ledger
+    finally:
+        for view in ledger.views.values():
+            await view.aclose()
+        await store.aclose()
+
+
 @asynccontextmanager
 async def bootstrap(
     settings: Settings, *, with_shims: bool = True, serve_events: bool = True
@@ -84,7 +121,7 @@ async def bootstrap(
         except OSError as exc:
             raise InvalidArgumentError(f"cannot use {directory} as a directory: {exc}") from None
     store = EventStore(sqlite_env(settings.root))
-    view = TaskStatesView(settings.root / "projections.db", store)
+    view = TaskStatesView(settings.root / "projections", store)
     manager: TaskManager | None = None
 
     async def on_event(event: ShimEvent) -> None:

@@ -7,20 +7,20 @@ sink while it runs, talks to shims, appends to the history, and exits.
 from __future__ import annotations
 
 import asyncio
-import enum
 import json
 import logging
 import os
 import signal as signals
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
 
+from cli import history_cmds, projections_cmds
 from cli.bootstrap import DEFAULT_ROOT, DEFAULT_STATE, Settings, bootstrap
-from cli.output import HistoryEntry, TaskOutput, describe, history_entries, table, who
+from cli.common import Format, run_command
+from cli.output import TaskOutput, state_rows
 from domain.errors import InvalidArgumentError, ShimledgerError
 from shim.task_manager import DEFAULT_RUNTIME
 
@@ -33,11 +33,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-
-class Format(enum.StrEnum):
-    table = "table"
-    json = "json"
 
 
 @app.callback()
@@ -62,34 +57,6 @@ def _global(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     ctx.obj = Settings(root=root.absolute(), state=state.absolute(), namespace=namespace)
-
-
-def _run(work: Callable[[], Awaitable[T]]) -> T:
-    """Run one command's coroutine; an expected error becomes one line on stderr and exit 1.
-
-    SIGTERM and SIGHUP cancel the command like Ctrl-C does, so its cleanup steps run and
-    nothing half-made is left behind.
-    """
-
-    async def cancellable() -> T:
-        loop = asyncio.get_running_loop()
-        main = asyncio.current_task()
-        assert main is not None
-        for sig in (signals.SIGTERM, signals.SIGHUP):
-            loop.add_signal_handler(sig, main.cancel)
-        return await work()
-
-    try:
-        return asyncio.run(cancellable())
-    except ShimledgerError as exc:
-        typer.echo(f"shimledger: {exc}", err=True)
-        raise typer.Exit(code=1) from None
-    except OSError as exc:  # the environment said no: a path, a permission, a limit
-        typer.echo(f"shimledger: {exc}", err=True)
-        raise typer.Exit(code=1) from None
-    except (asyncio.CancelledError, KeyboardInterrupt):
-        typer.echo("shimledger: interrupted", err=True)
-        raise typer.Exit(code=130) from None
 
 
 def parse_signal(text: str) -> int:
@@ -124,7 +91,7 @@ def create(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="I
         async with bootstrap(ctx.obj) as tasks:
             await tasks.create(task_id, bundle, runtime=runtime)
 
-    _run(work)
+    run_command(work)
 
 
 @app.command()
@@ -135,7 +102,7 @@ def start(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="ID
         async with bootstrap(ctx.obj) as tasks:
             await tasks.start(task_id)
 
-    _run(work)
+    run_command(work)
 
 
 @app.command()
@@ -188,7 +155,7 @@ def run(
                 await tasks.delete(task_id)
             return exit_.status
 
-    code = _run(work)
+    code = run_command(work)
     raise typer.Exit(code=code)
 
 
@@ -206,7 +173,7 @@ def kill(
         async with bootstrap(ctx.obj) as tasks:
             await tasks.kill(task_id, number, all=all_)
 
-    _run(work)
+    run_command(work)
 
 
 @app.command()
@@ -217,7 +184,7 @@ def pause(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="ID
         async with bootstrap(ctx.obj) as tasks:
             await tasks.pause(task_id)
 
-    _run(work)
+    run_command(work)
 
 
 @app.command()
@@ -228,7 +195,7 @@ def resume(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="I
         async with bootstrap(ctx.obj) as tasks:
             await tasks.resume(task_id)
 
-    _run(work)
+    run_command(work)
 
 
 @app.command()
@@ -250,7 +217,7 @@ def delete(
                     failed = True
         return failed
 
-    if _run(work):
+    if run_command(work):
         raise typer.Exit(code=1)
 
 
@@ -266,20 +233,14 @@ def list_(
         async with bootstrap(ctx.obj) as tasks:
             return [TaskOutput.of(s) for s in await tasks.tasks()]
 
-    outputs = _run(work)
+    outputs = run_command(work)
     if quiet:
         for out in outputs:
             typer.echo(out.id)
     elif format is Format.json:
         typer.echo(json.dumps([o.model_dump(mode="json") for o in outputs]))
     else:
-        rows = [["ID", "PID", "STATUS", "EXIT", "BUNDLE", "CREATED"]]
-        rows += [
-            [o.id, str(o.pid), o.status, "" if o.exit_status is None else str(o.exit_status),
-             o.bundle, o.created.isoformat()]
-            for o in outputs
-        ]  # fmt: skip
-        typer.echo(table(rows))
+        typer.echo(state_rows(outputs))
 
 
 @app.command()
@@ -290,31 +251,11 @@ def state(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="ID
         async with bootstrap(ctx.obj) as tasks:
             return TaskOutput.of(await tasks.get(task_id))
 
-    typer.echo(_run(work).model_dump_json(indent=2))
+    typer.echo(run_command(work).model_dump_json(indent=2))
 
 
-@app.command()
-def history(
-    ctx: typer.Context,
-    task_id: Annotated[str, typer.Argument(metavar="ID")],
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON array of events.")] = False,
-) -> None:
-    """Print every event of a task ID, across all its incarnations, oldest first."""
-
-    async def work() -> list[HistoryEntry]:
-        async with bootstrap(ctx.obj, with_shims=False) as tasks:
-            return history_entries(await tasks.history(task_id))
-
-    entries = _run(work)
-    if as_json:
-        typer.echo(json.dumps([e.model_dump(mode="json", exclude_none=True) for e in entries]))
-        return
-    rows = [["TIME", "INC", "EVENT", "DETAILS", "BY"]]
-    rows += [
-        [e.timestamp.isoformat(), str(e.incarnation), e.type, describe(e), who(e.cause)]
-        for e in entries
-    ]
-    typer.echo(table(rows))
+history_cmds.register(app)
+app.add_typer(projections_cmds.app, name="projections")
 
 
 def main() -> None:

@@ -5,12 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from domain.values import State
-
-_ENVELOPE = {"originator_id", "originator_version", "timestamp", "originator_topic", "cause",
-             "task_id", "namespace"}
+from projections.records import EventRecord
 
 
 class TaskOutput(BaseModel):
@@ -31,44 +29,6 @@ class TaskOutput(BaseModel):
         return cls(**state.model_dump(exclude={"started"}))
 
 
-class HistoryEntry(BaseModel):
-    """One event of `history --json`: the envelope, then the event's own fields."""
-
-    model_config = ConfigDict(extra="allow")
-
-    type: str
-    timestamp: datetime
-    id: str
-    namespace: str
-    incarnation: int
-    version: int
-    cause: dict[str, Any]
-
-
-def history_entries(events: list[Any]) -> list[HistoryEntry]:
-    """Domain events of one ID (all incarnations) as output records."""
-    entries: list[HistoryEntry] = []
-    created: dict[Any, Any] = {}
-    for event in events:
-        if type(event).__name__ == "Created":
-            created[event.originator_id] = event
-        origin = created[event.originator_id]
-        fields = {k: v for k, v in vars(event).items() if k not in _ENVELOPE}
-        fields.setdefault("incarnation", origin.incarnation)
-        entries.append(
-            HistoryEntry(
-                type=type(event).__name__,
-                timestamp=event.timestamp,
-                id=origin.task_id,
-                namespace=origin.namespace,
-                version=event.originator_version,
-                cause=event.cause.as_dict(),
-                **fields,
-            )
-        )
-    return entries
-
-
 def table(rows: list[list[str]]) -> str:
     """Columns padded to their widest cell, like runc list's tabwriter."""
     if not rows:
@@ -80,16 +40,36 @@ def table(rows: list[list[str]]) -> str:
     )
 
 
-def describe(entry: HistoryEntry) -> str:
+def describe(record: EventRecord) -> str:
     """The event's own fields, as key=value."""
-    extra = entry.model_extra or {}
     shown = []
-    for key, value in extra.items():
-        if key == "incarnation" or value is None or value is False:
+    for key, value in record.fields().items():
+        if value is None or value is False:
             continue
         text = value.isoformat() if isinstance(value, datetime) else str(value)
         shown.append(f"{key}={text}")
     return " ".join(shown)
+
+
+def event_rows(records: list[EventRecord], *, with_task: bool) -> str:
+    """Events as a table: time, (task,) incarnation, type, own fields, cause."""
+    head = ["TIME", *(["NAMESPACE", "ID"] if with_task else []), "INC", "EVENT", "DETAILS", "BY"]
+    rows = [head]
+    for r in records:
+        task = [r.namespace, r.id] if with_task else []
+        rows.append([r.timestamp.isoformat(), *task, str(r.incarnation), r.type, describe(r),
+                     who(r.cause)])  # fmt: skip
+    return table(rows)
+
+
+def state_rows(states: list[TaskOutput], *, with_namespace: bool = False) -> str:
+    rows = [[*(["NAMESPACE"] if with_namespace else []),
+             "ID", "PID", "STATUS", "EXIT", "BUNDLE", "CREATED"]]  # fmt: skip
+    for o in states:
+        exit_status = "" if o.exit_status is None else str(o.exit_status)
+        rows.append([*([o.namespace] if with_namespace else []), o.id, str(o.pid), o.status,
+                     exit_status, o.bundle, o.created.isoformat()])  # fmt: skip
+    return table(rows)
 
 
 def who(cause: dict[str, Any]) -> str:

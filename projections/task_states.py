@@ -1,25 +1,20 @@
-"""The task-states read model: one State row per live task incarnation, in aiosqlite.
+"""The task-states read model: one State row per live task incarnation.
 
-Rows and the position they reflect are committed in one transaction, so a crash between
-pages neither skips nor doubles an event: the next catch-up resumes after the stored
-position. The file is a cache; deleting it loses nothing, the next catch-up rebuilds it.
+It serves TaskManager.get / TaskManager.tasks, and so `state` and `list`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import aiosqlite
 
 from domain.task import Task
 from domain.values import State, Status
-
-PAGE_SIZE = 500
+from projections.view import View
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS positions (name TEXT PRIMARY KEY, position INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS task_states (
     namespace TEXT NOT NULL,
     id TEXT NOT NULL,
@@ -30,12 +25,6 @@ CREATE TABLE IF NOT EXISTS task_states (
 );
 CREATE INDEX IF NOT EXISTS task_states_status ON task_states (namespace, status);
 """
-
-
-class EventSource(Protocol):
-    """Where the projection reads events: the store's notification log, in order."""
-
-    async def read(self, after: int, limit: int) -> list[tuple[int, Any]]: ...
 
 
 def evolve(state: State | None, event: Any) -> State | None:
@@ -94,70 +83,13 @@ def replay(events: Iterable[Any]) -> dict[tuple[str, str], State]:
     return states
 
 
-class TaskStatesView:
-    """Serves TaskManager.get / TaskManager.tasks from projections.db."""
+class TaskStatesView(View):
+    """Serves TaskManager.get / TaskManager.tasks."""
 
     name = "task_states"
+    schema = _SCHEMA
 
-    def __init__(self, path: Path, source: EventSource) -> None:
-        self._path = path
-        self._source = source
-        self._db: aiosqlite.Connection | None = None
-
-    async def _connection(self) -> aiosqlite.Connection:
-        if self._db is None:
-            db = await aiosqlite.connect(self._path, isolation_level=None)
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA busy_timeout=30000")
-            await db.executescript(_SCHEMA)
-            self._db = db
-        return self._db
-
-    async def aclose(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
-
-    async def position(self) -> int:
-        db = await self._connection()
-        async with db.execute(
-            "SELECT position FROM positions WHERE name = ?", (self.name,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
-
-    async def catch_up(self) -> int:
-        """Apply every event recorded since the stored position; return the new position."""
-        db = await self._connection()
-        position = await self.position()
-        while True:
-            page = await self._source.read(position, PAGE_SIZE)
-            if not page:
-                return position
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                # Re-read inside the write lock: another process may have caught up meanwhile.
-                async with db.execute(
-                    "SELECT position FROM positions WHERE name = ?", (self.name,)
-                ) as cursor:
-                    row = await cursor.fetchone()
-                stored = int(row[0]) if row else 0
-                for notification_id, event in page:
-                    if notification_id > stored:
-                        await self._apply(db, event)
-                        position = notification_id
-                position = max(position, stored)
-                await db.execute(
-                    "INSERT INTO positions (name, position) VALUES (?, ?) "
-                    "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                    (self.name, position),
-                )
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-
-    async def _apply(self, db: aiosqlite.Connection, event: Any) -> None:
+    async def apply(self, db: aiosqlite.Connection, position: int, event: Any) -> None:
         if isinstance(event, Task.Created):
             await self._write(db, str(event.originator_id), evolve(None, event))
             return
@@ -189,7 +121,7 @@ class TaskStatesView:
     # --- the port shim.ports.TaskView ---------------------------------------------------
 
     async def get(self, namespace: str, task_id: str) -> State | None:
-        db = await self._connection()
+        db = await self.connection()
         async with db.execute(
             "SELECT state FROM task_states WHERE namespace = ? AND id = ?", (namespace, task_id)
         ) as cursor:
@@ -197,7 +129,7 @@ class TaskStatesView:
         return State.model_validate_json(row[0]) if row else None
 
     async def tasks(self, namespace: str | None = None) -> list[State]:
-        db = await self._connection()
+        db = await self.connection()
         if namespace is None:
             query, args = "SELECT state FROM task_states ORDER BY namespace, id", ()
         else:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from adapters.shim_binary import search_path
-from cli.bootstrap import Settings, bootstrap
+from cli.bootstrap import Settings, bootstrap, open_ledger
 from shim.task_manager import TaskManager
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +60,21 @@ def settings(real: None, tmp_path: Path) -> Iterator[Settings]:
     leftovers = teardown(settings)
     shutil.rmtree(state, ignore_errors=True)
     assert not leftovers, f"the test left these behind: {leftovers}"
+    differences = verify(settings)
+    assert not any(differences.values()), f"a view disagrees with the history: {differences}"
+
+
+def verify(settings: Settings) -> dict[str, list[str]]:
+    """`projections verify` on what the test's workload recorded."""
+    import asyncio
+
+    from projections.verify import verify_views
+
+    async def run() -> dict[str, list[str]]:
+        async with open_ledger(settings) as ledger:
+            return await verify_views(ledger.store, ledger.task_states, ledger.event_index)
+
+    return asyncio.run(run()) if (settings.root / "events.db").exists() else {}
 
 
 def teardown(settings: Settings) -> list[str]:

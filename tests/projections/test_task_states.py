@@ -62,7 +62,7 @@ async def view_states(view: TaskStatesView) -> dict[tuple[str, str], object]:
 
 async def test_the_view_equals_a_fresh_replay_of_the_store(store: EventStore, tmp_path: Path):
     await random_workload(store, seed=1)
-    view = TaskStatesView(tmp_path / "projections.db", store)
+    view = TaskStatesView(tmp_path / "projections", store)
     try:
         assert await view.catch_up() == await store.head()
         expected = replay(await all_events(store))
@@ -74,13 +74,13 @@ async def test_the_view_equals_a_fresh_replay_of_the_store(store: EventStore, tm
 
 async def test_a_restarted_view_resumes_after_its_position(store: EventStore, tmp_path: Path):
     await random_workload(store, seed=2, steps=60)
-    view = TaskStatesView(tmp_path / "projections.db", store)
+    view = TaskStatesView(tmp_path / "projections", store)
     await view.catch_up()
     first = await view.position()
     await view.aclose()
 
     await random_workload(store, seed=3, steps=60)
-    reopened = TaskStatesView(tmp_path / "projections.db", store)
+    reopened = TaskStatesView(tmp_path / "projections", store)
     try:
         assert await reopened.position() == first
         await reopened.catch_up()
@@ -92,15 +92,13 @@ async def test_a_restarted_view_resumes_after_its_position(store: EventStore, tm
 
 async def test_deleting_the_projection_file_loses_nothing(store: EventStore, tmp_path: Path):
     await random_workload(store, seed=4)
-    path = tmp_path / "projections.db"
-    view = TaskStatesView(path, store)
+    view = TaskStatesView(tmp_path / "projections", store)
     await view.catch_up()
     before = await view_states(view)
     await view.aclose()
-    for leftover in tmp_path.glob("projections.db*"):
-        leftover.unlink()
+    view.path.unlink()
 
-    rebuilt = TaskStatesView(path, store)
+    rebuilt = TaskStatesView(tmp_path / "projections", store)
     try:
         await rebuilt.catch_up()
         assert await view_states(rebuilt) == before
@@ -136,3 +134,21 @@ async def test_a_concurrent_append_is_a_conflict_not_a_lost_write(store: EventSt
         await store.save(second)
     current = await store.current("default", "x")
     assert current is not None and current.status is Status.RUNNING
+
+
+async def test_a_rebuild_swaps_in_a_view_equal_to_the_old_one(store: EventStore, tmp_path: Path):
+    await random_workload(store, seed=5)
+    view = TaskStatesView(tmp_path / "projections", store)
+    try:
+        await view.catch_up()
+        before = await view_states(view)
+        inode = view.path.stat().st_ino
+        seen: list[tuple[int, int]] = []
+        position = await view.rebuild(lambda done, head: seen.append((done, head)))
+        assert position == await store.head()
+        assert view.path.stat().st_ino != inode, "a fresh file was swapped in"
+        assert seen and seen[-1][0] == seen[-1][1]
+        assert await view_states(view) == before
+        assert not list(view.path.parent.glob(".*rebuild*"))
+    finally:
+        await view.aclose()

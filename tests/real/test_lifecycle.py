@@ -82,7 +82,7 @@ async def test_the_same_id_can_be_created_again_after_delete(
 
     # The projection and a fresh replay of the whole store agree.
     store = EventStore(sqlite_env(settings.root))
-    view = TaskStatesView(settings.root / "projections.db", store)
+    view = TaskStatesView(settings.root / "projections", store)
     try:
         await view.catch_up()
         events = [e for _, e in await store.read(0, 100_000)]

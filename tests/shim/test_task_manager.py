@@ -33,7 +33,7 @@ def user_bundle(tmp_path: Path) -> Path:
 def new_manager(tmp_path: Path, binary: FakeShimBinary) -> TaskManager:
     """A TaskManager as one CLI process has it: its own store and view connections."""
     store = EventStore(sqlite_env(tmp_path))
-    view = TaskStatesView(tmp_path / "projections.db", store)
+    view = TaskStatesView(tmp_path / "projections", store)
     config = ManagerConfig(state=tmp_path / "state", ttrpc_address="unix://sink")
     return TaskManager(ShimManager(config, binary), store, view, TaskLocks(tmp_path / "state"),
                        namespace="default", cause=lambda: Cause(kind="cli", uid=0))  # fmt: skip

@@ -1,0 +1,181 @@
+"""Questions to the history: history, events, replay, audit. None of them needs a shim."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import datetime
+from typing import Annotated
+
+import typer
+
+from cli.bootstrap import Settings, open_ledger
+from cli.common import run_command
+from cli.output import TaskOutput, event_rows, state_rows, table
+from cli.timeparse import parse_duration, parse_time
+from domain.errors import InvalidArgumentError, NotFoundError
+from domain.identifiers import validate_identifier
+from projections.audit import AuditReport, audit
+from projections.event_index import EventFilter
+from projections.records import EventRecord, history_records
+from projections.task_states import replay as fold_states
+
+FOLLOW_INTERVAL = 0.2
+REPLAY_PAGE = 10_000
+
+TaskArg = Annotated[str, typer.Argument(metavar="ID")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="JSON instead of a table.")]
+
+
+def _dump(records: list[EventRecord]) -> str:
+    return json.dumps([r.model_dump(mode="json", exclude_none=True) for r in records])
+
+
+def history(ctx: typer.Context, task_id: TaskArg, as_json: JsonFlag = False) -> None:
+    """Every event of a task ID, across all its incarnations, oldest first."""
+    settings: Settings = ctx.obj
+
+    async def work() -> list[EventRecord]:
+        validate_identifier("task ID", task_id)
+        async with open_ledger(settings) as ledger:
+            events = await ledger.store.history(settings.namespace, task_id)
+        if not events:
+            raise NotFoundError(f"task {task_id} has no history in namespace {settings.namespace}")
+        return history_records(events)
+
+    records = run_command(work)
+    typer.echo(_dump(records) if as_json else event_rows(records, with_task=False))
+
+
+def events(
+    ctx: typer.Context,
+    since: Annotated[str | None, typer.Option(help="ISO 8601 time, or a duration ago: 10m, 2h.")]
+    = None,
+    until: Annotated[str | None, typer.Option(help="ISO 8601 time, or a duration ago.")] = None,
+    types: Annotated[list[str] | None, typer.Option("--type", help="Event type; repeatable.")]
+    = None,
+    namespace: Annotated[str | None, typer.Option("--namespace", help="Only this namespace.")]
+    = None,
+    task_id: Annotated[str | None, typer.Option("--id", help="Only this task ID.")] = None,
+    as_json: JsonFlag = False,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events.")]
+    = False,
+) -> None:
+    """Events of every task, filtered by time, type, namespace and ID."""
+    settings: Settings = ctx.obj
+    selection = EventFilter(
+        since=parse_time(since) if since else None,
+        until=parse_time(until) if until else None,
+        types=tuple(types or ()),
+        namespace=namespace,
+        id=task_id,
+    )
+
+    def show(records: list[EventRecord], header: bool) -> None:
+        if as_json:
+            for record in records:  # one JSON object a line: followable, greppable
+                typer.echo(record.model_dump_json(exclude_none=True))
+        elif records:
+            text = event_rows(records, with_task=True)
+            typer.echo(text if header else text.split("\n", 1)[1])
+        sys.stdout.flush()
+
+    async def work() -> None:
+        async with open_ledger(settings) as ledger:
+            await ledger.event_index.catch_up()
+            records = await ledger.event_index.query(selection)
+            show(records, header=True)
+            after = records[-1].position or 0 if records else await ledger.event_index.position()
+            while follow:
+                await asyncio.sleep(FOLLOW_INTERVAL)
+                await ledger.event_index.catch_up()
+                fresh = await ledger.event_index.query(
+                    EventFilter(**{**selection.__dict__, "after": after})
+                )
+                if fresh:
+                    show(fresh, header=False)
+                    after = fresh[-1].position or after
+
+    try:
+        run_command(work)
+    except typer.Exit as exit_:
+        if follow and exit_.exit_code == 130:
+            raise typer.Exit(0) from None  # Ctrl-C is how --follow ends
+        raise
+
+
+def replay(
+    ctx: typer.Context,
+    at: Annotated[str | None, typer.Option(help="The table as it stood at this time.")] = None,
+    position: Annotated[int | None, typer.Option(help="... or after this event position.")]
+    = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The whole task table as it stood then, computed from the events themselves."""
+    if (at is None) == (position is None):
+        raise typer.BadParameter("give exactly one of --at and --position")
+    settings: Settings = ctx.obj
+    moment: datetime | None = parse_time(at) if at else None
+
+    async def work() -> list[TaskOutput]:
+        async with open_ledger(settings) as ledger:
+            head = await ledger.store.head()
+            stop = head if position is None else position
+            if stop < 0:
+                raise InvalidArgumentError("--position must be 0 or more")
+            events, after = [], 0
+            while after < stop:
+                page = await ledger.store.read(after, min(REPLAY_PAGE, stop - after))
+                if not page:
+                    break
+                events.extend(e for _, e in page if moment is None or e.timestamp <= moment)
+                after = page[-1][0]
+        states = fold_states(events)
+        return [TaskOutput.of(states[key]) for key in sorted(states)]
+
+    outputs = run_command(work)
+    if as_json:
+        typer.echo(json.dumps([o.model_dump(mode="json") for o in outputs]))
+    else:
+        typer.echo(state_rows(outputs, with_namespace=True))
+
+
+def audit_command(
+    ctx: typer.Context,
+    since: Annotated[str | None, typer.Option(help="ISO 8601 time, or a duration ago.")] = None,
+    until: Annotated[str | None, typer.Option(help="ISO 8601 time, or a duration ago.")] = None,
+    stuck_after: Annotated[str, typer.Option(help="Created or running longer is an anomaly.")]
+    = "1h",
+    as_json: JsonFlag = False,
+) -> None:
+    """Lifetimes, exit statuses and anomalies: failures, signals, OOMs, lost shims, stuck tasks."""
+    settings: Settings = ctx.obj
+    start = parse_time(since) if since else None
+    end = parse_time(until) if until else datetime.now().astimezone()
+    threshold = parse_duration(stuck_after)
+
+    async def work() -> AuditReport:
+        async with open_ledger(settings) as ledger:
+            await ledger.event_index.catch_up()
+            records = await ledger.event_index.query(EventFilter(until=end))
+        return audit(records, since=start, until=end, stuck_after=threshold)
+
+    report = run_command(work)
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    typer.echo(table([[k, str(v)] for k, v in report.summary.items()]))
+    counts = ", ".join(f"{status}: {n}" for status, n in report.exit_statuses.items())
+    typer.echo(f"\nexit statuses: {counts or 'none'}")
+    if report.anomalies:
+        typer.echo("\n" + table([["AT", "KIND", "NAMESPACE", "ID", "INC", "DETAIL"]] + [
+            [a.at.isoformat(), a.kind, a.namespace, a.id, str(a.incarnation), a.detail]
+            for a in report.anomalies]))  # fmt: skip
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(history)
+    app.command()(events)
+    app.command()(replay)
+    app.command("audit")(audit_command)

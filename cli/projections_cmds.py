@@ -1,0 +1,92 @@
+"""`shimledger projections ...`: how far each view has caught up; rebuild; verify."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from cli.bootstrap import Ledger, Settings, open_ledger
+from cli.common import run_command
+from cli.output import table
+from domain.errors import NotFoundError
+from projections.verify import verify_views
+
+app = typer.Typer(help="The views derived from the history: status, rebuild, verify.")
+
+
+@app.command()
+def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Each view's position against the head of the event store, and its lag."""
+    settings: Settings = ctx.obj
+
+    async def work() -> list[dict[str, Any]]:
+        async with open_ledger(settings) as ledger:
+            head = await ledger.store.head()
+            return [
+                {"name": name, "position": (p := await view.position()), "head": head,
+                 "lag": head - p}
+                for name, view in ledger.views.items()
+            ]  # fmt: skip
+
+    rows = run_command(work)
+    if as_json:
+        typer.echo(json.dumps(rows))
+    else:
+        cells = [[r["name"], str(r["position"]), str(r["head"]), str(r["lag"])] for r in rows]
+        typer.echo(table([["VIEW", "POSITION", "HEAD", "LAG"], *cells]))
+
+
+@app.command()
+def rebuild(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="One view; all when omitted.")] = None,
+) -> None:
+    """Replay the history into a fresh file per view and swap it in atomically."""
+    settings: Settings = ctx.obj
+
+    async def work() -> None:
+        async with open_ledger(settings) as ledger:
+            for view in _chosen(ledger, name):
+                head = await ledger.store.head()
+                with typer.progressbar(length=max(head, 1), label=f"rebuilding {view.name}",
+                                       file=sys.stderr) as bar:  # fmt: skip
+                    done = 0
+
+                    def progress(position: int, _: int) -> None:
+                        nonlocal done
+                        bar.update(position - done)
+                        done = position
+
+                    await view.rebuild(progress)
+
+    run_command(work)
+
+
+@app.command()
+def verify(ctx: typer.Context) -> None:
+    """Compare each view with a fresh replay of the history; exit 1 if any differs."""
+    settings: Settings = ctx.obj
+
+    async def work() -> dict[str, list[str]]:
+        async with open_ledger(settings) as ledger:
+            return await verify_views(ledger.store, ledger.task_states, ledger.event_index)
+
+    differences = run_command(work)
+    for name, lines in differences.items():
+        typer.echo(f"{name}: {'ok' if not lines else f'{len(lines)} difference(s)'}")
+        for line in lines[:50]:
+            typer.echo(f"  {line}")
+    if any(differences.values()):
+        raise typer.Exit(code=1)
+
+
+def _chosen(ledger: Ledger, name: str | None) -> list[Any]:
+    views = ledger.views
+    if name is None:
+        return list(views.values())
+    if name not in views:
+        raise NotFoundError(f"no view named {name}: there are {', '.join(views)}")
+    return [views[name]]

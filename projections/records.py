@@ -1,0 +1,71 @@
+"""Events as flat records: what `history --json` and `events --json` print, one shape for both."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+# Attributes every event has, or that name the task; the rest are the event's own fields.
+_ENVELOPE = {
+    "originator_id", "originator_version", "timestamp", "originator_topic", "cause",
+    "task_id", "namespace",
+}  # fmt: skip
+
+
+class EventRecord(BaseModel):
+    """One event: the envelope, then the event's own fields (pid, exit_status, signal, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    timestamp: datetime
+    id: str
+    namespace: str
+    incarnation: int
+    version: int
+    cause: dict[str, Any]
+    position: int | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The event's own fields."""
+        return dict(self.model_extra or {})
+
+
+class TaskKey(BaseModel):
+    """Which task incarnation an aggregate is: what its Created event says."""
+
+    namespace: str
+    id: str
+    incarnation: int
+
+
+def key_of(created: Any) -> TaskKey:
+    return TaskKey(namespace=created.namespace, id=created.task_id, incarnation=created.incarnation)
+
+
+def event_record(event: Any, key: TaskKey, position: int | None = None) -> EventRecord:
+    own = {k: v for k, v in vars(event).items() if k not in _ENVELOPE and k != "incarnation"}
+    return EventRecord(
+        type=type(event).__name__,
+        timestamp=event.timestamp,
+        id=key.id,
+        namespace=key.namespace,
+        incarnation=key.incarnation,
+        version=event.originator_version,
+        cause=event.cause.as_dict(),
+        position=position,
+        **own,
+    )
+
+
+def history_records(events: list[Any]) -> list[EventRecord]:
+    """One ID's events, every incarnation, in order (each aggregate starts with Created)."""
+    keys: dict[Any, TaskKey] = {}
+    records = []
+    for event in events:
+        if type(event).__name__ == "Created":
+            keys[event.originator_id] = key_of(event)
+        records.append(event_record(event, keys[event.originator_id]))
+    return records

@@ -1,0 +1,63 @@
+"""Each view against a fresh replay of the history: the proof that the caches tell the truth."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from projections.event_index import EventFilter, EventIndex
+from projections.records import TaskKey, event_record, key_of
+from projections.task_states import TaskStatesView, replay
+from projections.view import EventSource
+
+PAGE = 10_000
+
+
+async def _events_until(source: EventSource, stop: int) -> list[tuple[int, Any]]:
+    events: list[tuple[int, Any]] = []
+    while not events or events[-1][0] < stop:
+        page = await source.read(events[-1][0] if events else 0, PAGE)
+        events.extend((n, e) for n, e in page if n <= stop)
+        if not page or page[-1][0] >= stop:
+            break
+    return events
+
+
+async def verify_task_states(source: EventSource, view: TaskStatesView) -> list[str]:
+    stop = await view.catch_up()
+    expected = replay(e for _, e in await _events_until(source, stop))
+    actual = {(s.namespace, s.id): s for s in await view.tasks()}
+    problems = []
+    for key in sorted(expected.keys() | actual.keys()):
+        want, have = expected.get(key), actual.get(key)
+        if want != have:
+            problems.append(f"{key[0]}/{key[1]}: view has {have!r}, replay gives {want!r}")
+    return problems
+
+
+async def verify_event_index(source: EventSource, index: EventIndex) -> list[str]:
+    stop = await index.catch_up()
+    keys: dict[Any, TaskKey] = {}
+    expected = {}
+    for position, event in await _events_until(source, stop):
+        if type(event).__name__ == "Created":
+            keys[event.originator_id] = key_of(event)
+        record = event_record(event, keys[event.originator_id], position)
+        expected[position] = record.model_dump(mode="json")
+    actual = {r.position: r.model_dump(mode="json") for r in await index.query(EventFilter())}
+    problems = []
+    for position in sorted(expected.keys() | actual.keys()):
+        if expected.get(position) != actual.get(position):
+            problems.append(
+                f"position {position}: index has {actual.get(position)}, "
+                f"replay gives {expected.get(position)}"
+            )
+    return problems
+
+
+async def verify_views(
+    source: EventSource, task_states: TaskStatesView, event_index: EventIndex
+) -> dict[str, list[str]]:
+    return {
+        task_states.name: await verify_task_states(source, task_states),
+        event_index.name: await verify_event_index(source, event_index),
+    }
