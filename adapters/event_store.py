@@ -14,13 +14,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Transcoding
 
-from domain.errors import ConflictError
+from domain.errors import ConflictError, InvalidArgumentError
 from domain.task import Task
 from domain.values import Cause
 
@@ -48,13 +49,38 @@ class _LedgerApplication(Application[UUID]):
         transcoder.register(CauseAsDict())
 
 
-def sqlite_env(root: Path) -> dict[str, str]:
+def sqlite_env(root: Path, path: Path | None = None) -> dict[str, str]:
     """The eventsourcing settings for the default store, ``<root>/events.db``."""
     return {
         "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-        "SQLITE_DBNAME": str(root / "events.db"),
+        "SQLITE_DBNAME": str(path or root / "events.db"),
         "SQLITE_LOCK_TIMEOUT": "30",
     }
+
+
+def store_env(url: str | None, root: Path) -> dict[str, str]:
+    """Choose the store by URL: none (SQLite under root), sqlite:///PATH or postgresql://...
+
+    Only this mapping knows persistence modules: the domain and the services never do, so
+    a shared PostgreSQL history for many hosts is a setting, not a code change.
+    """
+    if not url:
+        return sqlite_env(root)
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite" and parts.path:
+        return sqlite_env(root, Path(parts.path))
+    if parts.scheme in ("postgres", "postgresql") and parts.hostname and parts.path.strip("/"):
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": parts.path.strip("/"),
+            "POSTGRES_HOST": parts.hostname,
+            "POSTGRES_PORT": str(parts.port or 5432),
+            "POSTGRES_USER": unquote(parts.username or ""),
+            "POSTGRES_PASSWORD": unquote(parts.password or ""),
+        }
+    raise InvalidArgumentError(
+        f"store {url!r}: use sqlite:///PATH or postgresql://USER:PASSWORD@HOST[:PORT]/DB"
+    )
 
 
 class EventStore:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.event_sink import EventSink
-from adapters.event_store import EventStore, sqlite_env
+from adapters.event_store import EventStore, store_env
 from adapters.file_lock import TaskLocks
 from adapters.shim_binary import ShimBinaryLauncher, search_path
 from domain.errors import FailedPreconditionError, InvalidArgumentError
@@ -37,6 +37,7 @@ class Settings:
     root: Path = DEFAULT_ROOT
     state: Path = DEFAULT_STATE
     namespace: str = "default"
+    store: str | None = None  # an event-store URL; None: SQLite at <root>/events.db
 
 
 def cli_cause() -> Cause:
@@ -88,7 +89,7 @@ def _prepare_root(settings: Settings) -> None:
 async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
     """The event store and every view, without shims: history, events, replay, audit."""
     _prepare_root(settings)
-    store = EventStore(sqlite_env(settings.root))
+    store = EventStore(store_env(settings.store, settings.root))
     directory = settings.root / "projections"
     ledger = Ledger(store, TaskStatesView(directory, store), EventIndex(directory, store))
     try:
@@ -120,7 +121,7 @@ async def bootstrap(
             directory.mkdir(mode=0o711, parents=True, exist_ok=True)
         except OSError as exc:
             raise InvalidArgumentError(f"cannot use {directory} as a directory: {exc}") from None
-    store = EventStore(sqlite_env(settings.root))
+    store = EventStore(store_env(settings.store, settings.root))
     view = TaskStatesView(settings.root / "projections", store)
     manager: TaskManager | None = None
 

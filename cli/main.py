@@ -50,13 +50,21 @@ def _global(
     namespace: Annotated[
         str, typer.Option("--namespace", "-n", envvar="SHIMLEDGER_NAMESPACE")
     ] = "default",
+    store: Annotated[
+        str | None,
+        typer.Option(envvar="SHIMLEDGER_STORE",
+                     help="Event store URL: sqlite:///PATH or postgresql://... "
+                          "(default: <root>/events.db)."),
+    ] = None,
     debug: Annotated[bool, typer.Option(help="Log debug output, shim logs included.")] = False,
 ) -> None:
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    ctx.obj = Settings(root=root.absolute(), state=state.absolute(), namespace=namespace)
+    ctx.obj = Settings(
+        root=root.absolute(), state=state.absolute(), namespace=namespace, store=store
+    )
 
 
 def parse_signal(text: str) -> int:
