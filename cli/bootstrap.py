@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
 import shutil
@@ -16,14 +17,17 @@ from adapters.event_sink import EventSink
 from adapters.event_store import EventStore, store_env
 from adapters.file_lock import TaskLocks
 from adapters.shim_binary import ShimBinaryLauncher, search_path
-from domain.errors import FailedPreconditionError, InvalidArgumentError
+from domain.errors import FailedPreconditionError, InvalidArgumentError, ShimledgerError
 from domain.values import Cause
 from projections.event_index import EventIndex
+from projections.state_files import StateFiles
 from projections.task_states import TaskStatesView
 from projections.view import View
 from shim.ports import ShimEvent
 from shim.shim_manager import ManagerConfig, ShimManager
 from shim.task_manager import TaskManager
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_ROOT = Path("/var/lib/shimledger")
 DEFAULT_STATE = Path("/run/shimledger")
@@ -72,10 +76,12 @@ class Ledger:
     store: EventStore
     task_states: TaskStatesView
     event_index: EventIndex
+    state_files: StateFiles
 
     @property
     def views(self) -> dict[str, View]:
-        return {view.name: view for view in (self.task_states, self.event_index)}
+        views = (self.task_states, self.event_index, self.state_files)
+        return {view.name: view for view in views}
 
 
 def _prepare_root(settings: Settings) -> None:
@@ -91,7 +97,12 @@ async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
     _prepare_root(settings)
     store = EventStore(store_env(settings.store, settings.root))
     directory = settings.root / "projections"
-    ledger = Ledger(store, TaskStatesView(directory, store), EventIndex(directory, store))
+    ledger = Ledger(
+        store,
+        TaskStatesView(directory, store),
+        EventIndex(directory, store),
+        StateFiles(directory, store, settings.state),
+    )
     try:
         yield ledger
     finally:
@@ -101,28 +112,24 @@ async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
 
 
 @asynccontextmanager
-async def bootstrap(
-    settings: Settings, *, with_shims: bool = True, serve_events: bool = True
-) -> AsyncIterator[TaskManager]:
-    """Wire a TaskManager; with shims, it serves the event sink while the command runs.
+async def bootstrap(settings: Settings, *, serve_events: bool = True) -> AsyncIterator[TaskManager]:
+    """Wire a TaskManager that serves the event sink while the command runs.
 
     ``serve_events=False`` leaves the sink to others (tests use it to miss events on purpose).
+    On the way out, the state files view catches up, so each live task's state.json
+    tells what the command did.
     """
-    if with_shims:
-        require_root("running containers")
+    require_root("running containers")
     sink_path = settings.state / "events.sock"
     if len(str(sink_path).encode()) > MAX_SOCKET_PATH:
         raise InvalidArgumentError(
             f"state dir {settings.state} is too long: socket paths are limited to "
             f"{MAX_SOCKET_PATH} bytes"
         )
-    for directory in (settings.root, settings.state):
-        try:
-            directory.mkdir(mode=0o711, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InvalidArgumentError(f"cannot use {directory} as a directory: {exc}") from None
-    store = EventStore(store_env(settings.store, settings.root))
-    view = TaskStatesView(settings.root / "projections", store)
+    try:
+        settings.state.mkdir(mode=0o711, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot use {settings.state} as a directory: {exc}") from None
     manager: TaskManager | None = None
 
     async def on_event(event: ShimEvent) -> None:
@@ -135,22 +142,25 @@ async def bootstrap(
         ttrpc_address=sink.address,
         runc_binary=shutil.which("runc", path=search_path()) or "",
     )
-    manager = TaskManager(
-        ShimManager(config, ShimBinaryLauncher(settings.state)),
-        store,
-        view,
-        TaskLocks(settings.state),
-        namespace=settings.namespace,
-        cause=cli_cause,
-    )
-    try:
-        if with_shims and serve_events:
-            await sink.start()
-        elif with_shims:
-            await sink.leave_refusing_socket()
-        yield manager
-    finally:
-        await sink.aclose()
-        await manager.aclose()
-        await view.aclose()
-        await store.aclose()
+    async with open_ledger(settings) as ledger:
+        manager = TaskManager(
+            ShimManager(config, ShimBinaryLauncher(settings.state)),
+            ledger.store,
+            ledger.task_states,
+            TaskLocks(settings.state),
+            namespace=settings.namespace,
+            cause=cli_cause,
+        )
+        try:
+            if serve_events:
+                await sink.start()
+            else:
+                await sink.leave_refusing_socket()
+            yield manager
+        finally:
+            await sink.aclose()
+            await manager.aclose()
+            try:
+                await ledger.state_files.catch_up()
+            except (ShimledgerError, OSError) as exc:  # a cache: the next command catches up
+                logger.warning("state.json files not updated: %s", exc)

@@ -72,7 +72,9 @@ def verify(ctx: typer.Context) -> None:
 
     async def work() -> dict[str, list[str]]:
         async with open_ledger(settings) as ledger:
-            return await verify_views(ledger.store, ledger.task_states, ledger.event_index)
+            return await verify_views(
+                ledger.store, ledger.task_states, ledger.event_index, ledger.state_files
+            )
 
     differences = run_command(work)
     for name, lines in differences.items():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from projections.event_index import EventFilter, EventIndex
 from projections.records import TaskKey, event_record, key_of
+from projections.state_files import StateFiles, state_of
 from projections.task_states import TaskStatesView, replay
 from projections.view import EventSource
 
@@ -54,10 +56,36 @@ async def verify_event_index(source: EventSource, index: EventIndex) -> list[str
     return problems
 
 
+async def verify_state_files(source: EventSource, files: StateFiles) -> list[str]:
+    """Every live task whose working bundle exists has a state.json saying what replay says."""
+    stop = await files.catch_up()
+    problems = []
+    for (namespace, task_id), want in replay(
+        e for _, e in await _events_until(source, stop)
+    ).items():
+        path = files.file_of(namespace, task_id)
+        if not path.parent.is_dir():
+            continue  # no working bundle (a reboot cleared the state dir): no file expected
+        try:
+            have = state_of(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError) as exc:
+            problems.append(f"{path}: unreadable ({exc})")
+            continue
+        if have != want:
+            problems.append(f"{path}: file has {have!r}, replay gives {want!r}")
+    return problems
+
+
 async def verify_views(
-    source: EventSource, task_states: TaskStatesView, event_index: EventIndex
+    source: EventSource,
+    task_states: TaskStatesView,
+    event_index: EventIndex,
+    state_files: StateFiles | None = None,
 ) -> dict[str, list[str]]:
-    return {
+    results = {
         task_states.name: await verify_task_states(source, task_states),
         event_index.name: await verify_event_index(source, event_index),
     }
+    if state_files is not None:
+        results[state_files.name] = await verify_state_files(source, state_files)
+    return results

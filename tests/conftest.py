@@ -72,7 +72,9 @@ def verify(settings: Settings) -> dict[str, list[str]]:
 
     async def run() -> dict[str, list[str]]:
         async with open_ledger(settings) as ledger:
-            return await verify_views(ledger.store, ledger.task_states, ledger.event_index)
+            return await verify_views(
+                ledger.store, ledger.task_states, ledger.event_index, ledger.state_files
+            )
 
     return asyncio.run(run()) if (settings.root / "events.db").exists() else {}
 

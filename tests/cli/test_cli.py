@@ -52,14 +52,20 @@ def test_bundle_defaults_to_the_current_directory(cli, bundle) -> None:
     assert result.returncode == 3, result.stderr
 
 
-def test_create_start_list_state_kill_delete(cli, bundle) -> None:
+def test_create_start_list_state_kill_delete(cli, bundle, settings) -> None:
     path = bundle("sleep", "300")
     assert cli("create", "--bundle", str(path), "svc").returncode == 0
     [entry] = json.loads(cli("list", "--format", "json").stdout)
     assert entry["id"] == "svc" and entry["status"] == "created" and entry["pid"] > 0
     assert entry["bundle"] == str(path)
 
+    state_file = settings.state / settings.namespace / "svc" / "state.json"
+    saved = json.loads(state_file.read_text())  # runs-compatible, kept from the history
+    assert (saved["ID"], saved["Status"], saved["Runtime"]) == (
+        "svc", "created", "io.containerd.runc.v2")  # fmt: skip
+
     assert cli("start", "svc").returncode == 0
+    assert json.loads(state_file.read_text())["Status"] == "running"
     state = json.loads(cli("state", "svc").stdout)
     assert state["status"] == "running" and state["exit_status"] is None
     assert cli("list", "-q").stdout.split() == ["svc"]

@@ -1,0 +1,109 @@
+"""runs-compatible ``state.json`` per live task, in its working bundle under the state dir.
+
+The Go tool `runs` (whose pkg/shim shimledger succeeds) saved each task's create options
+as ``state.json`` for other tools to read; this view keeps the same file, written from
+the history. Each file holds absolute values (an event sets fields, never adds to them),
+so re-applying a page after a crash rewrites the same content: with the position
+committed after the files, the effect is exactly once. Files are written atomically
+(rename), and only where the working bundle exists: history never recreates state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from domain.task import Task
+from domain.values import State
+from projections.task_states import evolve
+from projections.view import EventSource, View
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS originators (
+    originator TEXT PRIMARY KEY, namespace TEXT NOT NULL, id TEXT NOT NULL, runtime TEXT NOT NULL
+);
+"""
+
+
+def state_document(state: State, runtime: str) -> dict[str, Any]:
+    """The file's content: runs' CreateOpts fields, then the task's current state."""
+    return {
+        "ID": state.id,
+        "Namespace": state.namespace,
+        "Bundle": state.bundle,
+        "Runtime": runtime,
+        "Rootfs": [],
+        "IO": {"Stdin": "", "Stdout": "", "Stderr": "", "Terminal": False},
+        "Checkpoint": "",
+        "Incarnation": state.incarnation,
+        "Pid": state.pid,
+        "Status": state.status.value,
+        "Created": state.created.isoformat(),
+        "Started": state.started.isoformat() if state.started else None,
+        "ExitStatus": state.exit_status,
+        "ExitedAt": state.exited_at.isoformat() if state.exited_at else None,
+    }
+
+
+def state_of(document: dict[str, Any]) -> State:
+    return State(
+        id=document["ID"], namespace=document["Namespace"], incarnation=document["Incarnation"],
+        pid=document["Pid"], status=document["Status"], bundle=document["Bundle"],
+        created=document["Created"], started=document["Started"],
+        exit_status=document["ExitStatus"], exited_at=document["ExitedAt"],
+    )  # fmt: skip
+
+
+class StateFiles(View):
+    """Keeps ``<state>/<namespace>/<id>/state.json`` for every live task."""
+
+    name = "state_files"
+    schema = _SCHEMA
+
+    def __init__(self, directory: Path, source: EventSource, state_dir: Path) -> None:
+        super().__init__(directory, source)
+        self._state_dir = state_dir
+
+    def file_of(self, namespace: str, task_id: str) -> Path:
+        return self._state_dir / namespace / task_id / "state.json"
+
+    async def apply(self, db: aiosqlite.Connection, position: int, event: Any) -> None:
+        originator = str(event.originator_id)
+        if isinstance(event, Task.Created):
+            await db.execute(
+                "INSERT OR REPLACE INTO originators VALUES (?, ?, ?, ?)",
+                (originator, event.namespace, event.task_id, event.runtime),
+            )
+            self._write(event.namespace, event.task_id, evolve(None, event), event.runtime)
+            return
+        async with db.execute(
+            "SELECT namespace, id, runtime FROM originators WHERE originator = ?", (originator,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return
+        namespace, task_id, runtime = row
+        path = self.file_of(namespace, task_id)
+        try:
+            document = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return  # the bundle is gone (deleted, or state lost in a reboot): nothing to keep
+        current = state_of(document)
+        if Task.create_id(namespace, task_id, current.incarnation) != event.originator_id:
+            return  # an older incarnation's event
+        self._write(namespace, task_id, evolve(current, event), runtime)
+
+    def _write(self, namespace: str, task_id: str, state: State | None, runtime: str) -> None:
+        path = self.file_of(namespace, task_id)
+        if state is None:
+            path.unlink(missing_ok=True)
+            return
+        if not path.parent.is_dir():
+            return
+        temporary = path.with_name(f".state.json.{os.getpid()}")
+        temporary.write_text(json.dumps(state_document(state, runtime), indent=2))
+        os.replace(temporary, path)
