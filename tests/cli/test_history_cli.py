@@ -160,3 +160,42 @@ def test_verify_reports_a_view_that_lies(root) -> None:
     assert code == 1 and "task_states: 1 difference(s)" in out and "event_index: ok" in out
     assert cli(path, "projections", "rebuild", "task_states")[0] == 0
     assert cli(path, "projections", "verify")[0] == 0
+
+
+def test_events_follow_shows_new_events_within_a_second(root) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path, heads = root
+    shimledger = str(Path(sys.executable).with_name("shimledger"))
+    follower = subprocess.Popen(
+        [shimledger, "--root", str(path), "events", "--follow", "--json", "--id", "late"],
+        stdout=subprocess.PIPE, text=True, env=dict(os.environ),
+    )  # fmt: skip
+    try:
+        time.sleep(1.0)  # let it print the (empty) backlog and start following
+
+        async def append() -> None:
+            store = EventStore(sqlite_env(path))
+            task = Task(namespace="default", task_id="late", incarnation=1, bundle="/b",
+                        pid=5, runtime="r", cause=CLI)  # fmt: skip
+            await store.save(task)
+            await store.aclose()
+
+        appended = time.monotonic()
+        asyncio.run(append())
+        line = follower.stdout.readline()  # type: ignore[union-attr]
+        seen = time.monotonic() - appended
+        record = json.loads(line)
+        assert (record["type"], record["id"], record["position"]) == ("Created", "late",
+                                                                      heads[-1] + 1)  # fmt: skip
+        assert seen < 5, f"took {seen:.1f}s"  # a hang guard, not a timing claim
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(timeout=10) == 0
+    finally:
+        follower.kill()
+        follower.wait()
+        follower.stdout.close()  # type: ignore[union-attr]

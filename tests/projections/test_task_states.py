@@ -152,3 +152,39 @@ async def test_a_rebuild_swaps_in_a_view_equal_to_the_old_one(store: EventStore,
         assert not list(view.path.parent.glob(".*rebuild*"))
     finally:
         await view.aclose()
+
+
+class CrashingView(TaskStatesView):
+    """Fails on the Nth event it applies, as a process killed mid-page would stop."""
+
+    def __init__(self, *args: object, fail_at: int) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.fail_at = fail_at
+        self.applied = 0
+
+    async def apply(self, db, position, event) -> None:  # type: ignore[no-untyped-def]
+        self.applied += 1
+        if self.applied == self.fail_at:
+            raise RuntimeError("crash mid-page")
+        await super().apply(db, position, event)
+
+
+async def test_a_crash_mid_page_neither_skips_nor_doubles(
+    store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr("projections.view.PAGE_SIZE", 10)
+    await random_workload(store, seed=6, steps=80)
+    directory = tmp_path / "projections"
+    crashing = CrashingView(directory, store, fail_at=37)
+    with pytest.raises(RuntimeError, match="crash mid-page"):
+        await crashing.catch_up()
+    # Three whole pages were committed with their position; the fourth not at all.
+    assert await crashing.position() == 30
+    await crashing.aclose()
+
+    resumed = TaskStatesView(directory, store)
+    try:
+        assert await resumed.catch_up() == await store.head()
+        assert await view_states(resumed) == replay(await all_events(store))
+    finally:
+        await resumed.aclose()
