@@ -151,6 +151,8 @@ class Task(Aggregate):
     def record_exec_exit(
         self, exec_id: str, exit_status: int, exited_at: datetime, cause: Cause
     ) -> None:
+        # An exec's exit may be reported just after its task's init exited; not after Deleted.
+        self._require((Status.RUNNING, Status.PAUSED, Status.STOPPED), "have an exec exit")
         process = self.execs.get(exec_id)
         if process is None or process.pid is None or process.exit is not None:
             raise InvalidTransitionError(

@@ -357,7 +357,12 @@ class TaskManager:
 
         def apply(t: Task) -> None:
             process = t.execs.get(event.exec_id)
-            if process is not None and process.pid is not None and process.exit is None:
+            if (
+                t.status is not Status.DELETED
+                and process is not None
+                and process.pid is not None
+                and process.exit is None
+            ):
                 t.record_exec_exit(event.exec_id, event.exit_status, event.exited_at, cause)
 
         async with self._locks.hold(task.namespace, task.task_id):

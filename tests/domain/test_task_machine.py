@@ -38,7 +38,8 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 CAUSES = st.sampled_from([CLI, SHIM, RECONCILIATION])
 PIDS = st.integers(min_value=1, max_value=4_194_304)
-EXIT_STATUSES = st.integers(min_value=0, max_value=255)
+# Any status a shim can report, with the edges of the 128+N signal range often.
+EXIT_STATUSES = st.sampled_from([0, 1, 128, 129, 137, 192, 193, 255]) | st.integers(0, 255)
 SIGNALS = st.integers(min_value=1, max_value=64)
 TIMES = st.datetimes(
     min_value=datetime(2020, 1, 1), max_value=datetime(2040, 1, 1), timezones=st.just(UTC)
@@ -116,6 +117,9 @@ class Model:
         return None
 
     def refuse_exec_exit(self, exec_id: str) -> str | None:
+        """An exec may outlive its task's init by a moment, but nothing happens after Deleted."""
+        if refusal := self._unless("running", "paused", "stopped"):
+            return refusal
         process = self.execs.get(exec_id)
         if process is None or process.pid is None or process.exit is not None:
             return re.escape(f"exec {exec_id} of task {TASK_ID} is not running")

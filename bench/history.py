@@ -1,0 +1,731 @@
+#!/usr/bin/env python3
+"""History at scale: append, projection rebuild and query times, as ratios in one run.
+
+Every figure is a median of R runs set against a reference measured in the same run,
+interleaved with it, on the same machine. The machine is shared: absolute numbers are for
+scale only, the ratios are what to compare.
+
+  append      one ``await EventStore.save(task)`` per lifecycle step (Created, Started,
+              Exited, Deleted) against raw sqlite3 writing the same rows into the same
+              table of the same file, one transaction per row, WAL, same ``synchronous``
+  rebuild     ``TaskStatesView.rebuild()`` and ``EventIndex.rebuild()`` against a raw
+              sqlite3 scan of every row of eventsourcing's ``stored_events``, decoding nothing
+  commands    whole-process wall time of ``shimledger list / history / events / replay``
+              against ``python -c pass`` (the venv's interpreter), and the in-process time
+              of the coroutines those commands await
+
+Each is measured at two sizes so that growth can be judged. ``--small N`` and ``--large N``
+are the events in the store that ``history`` and ``events`` read (the issue asks for
+1,000,000); the other stores scale with N: ``replay`` and the rebuilds read N/10 events,
+``list`` shows N/100 tasks. The stores are built through eventsourcing itself, many
+aggregates per ``Application.save`` (see ``build_history``).
+
+    .venv/bin/python bench/history.py [--small N] [--large N] [--runs R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import pstats
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from eventsourcing.domain import CanCreateTimestamp  # noqa: E402
+
+from adapters.event_store import EventStore, _LedgerApplication, sqlite_env  # noqa: E402
+from adapters.shim_binary import search_path  # noqa: E402
+from cli.bootstrap import Settings, bootstrap, open_ledger  # noqa: E402
+from cli.history_cmds import REPLAY_PAGE  # noqa: E402
+from cli.output import TaskOutput  # noqa: E402
+from domain.task import Task  # noqa: E402
+from domain.values import Cause  # noqa: E402
+from projections.event_index import EventFilter, EventIndex  # noqa: E402
+from projections.records import history_records  # noqa: E402
+from projections.task_states import TaskStatesView  # noqa: E402
+from projections.task_states import replay as fold_states  # noqa: E402
+
+SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
+NAMESPACE = "default"
+TARGET = "target"  # the ID `history` and `events --id` ask about: three incarnations
+TARGET_EVENTS = 11  # two whole lifecycles (4 events each), then Created, Started, Exited
+SECONDS_PER_EVENT = 0.6  # a steady rate: 1,000,000 events span ~7 days, 10 minutes ~1,000
+SAVE_BATCH = 2500  # aggregates per Application.save (one transaction) while building
+APPEND_TASKS = 100  # lifecycles per append run: 400 events, one save each
+HOST = socket.gethostname()
+SHIM_EXIT = Cause(kind="shim-event", detail="TaskExit")
+
+View = type[TaskStatesView] | type[EventIndex]
+
+# --- building stores ----------------------------------------------------------------------
+
+
+class Clock:
+    """Event timestamps one steady step apart, the last one now.
+
+    A store is built in seconds but must look like days of history, so that
+    ``events --since`` selects a realistic slice of it and not the whole store.
+    eventsourcing stamps events in ``create_timestamp()``; the builders patch that to
+    ``tick`` while they build.
+    """
+
+    def __init__(self, events: int) -> None:
+        self.now = datetime.now(UTC) - timedelta(seconds=SECONDS_PER_EVENT * events)
+
+    def tick(self) -> datetime:
+        self.now += timedelta(seconds=SECONDS_PER_EVENT)
+        return self.now
+
+
+def cli_cause(task_id: str, pid: int) -> Cause:
+    """A cause as big as a real command's, so that rows have realistic sizes."""
+    command = f"shimledger run --rm {task_id}"
+    return Cause(kind="cli", user="root", uid=0, pid=pid, command=command, host=HOST)
+
+
+def lifecycle(task_id: str, n: int, clock: Clock, *, delete: bool, incarnation: int = 1) -> Task:
+    """One incarnation of a task: Created, Started, Exited and, if ``delete``, Deleted."""
+    pid = 10_000 + n % 50_000
+    cause = cli_cause(task_id, pid)
+    task = Task(
+        namespace=NAMESPACE,
+        task_id=task_id,
+        incarnation=incarnation,
+        bundle=f"/srv/bundles/{task_id}",
+        pid=pid,
+        runtime="io.containerd.runc.v2",
+        cause=cause,
+    )
+    task.start(pid, cause)
+    status = 137 if n % 50 == 0 else 1 if n % 10 == 0 else 0
+    task.record_exit(status, clock.now, SHIM_EXIT)
+    if delete:
+        task.delete(cause)
+    return task
+
+
+def save_in_batches(root: Path, events: int, tasks: Callable[[Clock], Iterator[Task]]) -> int:
+    """Save the tasks through eventsourcing, ``SAVE_BATCH`` aggregates per
+    ``Application.save`` (one transaction each): a million events in under a minute,
+    where one save per event would take ten. Returns the head position."""
+    root.mkdir(parents=True, exist_ok=True)
+    app = _LedgerApplication(env=sqlite_env(root))
+    clock = Clock(events)
+    try:
+        with mock.patch.object(CanCreateTimestamp, "create_timestamp", staticmethod(clock.tick)):
+            batch: list[Task] = []
+            for task in tasks(clock):
+                batch.append(task)
+                if len(batch) == SAVE_BATCH:
+                    app.save(*batch)
+                    batch = []
+            app.save(*batch)
+        return app.recorder.max_notification_id() or 0
+    finally:
+        app.close()
+
+
+def build_history(root: Path, events: int) -> int:
+    """~``events`` events of short-lived tasks, every one deleted, except TARGET's third
+    incarnation: TARGET lives at a third, at two thirds, and in the newest events."""
+    count = (events - TARGET_EVENTS) // 4
+    earlier = {count // 3: 1, 2 * count // 3: 2}
+
+    def tasks(clock: Clock) -> Iterator[Task]:
+        for n in range(count):
+            if n in earlier:
+                yield lifecycle(TARGET, n, clock, delete=True, incarnation=earlier[n])
+            yield lifecycle(f"t{n:07d}", n, clock, delete=True)
+        yield lifecycle(TARGET, count, clock, delete=False, incarnation=3)
+
+    return save_in_batches(root, events, tasks)
+
+
+def build_live(root: Path, count: int) -> int:
+    """``count`` live tasks, each Created, Started, Exited: stopped, so that `list`
+    (which reconciles created, running and paused tasks with their shims) contacts none."""
+
+    def tasks(clock: Clock) -> Iterator[Task]:
+        for n in range(count):
+            yield lifecycle(f"t{n:07d}", n, clock, delete=False)
+
+    return save_in_batches(root, count * 3, tasks)
+
+
+@dataclass
+class Store:
+    """One store on disk, and how it was made."""
+
+    root: Path
+    head: int
+    built_in: float
+    label: str
+
+    @property
+    def db(self) -> Path:
+        return self.root / "events.db"
+
+    def settings(self, state: Path) -> Settings:
+        return Settings(root=self.root, state=state, namespace=NAMESPACE)
+
+
+class Stores:
+    """Builds each store once: the large size's replay store (N/10 events) is the small
+    size's history store when N/10 = small, and then the two are one store."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self._built: dict[str, Store] = {}
+
+    def _get(self, name: str, label: str, build: Callable[[Path], int]) -> Store:
+        if name not in self._built:
+            start = time.perf_counter()
+            head = build(self.work / name)
+            built_in = time.perf_counter() - start
+            self._built[name] = Store(self.work / name, head, built_in, label.format(head=head))
+        return self._built[name]
+
+    def history(self, events: int) -> Store:
+        return self._get(
+            f"history-{events}", "{head:,} events", lambda root: build_history(root, events)
+        )
+
+    def live(self, tasks: int) -> Store:
+        return self._get(f"live-{tasks}", f"{tasks:,} tasks", lambda root: build_live(root, tasks))
+
+
+# --- timing and reporting -----------------------------------------------------------------
+
+
+def clocked(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def round_robin(
+    contenders: dict[str, Callable[[], Any]], runs: int, *, warm: bool = True
+) -> dict[str, float]:
+    """Median seconds of each contender, interleaved so that noise hits them all alike."""
+    if warm:
+        for fn in contenders.values():  # page cache, lazy imports: once, unmeasured
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(runs):
+        for name, fn in contenders.items():
+            samples[name].append(clocked(fn))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+@dataclass
+class Row:
+    """A figure at one size, its reference in the same run, and their ratio."""
+
+    figure: str
+    size: str
+    value: float
+    unit: str  # "ev/s" (higher is better) or "s"
+    reference: str
+    ref_value: float
+
+    @property
+    def ratio(self) -> float:
+        return self.value / self.ref_value
+
+
+def fmt(value: float, unit: str) -> str:
+    return f"{value:,.0f} ev/s" if unit == "ev/s" else f"{value * 1000:,.1f} ms"
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        print(
+            f"  {row.figure} [{row.size}]: {fmt(row.value, row.unit)}, "
+            f"{row.reference} {fmt(row.ref_value, row.unit)}: {row.ratio:.3f}",
+            flush=True,
+        )
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        print(f"  {text}", flush=True)
+
+    def table(self) -> str:
+        """Each figure's two sizes on adjacent lines; ``large/small`` is how it grew."""
+        figures = list(dict.fromkeys(row.figure for row in self.rows))
+        lines = [["figure", "size", "value", "reference", "ref", "ratio", "large/small"]]
+        for figure in figures:
+            rows = [row for row in self.rows if row.figure == figure]
+            for i, row in enumerate(rows):
+                growth = f"{row.value / rows[0].value:.2f}" if i else ""
+                lines.append(
+                    [
+                        figure,
+                        row.size,
+                        fmt(row.value, row.unit),
+                        row.reference,
+                        fmt(row.ref_value, row.unit),
+                        f"{row.ratio:.3f}",
+                        growth,
+                    ]
+                )
+        widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+        right = {2, 4, 5, 6}
+        return "\n".join(
+            "  ".join(
+                c.rjust(w) if i in right else c.ljust(w)
+                for i, (c, w) in enumerate(zip(line, widths, strict=True))
+            ).rstrip()
+            for line in lines
+        )
+
+
+# --- append -------------------------------------------------------------------------------
+
+
+def eventsourcing_synchronous(root: Path) -> int:
+    """The ``PRAGMA synchronous`` of eventsourcing's own connections (it sets none)."""
+    app = _LedgerApplication(env=sqlite_env(root))
+    try:
+        with app.recorder.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
+            cursor.execute("PRAGMA synchronous")
+            return int(cursor.fetchone()[0])
+    finally:
+        app.close()
+
+
+async def append_lifecycles(store: EventStore, tasks: int, tag: str) -> None:
+    """Whole lifecycles with one save per step, as four separate commands would save."""
+    for n in range(tasks):
+        task_id = f"{tag}-{n}"
+        cause = cli_cause(task_id, 4242)
+        task = Task(
+            namespace=NAMESPACE,
+            task_id=task_id,
+            incarnation=1,
+            bundle=f"/srv/bundles/{task_id}",
+            pid=4242,
+            runtime="io.containerd.runc.v2",
+            cause=cause,
+        )
+        await store.save(task)
+        task.start(4242, cause)
+        await store.save(task)
+        task.record_exit(0, datetime.now(UTC), SHIM_EXIT)
+        await store.save(task)
+        task.delete(cause)
+        await store.save(task)
+
+
+def newest_rows(db: Path, count: int) -> list[tuple[str, int, str, bytes]]:
+    """The newest ``count`` rows, which the caller has just appended through EventStore:
+    the raw contender writes exactly these rows again, under fresh originator IDs."""
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute(
+            "SELECT originator_id, originator_version, topic, state "
+            "FROM stored_events ORDER BY rowid DESC LIMIT ?",
+            (count,),
+        ).fetchall()
+    finally:
+        con.close()
+    return list(reversed(rows))
+
+
+def raw_append(db: Path, rows: list[tuple[str, int, str, bytes]], synchronous: int) -> None:
+    """One transaction per row (BEGIN, INSERT, COMMIT: what eventsourcing does to save one
+    event) into the same table of the same file, each aggregate under a fresh ID."""
+    fresh: dict[str, str] = {}
+    con = sqlite3.connect(db, isolation_level=None, timeout=30)
+    try:
+        con.execute(f"PRAGMA synchronous={synchronous}")
+        for originator, version, topic, state in rows:
+            new_id = fresh.setdefault(originator, uuid.uuid4().hex)
+            con.execute("BEGIN")
+            con.execute(
+                "INSERT INTO stored_events VALUES (?,?,?,?)", (new_id, version, topic, state)
+            )
+            con.execute("COMMIT")
+    finally:
+        con.close()
+
+
+def bench_append(report: Report, store: Store, runs: int) -> None:
+    """Run last on a store: appends add rows that the read figures must not see."""
+    synchronous = eventsourcing_synchronous(store.root)
+    loop = asyncio.new_event_loop()
+    event_store = EventStore(sqlite_env(store.root))
+    tags = (f"append{n}" for n in range(1_000_000))
+    try:
+        loop.run_until_complete(append_lifecycles(event_store, APPEND_TASKS, "warm"))
+        rows = newest_rows(store.db, APPEND_TASKS * 4)  # the warm-up's: realistic sizes
+        medians = round_robin(
+            {
+                "eventsourcing": lambda: loop.run_until_complete(
+                    append_lifecycles(event_store, APPEND_TASKS, next(tags))
+                ),
+                "raw": lambda: raw_append(store.db, rows, synchronous),
+            },
+            runs,
+            warm=False,
+        )
+    finally:
+        loop.run_until_complete(event_store.aclose())
+        loop.close()
+    events = APPEND_TASKS * 4
+    report.add(
+        Row(
+            "append: EventStore.save per step",
+            f"into {store.label}",
+            events / medians["eventsourcing"],
+            "ev/s",
+            f"raw sqlite3, txn/row, synchronous={synchronous}",
+            events / medians["raw"],
+        )
+    )
+
+
+# --- projections --------------------------------------------------------------------------
+
+
+def raw_scan(db: Path) -> None:
+    """Every row of stored_events in notification order, decoding nothing."""
+    con = sqlite3.connect(db)
+    try:
+        for _row in con.execute("SELECT rowid, * FROM stored_events ORDER BY rowid"):
+            pass
+    finally:
+        con.close()
+
+
+def run_view(view_class: View, store: Store, *, fresh: bool) -> int:
+    """``rebuild()`` (``fresh``) or ``catch_up()`` of one view, as the CLI opens it."""
+
+    async def go() -> int:
+        event_store = EventStore(sqlite_env(store.root))
+        view = view_class(store.root / "projections", event_store)
+        try:
+            return await (view.rebuild() if fresh else view.catch_up())
+        finally:
+            await view.aclose()
+            await event_store.aclose()
+
+    return asyncio.run(go())
+
+
+def bench_first_catch_up(report: Report, store: Store, view_class: View) -> None:
+    """The first catch-up of a big store, once: a one-off cost, reported apart."""
+    seconds = clocked(lambda: run_view(view_class, store, fresh=False))
+    scan = statistics.median(clocked(lambda: raw_scan(store.db)) for _ in range(3))
+    report.add(
+        Row(
+            f"first catch-up: {view_class.__name__} (1 run)",
+            store.label,
+            store.head / seconds,
+            "ev/s",
+            "raw sqlite3 scan",
+            store.head / scan,
+        )
+    )
+
+
+def bench_rebuild(report: Report, store: Store, runs: int) -> None:
+    medians = round_robin(
+        {
+            "TaskStatesView": lambda: run_view(TaskStatesView, store, fresh=True),
+            "EventIndex": lambda: run_view(EventIndex, store, fresh=True),
+            "raw": lambda: raw_scan(store.db),
+        },
+        runs,
+        warm=False,
+    )
+    for name in ("TaskStatesView", "EventIndex"):
+        report.add(
+            Row(
+                f"rebuild: {name}",
+                store.label,
+                store.head / medians[name],
+                "ev/s",
+                "raw sqlite3 scan",
+                store.head / medians["raw"],
+            )
+        )
+
+
+def profile_rebuild(report: Report, store: Store) -> None:
+    """What limits a rebuild, one line per view, from cProfile.
+
+    What it finds (eventsourcing 9.5.6, aiosqlite 0.22, views as of this writing): the top
+    entry, a third or more of the time, is the event loop idle in ``epoll.poll`` waiting for
+    aiosqlite's worker thread. Each SQL statement of ``View.apply``, and each fetch and
+    cursor close, is a round trip between the loop and that thread, 3 to 4 per event, and
+    a round trip costs far more than the statement. Decoding events (eventsourcing's
+    transcoder) and pydantic come well after.
+    """
+    for view_class in (TaskStatesView, EventIndex):
+        profiler = cProfile.Profile()
+        profiler.enable()
+        run_view(view_class, store, fresh=True)
+        profiler.disable()
+        stats: dict[Any, Any] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+        total = sum(entry[2] for entry in stats.values())
+        (file, line, name), top = max(stats.items(), key=lambda item: item[1][2])
+        where = name if file == "~" else f"{Path(file).name}:{line}({name})"
+        hops = sum(entry[0] for key, entry in stats.items() if "SimpleQueue" in key[2])
+        report.note(
+            f"profile of {view_class.__name__}.rebuild() on {store.label}: top cause "
+            f"{where}, {top[2] / total:.0%} of the time; {hops / store.head:.1f} "
+            f"aiosqlite thread round trips per event"
+        )
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+async def list_tasks(settings: Settings) -> int:
+    """What `list` awaits: TaskManager.tasks(), then TaskOutput per state."""
+    async with bootstrap(settings) as tasks:
+        return len([TaskOutput.of(s) for s in await tasks.tasks()])
+
+
+async def history_of(settings: Settings) -> int:
+    """What `history ID` awaits: EventStore.history, then the records it prints."""
+    async with open_ledger(settings) as ledger:
+        events = await ledger.store.history(NAMESPACE, TARGET)
+    return len(history_records(events))
+
+
+async def events_since(settings: Settings, since: datetime) -> int:
+    """What `events --since --id` awaits: a catch-up (nothing new), then the query."""
+    async with open_ledger(settings) as ledger:
+        await ledger.event_index.catch_up()
+        return len(await ledger.event_index.query(EventFilter(since=since, id=TARGET)))
+
+
+async def replay_to(settings: Settings, stop: int) -> int:
+    """What `replay --position` does (cli/history_cmds.py): page the store, then fold."""
+    async with open_ledger(settings) as ledger:
+        events, after = [], 0
+        while after < stop:
+            page = await ledger.store.read(after, min(REPLAY_PAGE, stop - after))
+            if not page:
+                break
+            events.extend(e for _, e in page)
+            after = page[-1][0]
+    states = fold_states(events)
+    return len([TaskOutput.of(states[key]) for key in sorted(states)])
+
+
+@dataclass
+class Command:
+    """A CLI command, the coroutine it awaits, the store it reads, the answer expected."""
+
+    name: str
+    store: Store
+    argv: list[str]
+    query: Callable[[Settings], Coroutine[Any, Any, int]]
+    expect: Callable[[int], bool]
+
+
+def newest_event_time(store: Store) -> datetime:
+    async def read() -> datetime:
+        event_store = EventStore(sqlite_env(store.root))
+        try:
+            return (await event_store.read(store.head - 1, 1))[0][1].timestamp
+        finally:
+            await event_store.aclose()
+
+    return asyncio.run(read())
+
+
+def commands(live: Store, history: Store, replay: Store, live_tasks: int) -> list[Command]:
+    """`events --since` gets the absolute time 10 minutes before the newest event: what
+    `--since 10m` means right after it, however long after the build this runs.
+    `replay --position <head>` reads the whole store, as `replay --at` always does."""
+    since = (newest_event_time(history) - timedelta(minutes=10)).isoformat()
+    return [
+        Command("list", live, ["list"], list_tasks, lambda n: n == live_tasks),
+        Command(
+            "history ID", history, ["history", TARGET], history_of, lambda n: n == TARGET_EVENTS
+        ),
+        Command(
+            "events --since 10m --id ID",
+            history,
+            ["events", "--since", since, "--id", TARGET],
+            lambda s: events_since(s, datetime.fromisoformat(since)),
+            lambda n: n >= 3,
+        ),
+        Command(
+            "replay --position <head>",
+            replay,
+            ["replay", "--position", str(replay.head)],
+            lambda s: replay_to(s, replay.head),
+            lambda n: n == 1,
+        ),
+    ]
+
+
+def process(argv: list[str], env: dict[str, str]) -> Callable[[], None]:
+    def run() -> None:
+        result = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True)
+        if result.returncode != 0:
+            error = result.stderr.decode()
+            raise SystemExit(f"{' '.join(argv)} failed ({result.returncode}): {error}")
+
+    return run
+
+
+def bench_commands(report: Report, cmds: list[Command], state: Path, runs: int) -> None:
+    """Whole processes and in-process queries (a fresh event loop each, as a command
+    has), all interleaved with `python -c pass`."""
+    base = dict(os.environ, PATH=search_path(), SHIMLEDGER_STATE=str(state))
+    contenders: dict[str, Callable[[], Any]] = {
+        "python": process([sys.executable, "-c", "pass"], base)
+    }
+    counts = []
+    for cmd in cmds:
+        settings = cmd.store.settings(state)
+        counts.append(asyncio.run(cmd.query(settings)))
+        if not cmd.expect(counts[-1]):
+            raise SystemExit(f"{cmd.name}: unexpected answer {counts[-1]}")
+        env = dict(base, SHIMLEDGER_ROOT=str(cmd.store.root))
+        contenders[f"{cmd.name} process"] = process([SHIMLEDGER, *cmd.argv], env)
+        contenders[f"{cmd.name} in"] = lambda q=cmd.query, s=settings: asyncio.run(q(s))
+    answers = ", ".join(f"{cmd.name} {n}" for cmd, n in zip(cmds, counts, strict=True))
+    print(f"  answers (tasks or events): {answers}", flush=True)
+    medians = round_robin(contenders, runs)
+    for cmd in cmds:
+        for key, how in (("process", "whole process"), ("in", "in-process")):
+            report.add(
+                Row(
+                    f"{cmd.name}: {how}",
+                    cmd.store.label,
+                    medians[f"{cmd.name} {key}"],
+                    "s",
+                    "python -c pass",
+                    medians["python"],
+                )
+            )
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Size:
+    """One size: N events for history and events, N/10 for replay and rebuilds, N/100
+    tasks for list."""
+
+    events: int
+
+    @property
+    def replay_events(self) -> int:
+        return self.events // 10
+
+    @property
+    def live_tasks(self) -> int:
+        return self.events // 100
+
+
+@contextmanager
+def workdir() -> Iterator[Path]:
+    work = Path(tempfile.mkdtemp(prefix="sl-bench-history-", dir="/tmp"))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def build_all(stores: Stores, sizes: list[Size]) -> None:
+    print(
+        f"stores (through eventsourcing, {SAVE_BATCH} aggregates per Application.save, "
+        f"events stamped {SECONDS_PER_EVENT}s apart ending now):",
+        flush=True,
+    )
+    for size in sizes:
+        for store in (
+            stores.history(size.events),
+            stores.history(size.replay_events),
+            stores.live(size.live_tasks),
+        ):
+            print(
+                f"  {store.root.name}: {store.head:,} events, built in {store.built_in:.1f}s",
+                flush=True,
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", type=int, default=100_000, help="events for history/events")
+    parser.add_argument("--large", type=int, default=1_000_000, help="events for history/events")
+    parser.add_argument("--runs", type=int, default=3, help="runs per median")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("`shimledger list` serves the shims' event socket: run this as root")
+    sizes = [Size(args.small), Size(args.large)]
+    report = Report()
+    started = time.perf_counter()
+    with workdir() as work:
+        stores = Stores(work)
+        build_all(stores, sizes)
+
+        print("\nfirst catch-up of the views the timed commands read", flush=True)
+        for size in sizes:
+            bench_first_catch_up(report, stores.history(size.events), EventIndex)
+            bench_first_catch_up(report, stores.live(size.live_tasks), TaskStatesView)
+
+        print("\nprojection rebuild", flush=True)
+        profile_rebuild(report, stores.history(sizes[0].replay_events))
+        for size in sizes:
+            bench_rebuild(report, stores.history(size.replay_events), args.runs)
+
+        print("\ncommands (list: every task is stopped, so no shim is contacted)", flush=True)
+        for size in sizes:
+            live, history = stores.live(size.live_tasks), stores.history(size.events)
+            cmds = commands(live, history, stores.history(size.replay_events), size.live_tasks)
+            bench_commands(report, cmds, work / "state", args.runs)
+
+        print("\nappend (last: it adds rows to the stores)", flush=True)
+        for size in sizes:
+            bench_append(report, stores.history(size.events), args.runs)
+
+    print(
+        f"\nmedians of {args.runs} runs (first catch-up: 1 run), {os.cpu_count()} cores; "
+        "ratio = value / reference; large/small = value at the large size / small size"
+    )
+    print(report.table())
+    for size, name in zip(sizes, ("small", "large"), strict=True):
+        print(
+            f"{name}: history/events {size.events:,} events, replay and rebuild "
+            f"{size.replay_events:,} events, list {size.live_tasks:,} stopped tasks"
+        )
+    for note in report.notes:
+        print(note)
+    print(f"whole benchmark: {time.perf_counter() - started:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
