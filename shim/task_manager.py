@@ -7,7 +7,6 @@ task whose process exited while nobody listened is never shown as running.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -17,7 +16,6 @@ from typing import Any
 
 from domain.errors import (
     AlreadyExistsError,
-    ConflictError,
     FailedPreconditionError,
     InvalidTransitionError,
     NotFoundError,
@@ -31,20 +29,17 @@ from shim.ports import (
     RuncOptions,
     ShimEvent,
     Stdio,
-    TaskExitEvent,
     TaskLocks,
-    TaskOOMEvent,
-    TaskStartEvent,
     TaskStore,
     TaskView,
 )
+from shim.recorder import TaskRecorder
 from shim.shim_manager import ShimManager, ShimProcess, bounded_cleanup
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_RUNTIME = "io.containerd.runc.v2"
 UNKNOWN_EXIT_STATUS = 255  # containerd's status for an exit nobody saw (cleanupAfterDeadShim)
-SAVE_ATTEMPTS = 5
 
 
 class TaskManager:
@@ -69,6 +64,7 @@ class TaskManager:
         # One step at a time per task, across processes: a shim's exit event must not be
         # recorded between a Start RPC and the Started it caused.
         self._locks = locks
+        self._recorder = TaskRecorder(store, locks)
 
     @property
     def _state_dir(self) -> Path:
@@ -299,74 +295,14 @@ class TaskManager:
         return False
 
     async def handle_event(self, event: ShimEvent) -> None:
-        """A shim's lifecycle event: record the fact once, whoever saw it first."""
-        if isinstance(event, TaskStartEvent):
-            await self.handle_start(event)
-        elif isinstance(event, TaskOOMEvent):
-            await self.handle_oom(event)
-        else:
-            await self.handle_exit(event)
+        """A shim's event, from the sink: recorded once, whoever heard it first."""
+        await self._recorder.handle_event(event)
 
-    async def handle_oom(self, event: TaskOOMEvent) -> None:
-        task = await self._store.current(event.namespace, event.container_id)
-        if task is None or not task.is_live:
-            return
-        cause = Cause(kind="shim-event", detail="/tasks/oom")
-        async with self._locks.hold(task.namespace, task.task_id):
-            await self._record(
-                (task.namespace, task.task_id),
-                lambda t: t.record_oom(cause) if t.incarnation == task.incarnation else None,
-            )
+    async def _record(self, key: tuple[str, str], step: Callable[[Task], None]) -> None:
+        await self._recorder.record(key, step)
 
-    async def handle_start(self, event: TaskStartEvent) -> None:
-        task = await self._store.current(event.namespace, event.container_id)
-        if task is None or task.pid != event.pid:
-            return
-        cause = Cause(kind="shim-event", detail="/tasks/start")
-        async with self._locks.hold(task.namespace, task.task_id):
-            await self._record(
-                (task.namespace, task.task_id),
-                lambda t: t.start(event.pid, cause)
-                if t.incarnation == task.incarnation and t.status is Status.CREATED
-                else None,
-            )
-
-    async def handle_exit(self, event: TaskExitEvent) -> None:
-        """A shim's /tasks/exit: record the init's exit once, however often it arrives.
-
-        An exec's exit is not the task's exit: it is recorded as ExecExited, if history
-        knows that exec as started.
-        """
-        if event.exec_id not in ("", event.container_id):
-            await self._record_exec_exit(event)
-            return
-        task = await self._store.current(event.namespace, event.container_id)
-        if task is None or task.pid != event.pid:
-            return
-        exit_ = Exit(status=event.exit_status, exited_at=event.exited_at)
-        async with self._locks.hold(task.namespace, task.task_id):
-            await self._record_exit(task, exit_, Cause(kind="shim-event", detail="/tasks/exit"))
-
-    # --- helpers ------------------------------------------------------------------------
-
-    async def _record_exec_exit(self, event: TaskExitEvent) -> None:
-        task = await self._store.current(event.namespace, event.container_id)
-        if task is None or event.exec_id not in task.execs:
-            return
-        cause = Cause(kind="shim-event", detail="/tasks/exit")
-
-        def apply(t: Task) -> None:
-            process = t.execs.get(event.exec_id)
-            if (
-                t.status is not Status.DELETED
-                and process is not None
-                and process.pid is not None
-                and process.exit is None
-            ):
-                t.record_exec_exit(event.exec_id, event.exit_status, event.exited_at, cause)
-
-        async with self._locks.hold(task.namespace, task.task_id):
-            await self._record((task.namespace, task.task_id), apply)
+    async def _record_exit(self, task: Task, exit_: Exit, cause: Cause) -> bool:
+        return await self._recorder.record_exit(task, exit_, cause)
 
     async def _cleanup_dead(self, task: Task, bundle: Bundle) -> None:
         await self._shims.cleanup_after_dead_shim(bundle, task.runtime)
@@ -382,34 +318,6 @@ class TaskManager:
             Exit(status=UNKNOWN_EXIT_STATUS, exited_at=_now()),
             Cause(kind="reconciliation", detail="shim lost; exit status unknown"),
         )
-
-    async def _record_exit(self, task: Task, exit_: Exit, cause: Cause) -> bool:
-        """Record the exit unless it already is; the caller holds the task's lock."""
-        recorded = False
-
-        def apply(t: Task) -> None:
-            nonlocal recorded
-            if t.incarnation == task.incarnation and t.status in HAS_PROCESS:
-                t.record_exit(exit_.status, exit_.exited_at, cause)
-                recorded = True
-
-        await self._record((task.namespace, task.task_id), apply)
-        return recorded
-
-    async def _record(self, key: tuple[str, str], step: Callable[[Task], None]) -> None:
-        """Apply a step to fresh state and append it, retrying when another writer won."""
-        for attempt in range(SAVE_ATTEMPTS):
-            task = await self._store.current(*key)
-            if task is None:
-                raise NotFoundError(f"task {key[1]} does not exist in namespace {key[0]}")
-            step(task)
-            try:
-                await self._store.save(task)
-                return
-            except ConflictError:
-                if attempt == SAVE_ATTEMPTS - 1:
-                    raise
-                await asyncio.sleep(0.01 * (attempt + 1))
 
     async def _live_task(self, task_id: str) -> Task:
         validate_identifier("task ID", task_id)

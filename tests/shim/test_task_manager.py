@@ -67,8 +67,8 @@ async def test_an_exit_heard_twice_is_recorded_once(setup, user_bundle) -> None:
     created = await manager.create("a", user_bundle)
     await manager.start("a")
     binary.shims[str(manager._shims.config.state / "default" / "a")].exit("a", 3)
-    await manager.handle_exit(exit_event("a", created.pid, 3))
-    await manager.handle_exit(exit_event("a", created.pid, 3))
+    await manager.handle_event(exit_event("a", created.pid, 3))
+    await manager.handle_event(exit_event("a", created.pid, 3))
     assert (await manager.wait("a")).status == 3
     assert types(await manager.history("a")) == ["Created", "Started", "Exited"]
 
@@ -77,7 +77,7 @@ async def test_an_exec_exit_is_not_the_task_exit(setup, user_bundle) -> None:
     manager, _ = setup
     created = await manager.create("a", user_bundle)
     await manager.start("a")
-    await manager.handle_exit(exit_event("a", created.pid + 5, 1, exec_id="exec1"))
+    await manager.handle_event(exit_event("a", created.pid + 5, 1, exec_id="exec1"))
     assert (await manager.get("a")).status is Status.RUNNING
 
 
