@@ -19,7 +19,7 @@ from domain.identifiers import validate_identifier
 from projections.audit import AuditReport, audit
 from projections.event_index import EventFilter
 from projections.records import EventRecord, history_records
-from projections.task_states import replay as fold_states
+from projections.task_states import Replay
 
 FOLLOW_INTERVAL = 0.2
 REPLAY_PAGE = 10_000
@@ -124,14 +124,14 @@ def replay(
             stop = head if position is None else position
             if stop < 0:
                 raise InvalidArgumentError("--position must be 0 or more")
-            events, after = [], 0
-            while after < stop:
+            folded, after = Replay(), 0
+            while after < stop:  # page by page: the history need not fit in memory
                 page = await ledger.store.read(after, min(REPLAY_PAGE, stop - after))
                 if not page:
                     break
-                events.extend(e for _, e in page if moment is None or e.timestamp <= moment)
+                folded.feed(e for _, e in page if moment is None or e.timestamp <= moment)
                 after = page[-1][0]
-        states = fold_states(events)
+        states = folded.states
         return [TaskOutput.of(states[key]) for key in sorted(states)]
 
     outputs = run_command(work)

@@ -10,7 +10,7 @@ from typing import Any
 import aiosqlite
 
 from projections.records import EventRecord, TaskKey, event_record, key_of
-from projections.view import View
+from projections.view import View, rows_for
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS originators (
@@ -55,32 +55,36 @@ class EventIndex(View):
     name = "event_index"
     schema = _SCHEMA
 
-    async def apply(self, db: aiosqlite.Connection, position: int, event: Any) -> None:
-        originator = str(event.originator_id)
-        if type(event).__name__ == "Created":
-            key = key_of(event)
-            await db.execute(
-                "INSERT OR REPLACE INTO originators VALUES (?, ?, ?, ?)",
-                (originator, key.namespace, key.id, key.incarnation),
-            )
-        else:
-            async with db.execute(
-                "SELECT namespace, id, incarnation FROM originators WHERE originator = ?",
-                (originator,),
-            ) as cursor:
-                row = await cursor.fetchone()
-            if row is None:
-                return  # cannot happen: an aggregate's first event is its Created
-            key = TaskKey(namespace=row[0], id=row[1], incarnation=row[2])
-        record = event_record(event, key, position)
-        await db.execute(
-            "INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?)",
-            (position, sortable(record.timestamp), record.type, key.namespace, key.id,
-             record.model_dump_json()),
-        )  # fmt: skip
+    async def apply_page(self, db: aiosqlite.Connection, page: list[tuple[int, Any]]) -> None:
+        """One lookup of the page's unknown tasks, then two batched inserts."""
+        keys: dict[str, TaskKey] = {}
+        created = []
+        for _, event in page:
+            if type(event).__name__ == "Created":
+                key = keys[str(event.originator_id)] = key_of(event)
+                created.append((str(event.originator_id), key.namespace, key.id, key.incarnation))
+        unknown = list({str(e.originator_id) for _, e in page} - keys.keys())
+        for originator, namespace, task_id, incarnation in await rows_for(
+            db, "SELECT * FROM originators WHERE originator IN ({marks})", unknown
+        ):
+            keys[originator] = TaskKey(namespace=namespace, id=task_id, incarnation=incarnation)
+        rows = []
+        for position, event in page:
+            key = keys.get(str(event.originator_id))
+            if key is None:
+                continue  # cannot happen: an aggregate's first event is its Created
+            record = event_record(event, key, position)
+            rows.append((position, sortable(record.timestamp), record.type, key.namespace,
+                         key.id, record.model_dump_json()))  # fmt: skip
+        await db.executemany("INSERT OR REPLACE INTO originators VALUES (?, ?, ?, ?)", created)
+        await db.executemany("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
 
     async def query(self, selection: EventFilter) -> list[EventRecord]:
-        clauses, args = ["position > ?"], [selection.after]
+        clauses: list[str] = []
+        args: list[Any] = []
+        if selection.after:  # only when following: it would keep SQLite off the time index
+            clauses.append("position > ?")
+            args.append(selection.after)
         if selection.since is not None:
             clauses.append("at >= ?")
             args.append(sortable(selection.since))
@@ -96,7 +100,8 @@ class EventIndex(View):
         if selection.id is not None:
             clauses.append("id = ?")
             args.append(selection.id)
-        sql = f"SELECT record FROM events WHERE {' AND '.join(clauses)} ORDER BY position"
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT record FROM events {where} ORDER BY position"
         if selection.limit is not None:
             sql += f" LIMIT {int(selection.limit)}"
         db = await self.connection()

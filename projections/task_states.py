@@ -12,7 +12,7 @@ import aiosqlite
 
 from domain.task import Task
 from domain.values import State, Status
-from projections.view import View
+from projections.view import View, rows_for
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS task_states (
@@ -65,22 +65,32 @@ def evolve(state: State | None, event: Any) -> State | None:
     return state  # audit events leave the state as it was
 
 
+class Replay:
+    """Folds events into the live task table, a page at a time if need be."""
+
+    def __init__(self) -> None:
+        self.keys: dict[Any, tuple[str, str]] = {}
+        self.states: dict[tuple[str, str], State] = {}
+
+    def feed(self, events: Iterable[Any]) -> None:
+        for event in events:
+            if isinstance(event, Task.Created):
+                self.keys[event.originator_id] = (event.namespace, event.task_id)
+            key = self.keys.get(event.originator_id)
+            if key is None:
+                continue
+            new = evolve(self.states.get(key), event)
+            if new is None:
+                self.states.pop(key, None)
+            else:
+                self.states[key] = new
+
+
 def replay(events: Iterable[Any]) -> dict[tuple[str, str], State]:
     """Fold a whole history in memory: what the view must equal."""
-    keys: dict[Any, tuple[str, str]] = {}
-    states: dict[tuple[str, str], State] = {}
-    for event in events:
-        if isinstance(event, Task.Created):
-            keys[event.originator_id] = (event.namespace, event.task_id)
-        key = keys.get(event.originator_id)
-        if key is None:
-            continue
-        new = evolve(states.get(key), event)
-        if new is None:
-            states.pop(key, None)
-        else:
-            states[key] = new
-    return states
+    folded = Replay()
+    folded.feed(events)
+    return folded.states
 
 
 class TaskStatesView(View):
@@ -89,33 +99,32 @@ class TaskStatesView(View):
     name = "task_states"
     schema = _SCHEMA
 
-    async def apply(self, db: aiosqlite.Connection, position: int, event: Any) -> None:
-        if isinstance(event, Task.Created):
-            await self._write(db, str(event.originator_id), evolve(None, event))
-            return
-        # Only the live incarnation has a row; events of deleted ones change nothing.
-        async with db.execute(
-            "SELECT state FROM task_states WHERE originator = ?", (str(event.originator_id),)
-        ) as cursor:
-            row = await cursor.fetchone()
-        if row is not None:
-            current = State.model_validate_json(row[0])
-            await self._write(db, str(event.originator_id), evolve(current, event))
-
-    async def _write(
-        self,
-        db: aiosqlite.Connection,
-        originator: str,
-        state: State | None,
-    ) -> None:
-        if state is None:
-            await db.execute("DELETE FROM task_states WHERE originator = ?", (originator,))
-            return
-        await db.execute(
+    async def apply_page(self, db: aiosqlite.Connection, page: list[tuple[int, Any]]) -> None:
+        """Fold the page over the rows it touches: one read and two writes per page."""
+        touched = list({str(event.originator_id) for _, event in page})
+        rows = await rows_for(
+            db, "SELECT originator, state FROM task_states WHERE originator IN ({marks})", touched
+        )
+        current: dict[str, State | None] = {o: State.model_validate_json(s) for o, s in rows}
+        for _, event in page:
+            originator = str(event.originator_id)
+            if isinstance(event, Task.Created):
+                current[originator] = evolve(None, event)
+            elif current.get(originator) is not None:
+                current[originator] = evolve(current[originator], event)
+            # else: an incarnation already deleted, whose events change nothing
+        gone = [(o,) for o, state in current.items() if state is None]
+        kept = [
+            (state.namespace, state.id, o, state.status.value, state.model_dump_json())
+            for o, state in current.items()
+            if state is not None
+        ]
+        await db.executemany("DELETE FROM task_states WHERE originator = ?", gone)
+        await db.executemany(
             "INSERT INTO task_states (namespace, id, originator, status, state) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (namespace, id) DO UPDATE SET "
             "originator = excluded.originator, status = excluded.status, state = excluded.state",
-            (state.namespace, state.id, originator, state.status.value, state.model_dump_json()),
+            kept,
         )
 
     # --- the port shim.ports.TaskView ---------------------------------------------------

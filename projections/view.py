@@ -11,6 +11,7 @@ SQLite's rollback journal (not WAL), whose single file is what makes that rename
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 import aiosqlite
 
 PAGE_SIZE = 1000
+IN_CHUNK = 500  # keys per "IN (...)" query, well under SQLite's variable limit
 
 _POSITIONS = "CREATE TABLE IF NOT EXISTS position (id INTEGER PRIMARY KEY CHECK (id = 1), "
 _POSITIONS += "position INTEGER NOT NULL);"
@@ -33,6 +35,18 @@ class EventSource(Protocol):
 
 
 Progress = Callable[[int, int], None]  # (position reached, head)
+
+
+async def rows_for(
+    db: aiosqlite.Connection, query: str, keys: list[str]
+) -> list[aiosqlite.Row]:
+    """Run ``query`` (with one ``{marks}`` placeholder list) for keys, a chunk at a time."""
+    rows: list[aiosqlite.Row] = []
+    for start in range(0, len(keys), IN_CHUNK):
+        chunk = keys[start : start + IN_CHUNK]
+        async with db.execute(query.format(marks=", ".join("?" * len(chunk))), chunk) as cursor:
+            rows.extend(await cursor.fetchall())
+    return rows
 
 
 class View:
@@ -49,6 +63,15 @@ class View:
     async def apply(self, db: aiosqlite.Connection, position: int, event: Any) -> None:
         """Change the view's rows for one event, inside the caller's transaction."""
         raise NotImplementedError
+
+    async def apply_page(self, db: aiosqlite.Connection, page: list[tuple[int, Any]]) -> None:
+        """Change the rows for a page of events; views override it to batch their statements.
+
+        Every statement is a round trip to aiosqlite's thread, which is what limits a
+        view that goes event by event (about 3,000 events/s here).
+        """
+        for position, event in page:
+            await self.apply(db, position, event)
 
     # --- connection ----------------------------------------------------------------------
 
@@ -91,29 +114,38 @@ class View:
     async def _catch_up(self, db: aiosqlite.Connection, progress: Progress | None) -> int:
         position = await self._position(db)
         head = await self._source.head() if progress else 0
-        while True:
-            page = await self._source.read(position, PAGE_SIZE)
-            if not page:
-                return position
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                # Re-read under the write lock: another process may have caught up meanwhile.
-                stored = await self._position(db)
-                for notification_id, event in page:
-                    if notification_id > stored:
-                        await self.apply(db, notification_id, event)
-                position = max(page[-1][0], stored)
-                await db.execute(
-                    "INSERT INTO position (id, position) VALUES (1, ?) "
-                    "ON CONFLICT (id) DO UPDATE SET position = excluded.position",
-                    (position,),
-                )
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-            if progress:
-                progress(position, max(head, position))
+        # The next page is read (on the store's thread) while this one is applied.
+        reading = asyncio.ensure_future(self._source.read(position, PAGE_SIZE))
+        try:
+            while True:
+                page = await reading
+                if not page:
+                    return position
+                reading = asyncio.ensure_future(self._source.read(page[-1][0], PAGE_SIZE))
+                position = await self._commit_page(db, page)
+                if progress:
+                    progress(position, max(head, position))
+        finally:
+            reading.cancel()
+
+    async def _commit_page(self, db: aiosqlite.Connection, page: list[tuple[int, Any]]) -> int:
+        """Apply a page and record its position in one transaction; return the position."""
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: another process may have caught up meanwhile.
+            stored = await self._position(db)
+            await self.apply_page(db, [(n, e) for n, e in page if n > stored])
+            position = max(page[-1][0], stored)
+            await db.execute(
+                "INSERT INTO position (id, position) VALUES (1, ?) "
+                "ON CONFLICT (id) DO UPDATE SET position = excluded.position",
+                (position,),
+            )
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        return position
 
     async def rebuild(self, progress: Progress | None = None) -> int:
         """Replay everything into a fresh file, then swap it in atomically."""

@@ -155,18 +155,19 @@ async def test_a_rebuild_swaps_in_a_view_equal_to_the_old_one(store: EventStore,
 
 
 class CrashingView(TaskStatesView):
-    """Fails on the Nth event it applies, as a process killed mid-page would stop."""
+    """Dies half-way through its Nth page, as a process killed mid-page would stop."""
 
-    def __init__(self, *args: object, fail_at: int) -> None:
+    def __init__(self, *args: object, fail_at_page: int) -> None:
         super().__init__(*args)  # type: ignore[arg-type]
-        self.fail_at = fail_at
-        self.applied = 0
+        self.fail_at_page = fail_at_page
+        self.pages = 0
 
-    async def apply(self, db, position, event) -> None:  # type: ignore[no-untyped-def]
-        self.applied += 1
-        if self.applied == self.fail_at:
+    async def apply_page(self, db, page) -> None:  # type: ignore[no-untyped-def]
+        self.pages += 1
+        if self.pages == self.fail_at_page:
+            await super().apply_page(db, page[: len(page) // 2])  # written, not committed
             raise RuntimeError("crash mid-page")
-        await super().apply(db, position, event)
+        await super().apply_page(db, page)
 
 
 async def test_a_crash_mid_page_neither_skips_nor_doubles(
@@ -175,7 +176,7 @@ async def test_a_crash_mid_page_neither_skips_nor_doubles(
     monkeypatch.setattr("projections.view.PAGE_SIZE", 10)
     await random_workload(store, seed=6, steps=80)
     directory = tmp_path / "projections"
-    crashing = CrashingView(directory, store, fail_at=37)
+    crashing = CrashingView(directory, store, fail_at_page=4)
     with pytest.raises(RuntimeError, match="crash mid-page"):
         await crashing.catch_up()
     # Three whole pages were committed with their position; the fourth not at all.
