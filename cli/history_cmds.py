@@ -86,7 +86,10 @@ def events(
             await ledger.event_index.catch_up()
             records = await ledger.event_index.query(selection)
             show(records, header=True)
-            after = records[-1].position or 0 if records else await ledger.event_index.position()
+            if records:
+                after = records[-1].position or 0
+            else:
+                after = await ledger.event_index.position()
             while follow:
                 await asyncio.sleep(FOLLOW_INTERVAL)
                 await ledger.event_index.catch_up()

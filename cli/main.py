@@ -13,7 +13,7 @@ import os
 import signal as signals
 import sys
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 
@@ -23,8 +23,6 @@ from cli.common import Format, run_command
 from cli.output import TaskOutput, state_rows
 from domain.errors import InvalidArgumentError, ShimledgerError
 from shim.task_manager import DEFAULT_RUNTIME
-
-T = TypeVar("T")
 
 app = typer.Typer(
     name="shimledger",
