@@ -141,6 +141,7 @@ async def bootstrap(settings: Settings, *, serve_events: bool = True) -> AsyncIt
         state=settings.state,
         ttrpc_address=sink.address,
         runc_binary=shutil.which("runc", path=search_path()) or "",
+        log_dir=settings.root / "logs",
     )
     async with open_ledger(settings) as ledger:
         manager = TaskManager(

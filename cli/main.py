@@ -79,6 +79,8 @@ def parse_signal(text: str) -> int:
     raise InvalidArgumentError(f"unknown signal {text!r}")
 
 
+LOG_POLL = 0.25
+
 BundleOption = Annotated[
     Path, typer.Option("--bundle", "-b", help="The OCI bundle (default: current directory).")
 ]
@@ -225,6 +227,44 @@ def delete(
 
     if run_command(work):
         raise typer.Exit(code=1)
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    task_id: Annotated[str, typer.Argument(metavar="ID")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Until the task exits.")]
+    = False,
+    tail: Annotated[int | None, typer.Option(help="Only the last N lines first.")] = None,
+) -> None:
+    """Print a detached task's stdout and stderr (kept under the root dir)."""
+
+    async def work() -> None:
+        async with bootstrap(ctx.obj) as tasks:
+            path = await tasks.log_path(task_id)
+            with open(path, "rb") as log:
+                data = log.read()
+                if tail is not None:
+                    data = b"".join(data.splitlines(keepends=True)[-tail:] if tail > 0 else [])
+                sys.stdout.buffer.write(data)
+                sys.stdout.flush()
+                while follow:
+                    try:
+                        state = await tasks.get(task_id)
+                    except ShimledgerError:
+                        state = None  # deleted meanwhile
+                    await asyncio.sleep(LOG_POLL)
+                    sys.stdout.buffer.write(log.read())
+                    sys.stdout.flush()
+                    if state is None or state.status not in ("created", "running", "paused"):
+                        break
+
+    try:
+        run_command(work)
+    except typer.Exit as exit_:
+        if follow and exit_.exit_code == 130:
+            raise typer.Exit(0) from None  # Ctrl-C is how --follow ends early
+        raise
 
 
 @app.command("list")

@@ -35,6 +35,14 @@ class ManagerConfig:
     state: Path
     ttrpc_address: str
     runc_binary: str = ""
+    # Detached tasks' stdout and stderr go to <log_dir>/<ns>/<id>/<incarnation>.log, which
+    # outlives the state dir (it is under the root dir, with the history).
+    log_dir: Path | None = None
+
+    def log_file(self, namespace: str, task_id: str, incarnation: int) -> Path | None:
+        if self.log_dir is None:
+            return None
+        return self.log_dir / namespace / task_id / f"{incarnation}.log"
 
     @property
     def runc_root(self) -> Path:

@@ -90,6 +90,9 @@ class TaskManager:
                     f"task {task_id} already exists in namespace {self.namespace} "
                     f"({previous.status.value})"
                 )
+            incarnation = previous.incarnation + 1 if previous else 1
+            if stdio is None:
+                stdio = self._log_stdio(task_id, incarnation)
             bundle = new_bundle(self._state_dir, self.namespace, task_id, user_bundle)
             async with AsyncExitStack() as undo:
                 undo.callback(remove_bundle, bundle)
@@ -97,11 +100,11 @@ class TaskManager:
                 undo.push_async_callback(self._discard_shim, shim)
                 config = self._shims.config
                 options = RuncOptions(root=str(config.runc_root), binary_name=config.runc_binary)
-                pid = await shim.client.create(task_id, bundle.path, stdio or Stdio(), options)
+                pid = await shim.client.create(task_id, bundle.path, stdio, options)
                 task = Task(
                     namespace=self.namespace,
                     task_id=task_id,
-                    incarnation=previous.incarnation + 1 if previous else 1,
+                    incarnation=incarnation,
                     bundle=str(user_bundle.resolve()),
                     pid=pid,
                     runtime=runtime,
@@ -325,6 +328,29 @@ class TaskManager:
         if task is None or not task.is_live:
             raise NotFoundError(f"task {task_id} does not exist in namespace {self.namespace}")
         return task
+
+    def _log_stdio(self, task_id: str, incarnation: int) -> Stdio:
+        """stdout and stderr into the task's log file (the shim creates it), or /dev/null."""
+        path = self._shims.config.log_file(self.namespace, task_id, incarnation)
+        if path is None:
+            return Stdio()
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)  # a leftover of a create that failed: start afresh
+        return Stdio(stdout=f"file://{path}", stderr=f"file://{path}")
+
+    async def log_path(self, task_id: str) -> Path:
+        """The log of the ID's latest incarnation, live or deleted."""
+        validate_identifier("task ID", task_id)
+        task = await self._store.current(self.namespace, task_id)
+        if task is None:
+            raise NotFoundError(f"task {task_id} does not exist in namespace {self.namespace}")
+        path = self._shims.config.log_file(task.namespace, task.task_id, task.incarnation)
+        if path is None or not path.exists():
+            raise NotFoundError(
+                f"task {task_id} has no log: its output went to a terminal (run in the "
+                "foreground) or nowhere"
+            )
+        return path
 
     def _bundle(self, task: Task) -> Bundle:
         """The task's working bundle (Created records the user's bundle, as runc shows it)."""

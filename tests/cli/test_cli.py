@@ -231,3 +231,22 @@ def test_a_create_killed_at_any_moment_leaves_nothing_untracked(
         assert not (settings.state / settings.namespace / task_id).exists()
         assert cli("create", "--bundle", str(path), task_id).returncode == 0
         assert cli("delete", task_id).returncode == 0
+
+
+def test_a_detached_task_keeps_its_output_in_a_log(cli, bundle) -> None:
+    path = bundle("sh", "-c", "for i in 1 2 3; do echo out $i; echo err $i >&2; sleep 0.2; done")
+    assert cli("run", "-d", "--bundle", str(path), "chatty").returncode == 0
+    followed = cli("logs", "--follow", "chatty")  # returns once the task has exited
+    assert followed.returncode == 0
+    assert sorted(followed.stdout.splitlines()) == [
+        "err 1", "err 2", "err 3", "out 1", "out 2", "out 3"]  # fmt: skip
+    assert json.loads(cli("state", "chatty").stdout)["status"] == "stopped"
+    assert cli("logs", "--tail", "1", "chatty").stdout == followed.stdout.splitlines(True)[-1]
+    assert cli("delete", "chatty").returncode == 0
+    assert cli("logs", "chatty").stdout == followed.stdout  # kept after delete
+
+
+def test_a_foreground_task_has_no_log(cli, bundle) -> None:
+    assert cli("run", "--rm", "--bundle", str(bundle("true")), "fg2").returncode == 0
+    result = cli("logs", "fg2")
+    assert result.returncode == 1 and "has no log" in result.stderr
