@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from google.protobuf.message import DecodeError
@@ -54,9 +55,8 @@ def decode_event(envelope: forward_pb2.Envelope) -> ShimEvent | None:
         event = events_pb2.TaskExit.FromString(envelope.event.value)
     except DecodeError as exc:
         raise InvalidArgumentError(f"undecodable {type_url}: {exc}") from exc
-    when = exited_at(event.exited_at)
-    if when is None:
-        raise InvalidArgumentError(f"{EXIT_TYPE_URL} for {event.container_id} has no exit time")
+    # A created task killed before it started is reported with Go's zero time.
+    when = exited_at(event.exited_at) or datetime.now(UTC)
     return TaskExitEvent(
         namespace=envelope.namespace,
         container_id=event.container_id,

@@ -7,6 +7,7 @@ task whose process exited while nobody listened is never shown as running.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -204,6 +205,12 @@ class TaskManager:
             if task.status is Status.PAUSED:
                 await self.resume(task_id)  # frozen processes cannot die until thawed
             await self.kill(task_id, 9, all=True)
+            await self.wait(task_id)
+        elif task.status is Status.CREATED:
+            # runc takes about 2 s to delete a container whose init still waits to start;
+            # killed first, it goes at once. History says so: Killed, Exited(137).
+            with contextlib.suppress(FailedPreconditionError):
+                await self.kill(task_id, 9)
             await self.wait(task_id)
         async with self._locks.hold(*key):
             task = await self._live_task(task_id)

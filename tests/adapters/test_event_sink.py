@@ -98,3 +98,14 @@ def test_racing_processes_serve_the_socket_exactly_once(
     assert all(p.returncode == 0 for p in processes), [err for _, err in results]
     assert sorted(out.strip() for out, _ in results) == ["False"] * 5 + ["True"]
     assert refuses(path), "with nobody serving, the path must refuse (shims then fail fast)"
+
+
+def test_an_exit_with_go_zero_time_is_taken_as_now() -> None:
+    """The shim reports a created task killed before it started with Go's zero time."""
+    zero = Timestamp(seconds=-62135596800)
+    exited = events_pb2.TaskExit(container_id="c", id="c", pid=42, exit_status=137,
+                                 exited_at=zero)  # fmt: skip
+    before = datetime.now(UTC)
+    event = decode_event(envelope("containerd.events.TaskExit", exited))
+    assert isinstance(event, TaskExitEvent) and event.exit_status == 137
+    assert before <= event.exited_at <= datetime.now(UTC)
