@@ -11,12 +11,12 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from adapters.event_sink import EventSink
 from adapters.event_store import EventStore, store_env
 from adapters.file_lock import TaskLocks
 from adapters.shim_binary import ShimBinaryLauncher, search_path
+from cli.settings import Settings
 from domain.errors import FailedPreconditionError, InvalidArgumentError, ShimledgerError
 from domain.values import Cause
 from projections.event_index import EventIndex
@@ -29,19 +29,7 @@ from shim.task_manager import TaskManager
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ROOT = Path("/var/lib/shimledger")
-DEFAULT_STATE = Path("/run/shimledger")
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes, the last one a NUL
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Global options: where history lives, where ephemeral state lives, which namespace."""
-
-    root: Path = DEFAULT_ROOT
-    state: Path = DEFAULT_STATE
-    namespace: str = "default"
-    store: str | None = None  # an event-store URL; None: SQLite at <root>/events.db
 
 
 def cli_cause() -> Cause:

@@ -6,20 +6,23 @@ import asyncio
 import json
 import sys
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.bootstrap import Settings, open_ledger
 from cli.common import run_command
-from cli.output import TaskOutput, event_rows, state_rows, table
+from cli.settings import Settings
 from cli.timeparse import parse_duration, parse_time
 from domain.errors import InvalidArgumentError, NotFoundError
 from domain.identifiers import validate_identifier
-from projections.audit import AuditReport, audit
-from projections.event_index import EventFilter
-from projections.records import EventRecord, history_records
-from projections.task_states import Replay
+
+if TYPE_CHECKING:
+    from cli.output import TaskOutput
+    from projections.audit import AuditReport
+    from projections.records import EventRecord
+
+# The heavier modules (pydantic models, eventsourcing, aiosqlite) are imported inside
+# the commands that need them, so that --help and the other commands start quickly.
 
 FOLLOW_INTERVAL = 0.2
 REPLAY_PAGE = 10_000
@@ -34,6 +37,10 @@ def _dump(records: list[EventRecord]) -> str:
 
 def history(ctx: typer.Context, task_id: TaskArg, as_json: JsonFlag = False) -> None:
     """Every event of a task ID, across all its incarnations, oldest first."""
+    from cli.bootstrap import open_ledger
+    from cli.output import event_rows
+    from projections.records import history_records
+
     settings: Settings = ctx.obj
 
     async def work() -> list[EventRecord]:
@@ -63,6 +70,10 @@ def events(
     = False,
 ) -> None:
     """Events of every task, filtered by time, type, namespace and ID."""
+    from cli.bootstrap import open_ledger
+    from cli.output import event_rows
+    from projections.event_index import EventFilter
+
     settings: Settings = ctx.obj
     selection = EventFilter(
         since=parse_time(since) if since else None,
@@ -118,6 +129,10 @@ def replay(
     """The whole task table as it stood then, computed from the events themselves."""
     if (at is None) == (position is None):
         raise typer.BadParameter("give exactly one of --at and --position")
+    from cli.bootstrap import open_ledger
+    from cli.output import TaskOutput, state_rows
+    from projections.task_states import Replay
+
     settings: Settings = ctx.obj
     moment: datetime | None = parse_time(at) if at else None
 
@@ -153,6 +168,11 @@ def audit_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Lifetimes, exit statuses and anomalies: failures, signals, OOMs, lost shims, stuck tasks."""
+    from cli.bootstrap import open_ledger
+    from cli.output import table
+    from projections.audit import audit
+    from projections.event_index import EventFilter
+
     settings: Settings = ctx.obj
     start = parse_time(since) if since else None
     end = parse_time(until) if until else datetime.now().astimezone()

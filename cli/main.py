@@ -18,11 +18,10 @@ from typing import Annotated
 import typer
 
 from cli import history_cmds, projections_cmds
-from cli.bootstrap import DEFAULT_ROOT, DEFAULT_STATE, Settings, bootstrap
 from cli.common import Format, run_command
-from cli.output import TaskOutput, state_rows
+from cli.settings import DEFAULT_ROOT, DEFAULT_STATE, Settings
 from domain.errors import InvalidArgumentError, ShimledgerError
-from shim.task_manager import DEFAULT_RUNTIME
+from shim import DEFAULT_RUNTIME
 
 app = typer.Typer(
     name="shimledger",
@@ -96,6 +95,8 @@ def create(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="I
     """Create a task from a bundle (its process waits for `start`)."""
 
     async def work() -> None:
+        from cli.bootstrap import bootstrap
+
         async with bootstrap(ctx.obj) as tasks:
             await tasks.create(task_id, bundle, runtime=runtime)
 
@@ -107,6 +108,8 @@ def start(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="ID
     """Start a created task."""
 
     async def work() -> None:
+        from cli.bootstrap import bootstrap
+
         async with bootstrap(ctx.obj) as tasks:
             await tasks.start(task_id)
 
@@ -127,6 +130,7 @@ def run(
 
     async def work() -> int:
         from adapters.fifo_io import ForegroundIO
+        from cli.bootstrap import bootstrap
 
         if detach and remove:
             raise InvalidArgumentError("--rm needs the foreground: it cannot go with --detach")
@@ -178,6 +182,8 @@ def kill(
 
     async def work() -> None:
         number = parse_signal(signal)
+        from cli.bootstrap import bootstrap
+
         async with bootstrap(ctx.obj) as tasks:
             await tasks.kill(task_id, number, all=all_)
 
@@ -189,6 +195,8 @@ def pause(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="ID
     """Freeze every process of a running task."""
 
     async def work() -> None:
+        from cli.bootstrap import bootstrap
+
         async with bootstrap(ctx.obj) as tasks:
             await tasks.pause(task_id)
 
@@ -200,6 +208,8 @@ def resume(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="I
     """Thaw a paused task."""
 
     async def work() -> None:
+        from cli.bootstrap import bootstrap
+
         async with bootstrap(ctx.obj) as tasks:
             await tasks.resume(task_id)
 
@@ -216,6 +226,8 @@ def delete(
 
     async def work() -> bool:
         failed = False
+        from cli.bootstrap import bootstrap
+
         async with bootstrap(ctx.obj) as tasks:
             for task_id in task_ids:
                 try:
@@ -240,6 +252,8 @@ def logs(
     """Print a detached task's stdout and stderr (kept under the root dir)."""
 
     async def work() -> None:
+        from cli.bootstrap import bootstrap
+
         async with bootstrap(ctx.obj) as tasks:
             path = await tasks.log_path(task_id)
             with open(path, "rb") as log:
@@ -275,7 +289,11 @@ def list_(
 ) -> None:
     """List the live tasks of the namespace."""
 
+    from cli.output import TaskOutput, state_rows
+
     async def work() -> list[TaskOutput]:
+        from cli.bootstrap import bootstrap
+
         async with bootstrap(ctx.obj) as tasks:
             return [TaskOutput.of(s) for s in await tasks.tasks()]
 
@@ -292,8 +310,11 @@ def list_(
 @app.command()
 def state(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Print a task's state as JSON."""
+    from cli.output import TaskOutput
 
     async def work() -> TaskOutput:
+        from cli.bootstrap import bootstrap
+
         async with bootstrap(ctx.obj) as tasks:
             return TaskOutput.of(await tasks.get(task_id))
 

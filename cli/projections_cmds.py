@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.bootstrap import Ledger, Settings, open_ledger
 from cli.common import run_command
-from cli.output import table
+from cli.settings import Settings
 from domain.errors import NotFoundError
-from projections.verify import verify_views
+
+if TYPE_CHECKING:
+    from cli.bootstrap import Ledger
 
 app = typer.Typer(help="The views derived from the history: status, rebuild, verify.")
 
@@ -20,6 +21,8 @@ app = typer.Typer(help="The views derived from the history: status, rebuild, ver
 @app.command()
 def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Each view's position against the head of the event store, and its lag."""
+    from cli.bootstrap import open_ledger
+
     settings: Settings = ctx.obj
 
     async def work() -> list[dict[str, Any]]:
@@ -30,6 +33,8 @@ def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
                  "lag": head - p}
                 for name, view in ledger.views.items()
             ]  # fmt: skip
+
+    from cli.output import table
 
     rows = run_command(work)
     if as_json:
@@ -45,6 +50,8 @@ def rebuild(
     name: Annotated[str | None, typer.Argument(help="One view; all when omitted.")] = None,
 ) -> None:
     """Replay the history into a fresh file per view and swap it in atomically."""
+    from cli.bootstrap import open_ledger
+
     settings: Settings = ctx.obj
 
     async def work() -> None:
@@ -68,6 +75,9 @@ def rebuild(
 @app.command()
 def verify(ctx: typer.Context) -> None:
     """Compare each view with a fresh replay of the history; exit 1 if any differs."""
+    from cli.bootstrap import open_ledger
+    from projections.verify import verify_views
+
     settings: Settings = ctx.obj
 
     async def work() -> dict[str, list[str]]:

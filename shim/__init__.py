@@ -1,0 +1,3 @@
+"""Application services: TaskManager, ShimManager and what they need (shim/ports.py)."""
+
+DEFAULT_RUNTIME = "io.containerd.runc.v2"

@@ -25,6 +25,7 @@ from domain.errors import (
 from domain.identifiers import validate_identifier
 from domain.task import HAS_PROCESS, Task
 from domain.values import Bundle, Cause, Exit, State, Status
+from shim import DEFAULT_RUNTIME
 from shim.bundle import bundle_path, load_bundle, new_bundle, remove_bundle
 from shim.ports import (
     RuncOptions,
@@ -39,7 +40,6 @@ from shim.shim_manager import ShimManager, ShimProcess, bounded_cleanup
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_RUNTIME = "io.containerd.runc.v2"
 UNKNOWN_EXIT_STATUS = 255  # containerd's status for an exit nobody saw (cleanupAfterDeadShim)
 
 
