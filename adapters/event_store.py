@@ -41,7 +41,10 @@ class CauseAsDict(Transcoding):
         return Cause.from_dict(data)
 
 
-class _LedgerApplication(Application[UUID]):
+class LedgerApplication(Application[UUID]):
+    """The eventsourcing Application behind EventStore; tools that write in bulk (the
+    benchmark's store builder) may save many aggregates per call through it."""
+
     name = "shimledger"
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
@@ -88,16 +91,16 @@ class EventStore:
 
     def __init__(self, env: dict[str, str]) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="event-store")
-        self._app: _LedgerApplication | None = None
+        self._app: LedgerApplication | None = None
         self._env = env
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
 
-    def _application(self) -> _LedgerApplication:
+    def _application(self) -> LedgerApplication:
         if self._app is None:
-            self._app = _LedgerApplication(env=self._env)
+            self._app = LedgerApplication(env=self._env)
         return self._app
 
     # --- the port shim.ports.TaskStore ------------------------------------------------

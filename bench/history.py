@@ -33,7 +33,6 @@ import cProfile
 import os
 import pstats
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -43,274 +42,46 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from eventsourcing.domain import CanCreateTimestamp  # noqa: E402
 
-from adapters.event_store import EventStore, _LedgerApplication, sqlite_env  # noqa: E402
+from adapters.event_store import EventStore, LedgerApplication, sqlite_env  # noqa: E402
 from adapters.shim_binary import search_path  # noqa: E402
 from cli.bootstrap import Settings, bootstrap, open_ledger  # noqa: E402
-from cli.history_cmds import REPLAY_PAGE  # noqa: E402
 from cli.output import TaskOutput  # noqa: E402
 from domain.task import Task  # noqa: E402
-from domain.values import Cause  # noqa: E402
 from projections.event_index import EventFilter, EventIndex  # noqa: E402
 from projections.records import history_records  # noqa: E402
-from projections.task_states import TaskStatesView  # noqa: E402
-from projections.task_states import replay as fold_states  # noqa: E402
+from projections.task_states import TaskStatesView, replay_table  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from history_stores import (  # noqa: E402
+    NAMESPACE,
+    SAVE_BATCH,
+    SECONDS_PER_EVENT,
+    SHIM_EXIT,
+    TARGET,
+    TARGET_EVENTS,
+    Store,
+    Stores,
+    cli_cause,
+)
+from report import Report, Row, clocked, round_robin  # noqa: E402
 
 SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
-NAMESPACE = "default"
-TARGET = "target"  # the ID `history` and `events --id` ask about: three incarnations
-TARGET_EVENTS = 11  # two whole lifecycles (4 events each), then Created, Started, Exited
-SECONDS_PER_EVENT = 0.6  # a steady rate: 1,000,000 events span ~7 days, 10 minutes ~1,000
-SAVE_BATCH = 2500  # aggregates per Application.save (one transaction) while building
 APPEND_TASKS = 100  # lifecycles per append run: 400 events, one save each
-HOST = socket.gethostname()
-SHIM_EXIT = Cause(kind="shim-event", detail="TaskExit")
 
 View = type[TaskStatesView] | type[EventIndex]
 
-# --- building stores ----------------------------------------------------------------------
-
-
-class Clock:
-    """Event timestamps one steady step apart, the last one now.
-
-    A store is built in seconds but must look like days of history, so that
-    ``events --since`` selects a realistic slice of it and not the whole store.
-    eventsourcing stamps events in ``create_timestamp()``; the builders patch that to
-    ``tick`` while they build.
-    """
-
-    def __init__(self, events: int) -> None:
-        self.now = datetime.now(UTC) - timedelta(seconds=SECONDS_PER_EVENT * events)
-
-    def tick(self) -> datetime:
-        self.now += timedelta(seconds=SECONDS_PER_EVENT)
-        return self.now
-
-
-def cli_cause(task_id: str, pid: int) -> Cause:
-    """A cause as big as a real command's, so that rows have realistic sizes."""
-    command = f"shimledger run --rm {task_id}"
-    return Cause(kind="cli", user="root", uid=0, pid=pid, command=command, host=HOST)
-
-
-def lifecycle(task_id: str, n: int, clock: Clock, *, delete: bool, incarnation: int = 1) -> Task:
-    """One incarnation of a task: Created, Started, Exited and, if ``delete``, Deleted."""
-    pid = 10_000 + n % 50_000
-    cause = cli_cause(task_id, pid)
-    task = Task(
-        namespace=NAMESPACE,
-        task_id=task_id,
-        incarnation=incarnation,
-        bundle=f"/srv/bundles/{task_id}",
-        pid=pid,
-        runtime="io.containerd.runc.v2",
-        cause=cause,
-    )
-    task.start(pid, cause)
-    status = 137 if n % 50 == 0 else 1 if n % 10 == 0 else 0
-    task.record_exit(status, clock.now, SHIM_EXIT)
-    if delete:
-        task.delete(cause)
-    return task
-
-
-def save_in_batches(root: Path, events: int, tasks: Callable[[Clock], Iterator[Task]]) -> int:
-    """Save the tasks through eventsourcing, ``SAVE_BATCH`` aggregates per
-    ``Application.save`` (one transaction each): a million events in under a minute,
-    where one save per event would take ten. Returns the head position."""
-    root.mkdir(parents=True, exist_ok=True)
-    app = _LedgerApplication(env=sqlite_env(root))
-    clock = Clock(events)
-    try:
-        with mock.patch.object(CanCreateTimestamp, "create_timestamp", staticmethod(clock.tick)):
-            batch: list[Task] = []
-            for task in tasks(clock):
-                batch.append(task)
-                if len(batch) == SAVE_BATCH:
-                    app.save(*batch)
-                    batch = []
-            app.save(*batch)
-        return app.recorder.max_notification_id() or 0
-    finally:
-        app.close()
-
-
-def build_history(root: Path, events: int) -> int:
-    """~``events`` events of short-lived tasks, every one deleted, except TARGET's third
-    incarnation: TARGET lives at a third, at two thirds, and in the newest events."""
-    count = (events - TARGET_EVENTS) // 4
-    earlier = {count // 3: 1, 2 * count // 3: 2}
-
-    def tasks(clock: Clock) -> Iterator[Task]:
-        for n in range(count):
-            if n in earlier:
-                yield lifecycle(TARGET, n, clock, delete=True, incarnation=earlier[n])
-            yield lifecycle(f"t{n:07d}", n, clock, delete=True)
-        yield lifecycle(TARGET, count, clock, delete=False, incarnation=3)
-
-    return save_in_batches(root, events, tasks)
-
-
-def build_live(root: Path, count: int) -> int:
-    """``count`` live tasks, each Created, Started, Exited: stopped, so that `list`
-    (which reconciles created, running and paused tasks with their shims) contacts none."""
-
-    def tasks(clock: Clock) -> Iterator[Task]:
-        for n in range(count):
-            yield lifecycle(f"t{n:07d}", n, clock, delete=False)
-
-    return save_in_batches(root, count * 3, tasks)
-
-
-@dataclass
-class Store:
-    """One store on disk, and how it was made."""
-
-    root: Path
-    head: int
-    built_in: float
-    label: str
-
-    @property
-    def db(self) -> Path:
-        return self.root / "events.db"
-
-    def settings(self, state: Path) -> Settings:
-        return Settings(root=self.root, state=state, namespace=NAMESPACE)
-
-
-class Stores:
-    """Builds each store once: the large size's replay store (N/10 events) is the small
-    size's history store when N/10 = small, and then the two are one store."""
-
-    def __init__(self, work: Path) -> None:
-        self.work = work
-        self._built: dict[str, Store] = {}
-
-    def _get(self, name: str, label: str, build: Callable[[Path], int]) -> Store:
-        if name not in self._built:
-            start = time.perf_counter()
-            head = build(self.work / name)
-            built_in = time.perf_counter() - start
-            self._built[name] = Store(self.work / name, head, built_in, label.format(head=head))
-        return self._built[name]
-
-    def history(self, events: int) -> Store:
-        return self._get(
-            f"history-{events}", "{head:,} events", lambda root: build_history(root, events)
-        )
-
-    def live(self, tasks: int) -> Store:
-        return self._get(f"live-{tasks}", f"{tasks:,} tasks", lambda root: build_live(root, tasks))
-
-
-# --- timing and reporting -----------------------------------------------------------------
-
-
-def clocked(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def round_robin(
-    contenders: dict[str, Callable[[], Any]], runs: int, *, warm: bool = True
-) -> dict[str, float]:
-    """Median seconds of each contender, interleaved so that noise hits them all alike."""
-    if warm:
-        for fn in contenders.values():  # page cache, lazy imports: once, unmeasured
-            fn()
-    samples: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(runs):
-        for name, fn in contenders.items():
-            samples[name].append(clocked(fn))
-    return {name: statistics.median(values) for name, values in samples.items()}
-
-
-@dataclass
-class Row:
-    """A figure at one size, its reference in the same run, and their ratio."""
-
-    figure: str
-    size: str
-    value: float
-    unit: str  # "ev/s" (higher is better) or "s"
-    reference: str
-    ref_value: float
-
-    @property
-    def ratio(self) -> float:
-        return self.value / self.ref_value
-
-
-def fmt(value: float, unit: str) -> str:
-    return f"{value:,.0f} ev/s" if unit == "ev/s" else f"{value * 1000:,.1f} ms"
-
-
-@dataclass
-class Report:
-    rows: list[Row] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def add(self, row: Row) -> None:
-        self.rows.append(row)
-        print(
-            f"  {row.figure} [{row.size}]: {fmt(row.value, row.unit)}, "
-            f"{row.reference} {fmt(row.ref_value, row.unit)}: {row.ratio:.3f}",
-            flush=True,
-        )
-
-    def note(self, text: str) -> None:
-        self.notes.append(text)
-        print(f"  {text}", flush=True)
-
-    def table(self) -> str:
-        """Each figure's two sizes on adjacent lines; ``large/small`` is how it grew."""
-        figures = list(dict.fromkeys(row.figure for row in self.rows))
-        lines = [["figure", "size", "value", "reference", "ref", "ratio", "large/small"]]
-        for figure in figures:
-            rows = [row for row in self.rows if row.figure == figure]
-            for i, row in enumerate(rows):
-                growth = f"{row.value / rows[0].value:.2f}" if i else ""
-                lines.append(
-                    [
-                        figure,
-                        row.size,
-                        fmt(row.value, row.unit),
-                        row.reference,
-                        fmt(row.ref_value, row.unit),
-                        f"{row.ratio:.3f}",
-                        growth,
-                    ]
-                )
-        widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-        right = {2, 4, 5, 6}
-        return "\n".join(
-            "  ".join(
-                c.rjust(w) if i in right else c.ljust(w)
-                for i, (c, w) in enumerate(zip(line, widths, strict=True))
-            ).rstrip()
-            for line in lines
-        )
-
-
-# --- append -------------------------------------------------------------------------------
-
-
 def eventsourcing_synchronous(root: Path) -> int:
     """The ``PRAGMA synchronous`` of eventsourcing's own connections (it sets none)."""
-    app = _LedgerApplication(env=sqlite_env(root))
+    app = LedgerApplication(env=sqlite_env(root))
     try:
         with app.recorder.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
             cursor.execute("PRAGMA synchronous")
@@ -528,16 +299,9 @@ async def events_since(settings: Settings, since: datetime) -> int:
 
 
 async def replay_to(settings: Settings, stop: int) -> int:
-    """What `replay --position` does (cli/history_cmds.py): page the store, then fold."""
+    """What `replay --position` does (cli/history_cmds.py)."""
     async with open_ledger(settings) as ledger:
-        events, after = [], 0
-        while after < stop:
-            page = await ledger.store.read(after, min(REPLAY_PAGE, stop - after))
-            if not page:
-                break
-            events.extend(e for _, e in page)
-            after = page[-1][0]
-    states = fold_states(events)
+        states = await replay_table(ledger.store, stop=stop)
     return len([TaskOutput.of(states[key]) for key in sorted(states)])
 
 

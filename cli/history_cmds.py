@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 # the commands that need them, so that --help and the other commands start quickly.
 
 FOLLOW_INTERVAL = 0.2
-REPLAY_PAGE = 10_000
 
 TaskArg = Annotated[str, typer.Argument(metavar="ID")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="JSON instead of a table.")]
@@ -131,25 +130,16 @@ def replay(
         raise typer.BadParameter("give exactly one of --at and --position")
     from cli.bootstrap import open_ledger
     from cli.output import TaskOutput, state_rows
-    from projections.task_states import Replay
+    from projections.task_states import replay_table
 
     settings: Settings = ctx.obj
     moment: datetime | None = parse_time(at) if at else None
 
     async def work() -> list[TaskOutput]:
+        if position is not None and position < 0:
+            raise InvalidArgumentError("--position must be 0 or more")
         async with open_ledger(settings) as ledger:
-            head = await ledger.store.head()
-            stop = head if position is None else position
-            if stop < 0:
-                raise InvalidArgumentError("--position must be 0 or more")
-            folded, after = Replay(), 0
-            while after < stop:  # page by page: the history need not fit in memory
-                page = await ledger.store.read(after, min(REPLAY_PAGE, stop - after))
-                if not page:
-                    break
-                folded.feed(e for _, e in page if moment is None or e.timestamp <= moment)
-                after = page[-1][0]
-        states = folded.states
+            states = await replay_table(ledger.store, stop=position, at=moment)
         return [TaskOutput.of(states[key]) for key in sorted(states)]
 
     outputs = run_command(work)

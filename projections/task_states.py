@@ -6,13 +6,16 @@ It serves TaskManager.get / TaskManager.tasks, and so `state` and `list`.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 import aiosqlite
 
 from domain.task import Task
 from domain.values import State, Status
-from projections.view import View, rows_for
+from projections.view import EventSource, View, rows_for
+
+REPLAY_PAGE = 10_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS task_states (
@@ -84,6 +87,24 @@ class Replay:
                 self.states.pop(key, None)
             else:
                 self.states[key] = new
+
+
+async def replay_table(
+    source: EventSource, *, stop: int | None = None, at: datetime | None = None
+) -> dict[tuple[str, str], State]:
+    """The live task table after position ``stop`` (default: the head), or as of time ``at``.
+
+    Folded page by page from the events themselves, never from a view.
+    """
+    stop = await source.head() if stop is None else stop
+    folded, after = Replay(), 0
+    while after < stop:
+        page = await source.read(after, min(REPLAY_PAGE, stop - after))
+        if not page:
+            break
+        folded.feed(e for _, e in page if at is None or e.timestamp <= at)
+        after = page[-1][0]
+    return folded.states
 
 
 def replay(events: Iterable[Any]) -> dict[tuple[str, str], State]:
