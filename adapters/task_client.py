@@ -24,6 +24,8 @@ CALL_TIMEOUT = 30.0  # a client-side deadline on every call but Wait
 GO_ZERO_TIME_SECONDS = -62135596800  # "not exited" (shim-protocol.md 0.6)
 
 M = TypeVar("M", bound=Message)
+# The shim does not check it; containerd sends this one (shim-protocol.md 3.4).
+OCI_PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 
 _STATUS = {
     task_types_pb2.CREATED: Status.CREATED,
@@ -88,10 +90,22 @@ class ShimTaskClient:
         reply = await self._call("Create", request, task_pb2.CreateTaskResponse, CALL_TIMEOUT)
         return reply.pid
 
-    async def start(self, task_id: str) -> int:
-        reply = await self._call(
-            "Start", task_pb2.StartRequest(id=task_id), task_pb2.StartResponse, CALL_TIMEOUT
+    async def exec(self, task_id: str, exec_id: str, process_json: bytes, stdio: Stdio) -> None:
+        """Register an extra process in the task; it runs once started."""
+        request = task_pb2.ExecProcessRequest(
+            id=task_id,
+            exec_id=exec_id,
+            terminal=False,
+            stdin=stdio.stdin,
+            stdout=stdio.stdout,
+            stderr=stdio.stderr,
+            spec=AnyProto(type_url=OCI_PROCESS_TYPE_URL, value=process_json),
         )
+        await self._call("Exec", request, Empty, CALL_TIMEOUT)
+
+    async def start(self, task_id: str, exec_id: str = "") -> int:
+        request = task_pb2.StartRequest(id=task_id, exec_id=exec_id)
+        reply = await self._call("Start", request, task_pb2.StartResponse, CALL_TIMEOUT)
         return reply.pid
 
     async def state(self, task_id: str) -> ProcessState:
@@ -105,21 +119,19 @@ class ShimTaskClient:
             exited_at=exited_at(reply.exited_at),
         )
 
-    async def wait(self, task_id: str) -> Exit:
+    async def wait(self, task_id: str, exec_id: str = "") -> Exit:
         # No deadline: Wait blocks until the process exits, by design.
-        reply = await self._call(
-            "Wait", task_pb2.WaitRequest(id=task_id), task_pb2.WaitResponse, None
-        )
+        request = task_pb2.WaitRequest(id=task_id, exec_id=exec_id)
+        reply = await self._call("Wait", request, task_pb2.WaitResponse, None)
         return _exit(reply.exit_status, reply.exited_at)
 
     async def kill(self, task_id: str, signal: int, all: bool = False) -> None:
         request = task_pb2.KillRequest(id=task_id, signal=signal, all=all)
         await self._call("Kill", request, Empty, CALL_TIMEOUT)
 
-    async def delete(self, task_id: str) -> Exit:
-        reply = await self._call(
-            "Delete", task_pb2.DeleteRequest(id=task_id), task_pb2.DeleteResponse, CALL_TIMEOUT
-        )
+    async def delete(self, task_id: str, exec_id: str = "") -> Exit:
+        request = task_pb2.DeleteRequest(id=task_id, exec_id=exec_id)
+        reply = await self._call("Delete", request, task_pb2.DeleteResponse, CALL_TIMEOUT)
         return _exit(reply.exit_status, reply.exited_at)
 
     async def pause(self, task_id: str) -> None:

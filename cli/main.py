@@ -190,6 +190,42 @@ def kill(
     run_command(work)
 
 
+@app.command(context_settings={"allow_interspersed_args": False})
+def exec(
+    ctx: typer.Context,
+    task_id: Annotated[str, typer.Argument(metavar="ID")],
+    command: Annotated[list[str], typer.Argument(metavar="CMD...", help="After --.")],
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="K=V; repeatable.")]
+    = None,
+    cwd: Annotated[str | None, typer.Option(help="Working directory inside the task.")]
+    = None,
+) -> None:
+    """Run a command in a running task; exit with its exit status."""
+    settings: Settings = ctx.obj
+    if command and command[0] == "--":
+        command = command[1:]
+    for entry in env or []:
+        if "=" not in entry:
+            raise typer.BadParameter(f"--env {entry!r} is not K=V")
+
+    async def work() -> int:
+        from adapters.fifo_io import ForegroundIO
+        from cli.bootstrap import bootstrap
+
+        async with bootstrap(settings) as tasks:
+            io_dir = settings.state / "io" / f"{settings.namespace}-{task_id}-{os.getpid()}"
+            io = ForegroundIO(io_dir, sys.stdout.buffer, sys.stderr.buffer)
+            try:
+                exit_ = await tasks.exec(task_id, command, env=env, cwd=cwd, stdio=io.stdio)
+                io.shim_attached()  # the exec is over: EOF now means its output is all here
+                await io.drain(timeout=5.0)
+            finally:
+                io.close()
+            return exit_.status
+
+    raise typer.Exit(code=run_command(work))
+
+
 @app.command()
 def pause(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Freeze every process of a running task."""

@@ -8,7 +8,9 @@ task whose process exited while nobody listened is never shown as running.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import secrets
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from datetime import datetime
@@ -18,6 +20,7 @@ from typing import Any
 from domain.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
+    InvalidArgumentError,
     InvalidTransitionError,
     NotFoundError,
     UnavailableError,
@@ -31,6 +34,7 @@ from shim.ports import (
     RuncOptions,
     ShimEvent,
     Stdio,
+    TaskExitEvent,
     TaskLocks,
     TaskStore,
     TaskView,
@@ -180,6 +184,46 @@ class TaskManager:
         exit_ = await shim.client.wait(task_id)
         async with self._locks.hold(self.namespace, task_id):
             await self._record_exit(task, exit_, Cause(kind="shim", detail="Wait"))
+        return exit_
+
+    async def exec(
+        self,
+        task_id: str,
+        args: list[str],
+        *,
+        env: list[str] | None = None,
+        cwd: str | None = None,
+        stdio: Stdio | None = None,
+    ) -> Exit:
+        """Run another process in a running task and wait for it; history records its steps.
+
+        The process starts from the task's own (user, env, cwd, capabilities) in its
+        config.json, with ``args``, extra ``env`` entries and ``cwd`` on top.
+        """
+        if not args:
+            raise InvalidArgumentError("exec needs a command to run")
+        key = (self.namespace, task_id)
+        exec_id = f"exec-{secrets.token_hex(4)}"
+        await self.reconcile(await self._live_task(task_id))  # it may have exited unheard
+        async with self._locks.hold(*key):
+            task = await self._live_task(task_id)
+            cause = self._cause()
+            task.add_exec(exec_id, cause)  # the guard: only a running task runs an exec
+            process = exec_process(self._bundle(task), args, env or [], cwd)
+            shim = await self._shim(task)
+            await shim.client.exec(task_id, exec_id, process, stdio or Stdio())
+            await self._record(key, lambda t: t.add_exec(exec_id, cause))
+            try:
+                pid = await shim.client.start(task_id, exec_id)
+            except BaseException:
+                await bounded_cleanup(shim.client.delete(task_id, exec_id))
+                raise
+            await self._record(key, lambda t: t.start_exec(exec_id, pid, cause))
+        exit_ = await shim.client.wait(task_id, exec_id)
+        await self._recorder.handle_event(
+            TaskExitEvent(self.namespace, task_id, exec_id, pid, exit_.status, exit_.exited_at)
+        )
+        await bounded_cleanup(shim.client.delete(task_id, exec_id))
         return exit_
 
     async def delete(self, task_id: str, *, force: bool = False) -> State | None:
@@ -407,3 +451,17 @@ class TaskManager:
 
 def _now() -> datetime:
     return datetime.now().astimezone()
+
+
+def exec_process(bundle: Bundle, args: list[str], env: list[str], cwd: str | None) -> bytes:
+    """The OCI Process for an exec, as JSON: the task's own, with args, env and cwd changed."""
+    spec = json.loads((Path(bundle.path) / "config.json").read_text())
+    process = dict(spec.get("process") or {})
+    process["args"] = args
+    process["terminal"] = False
+    overrides = {entry.split("=", 1)[0] for entry in env}
+    kept = [e for e in process.get("env", []) if e.split("=", 1)[0] not in overrides]
+    process["env"] = kept + env
+    if cwd is not None:
+        process["cwd"] = cwd
+    return json.dumps(process).encode()

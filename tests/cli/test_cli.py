@@ -250,3 +250,23 @@ def test_a_foreground_task_has_no_log(cli, bundle) -> None:
     assert cli("run", "--rm", "--bundle", str(bundle("true")), "fg2").returncode == 0
     result = cli("logs", "fg2")
     assert result.returncode == 1 and "has no log" in result.stderr
+
+
+def test_exec_runs_in_the_task_and_exits_with_its_status(cli, bundle) -> None:
+    assert cli("run", "-d", "--bundle", str(bundle("sleep", "300")), "host").returncode == 0
+    result = cli("exec", "--env", "FOO=bar", "--cwd", "/tmp", "host", "--",
+                 "sh", "-c", "echo $FOO; pwd; echo oops >&2; exit 5")  # fmt: skip
+    assert (result.returncode, result.stdout, result.stderr) == (5, "bar\n/tmp\n", "oops\n")
+    assert json.loads(cli("state", "host").stdout)["status"] == "running"  # not the task's exit
+
+    events = json.loads(cli("history", "--json", "host").stdout)
+    execs = [(e["type"], e.get("exit_status")) for e in events if e["type"].startswith("Exec")]
+    assert execs == [("ExecAdded", None), ("ExecStarted", None), ("ExecExited", 5)]
+    assert len({e["exec_id"] for e in events if "exec_id" in e}) == 1
+
+    missing = cli("exec", "host", "--", "no-such-binary")
+    assert missing.returncode == 1 and "no-such-binary" in missing.stderr
+    assert cli("kill", "host", "KILL").returncode == 0
+    refused = cli("exec", "host", "--", "true")
+    assert refused.returncode == 1 and "only a running task" in refused.stderr
+    assert cli("delete", "host").returncode == 0

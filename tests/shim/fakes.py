@@ -57,7 +57,7 @@ class FakeClient:
         self.shim.processes[task_id] = FakeProcess(pid=self.shim.pid + 1)
         return self.shim.pid + 1
 
-    async def start(self, task_id: str) -> int:
+    async def start(self, task_id: str, exec_id: str = "") -> int:
         process = self._process(task_id)
         process.status = Status.RUNNING
         if self.shim.during_start is not None:
@@ -69,7 +69,7 @@ class FakeClient:
         return ProcessState(pid=p.pid, status=p.status, exit_status=p.exit.status if p.exit else 0,
                             exited_at=p.exit.exited_at if p.exit else None)  # fmt: skip
 
-    async def wait(self, task_id: str) -> Exit:
+    async def wait(self, task_id: str, exec_id: str = "") -> Exit:
         process = self._process(task_id)
         assert process.exit is not None, "the fake only waits for processes that have exited"
         return process.exit
@@ -80,7 +80,7 @@ class FakeClient:
             raise NotFoundError("process already finished")
         self.shim.exit(task_id, 128 + signal)
 
-    async def delete(self, task_id: str) -> Exit:
+    async def delete(self, task_id: str, exec_id: str = "") -> Exit:
         process = self._process(task_id)
         del self.shim.processes[task_id]
         return process.exit or Exit(status=0, exited_at=datetime.now(UTC))
