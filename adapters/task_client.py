@@ -134,6 +134,19 @@ class ShimTaskClient:
         reply = await self._call("Delete", request, task_pb2.DeleteResponse, CALL_TIMEOUT)
         return _exit(reply.exit_status, reply.exited_at)
 
+    async def pids(self, task_id: str) -> list[tuple[int, str]]:
+        """Every process in the task, with the exec it belongs to ("" for the init's)."""
+        reply = await self._call(
+            "Pids", task_pb2.PidsRequest(id=task_id), task_pb2.PidsResponse, CALL_TIMEOUT
+        )
+        processes = []
+        for info in reply.processes:
+            exec_id = ""
+            if info.info.type_url.endswith("containerd.runc.v1.ProcessDetails"):
+                exec_id = runc_options_pb2.ProcessDetails.FromString(info.info.value).exec_id
+            processes.append((info.pid, exec_id))
+        return processes
+
     async def pause(self, task_id: str) -> None:
         await self._call("Pause", task_pb2.PauseRequest(id=task_id), Empty, CALL_TIMEOUT)
 

@@ -227,6 +227,44 @@ def exec(
 
 
 @app.command()
+def wait(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Wait for a task to exit; print its exit status and exit with it."""
+
+    async def work() -> int:
+        from cli.bootstrap import bootstrap
+
+        async with bootstrap(ctx.obj) as tasks:
+            return (await tasks.wait(task_id)).status
+
+    status = run_command(work)
+    typer.echo(status)
+    raise typer.Exit(code=status)
+
+
+@app.command()
+def ps(
+    ctx: typer.Context,
+    task_id: Annotated[str, typer.Argument(metavar="ID")],
+    format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+) -> None:
+    """The processes running in a task."""
+
+    async def work() -> list[tuple[int, str]]:
+        from cli.bootstrap import bootstrap
+
+        async with bootstrap(ctx.obj) as tasks:
+            return await tasks.pids(task_id)
+
+    processes = run_command(work)
+    if format is Format.json:
+        typer.echo(json.dumps([{"pid": pid, "exec_id": e} for pid, e in processes]))
+    else:
+        from cli.output import table
+
+        typer.echo(table([["PID", "EXEC"], *[[str(pid), e] for pid, e in processes]]))
+
+
+@app.command()
 def pause(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Freeze every process of a running task."""
 

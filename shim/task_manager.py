@@ -153,6 +153,13 @@ class TaskManager:
                 lambda t: t.record_kill(signal, all, cause) if t.status in HAS_PROCESS else None,
             )
 
+    async def pids(self, task_id: str) -> list[tuple[int, str]]:
+        """The task's processes: (pid, exec id or "" for the init's tree)."""
+        task = await self._live_task(task_id)
+        if task.status not in HAS_PROCESS:
+            raise FailedPreconditionError(f"task {task_id} is {task.status.value}: no processes")
+        return await (await self._shim(task)).client.pids(task_id)
+
     async def pause(self, task_id: str) -> State:
         """Freeze every process of a running task (runc's freezer cgroup)."""
         return await self._pause_or_resume(task_id, pause=True)

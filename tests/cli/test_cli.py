@@ -270,3 +270,17 @@ def test_exec_runs_in_the_task_and_exits_with_its_status(cli, bundle) -> None:
     refused = cli("exec", "host", "--", "true")
     assert refused.returncode == 1 and "only a running task" in refused.stderr
     assert cli("delete", "host").returncode == 0
+
+
+def test_ps_lists_the_processes_and_wait_returns_the_exit_status(cli, bundle) -> None:
+    path = bundle("sh", "-c", "sleep 300 & sleep 1; exit 4")
+    assert cli("run", "-d", "--bundle", str(path), "busy").returncode == 0
+    init = json.loads(cli("state", "busy").stdout)["pid"]
+    processes = json.loads(cli("ps", "--format", "json", "busy").stdout)
+    assert init in {p["pid"] for p in processes} and len(processes) >= 2
+    assert all(p["exec_id"] == "" for p in processes)
+    waited = cli("wait", "busy")
+    assert (waited.returncode, waited.stdout) == (4, "4\n")
+    gone = cli("ps", "busy")
+    assert gone.returncode == 1 and "no processes" in gone.stderr
+    assert cli("delete", "busy").returncode == 0

@@ -85,6 +85,9 @@ class FakeClient:
         del self.shim.processes[task_id]
         return process.exit or Exit(status=0, exited_at=datetime.now(UTC))
 
+    async def pids(self, task_id: str) -> list[tuple[int, str]]:
+        return [(self._process(task_id).pid, "")]
+
     async def pause(self, task_id: str) -> None:
         self._process(task_id).status = Status.PAUSED
 
