@@ -8,7 +8,6 @@ task whose process exited while nobody listened is never shown as running.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import secrets
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from shim.ports import (
     TaskStore,
     TaskView,
 )
+from shim.process_spec import exec_process
 from shim.recorder import TaskRecorder
 from shim.shim_manager import ShimManager, ShimProcess, bounded_cleanup
 
@@ -459,16 +459,3 @@ class TaskManager:
 def _now() -> datetime:
     return datetime.now().astimezone()
 
-
-def exec_process(bundle: Bundle, args: list[str], env: list[str], cwd: str | None) -> bytes:
-    """The OCI Process for an exec, as JSON: the task's own, with args, env and cwd changed."""
-    spec = json.loads((Path(bundle.path) / "config.json").read_text())
-    process = dict(spec.get("process") or {})
-    process["args"] = args
-    process["terminal"] = False
-    overrides = {entry.split("=", 1)[0] for entry in env}
-    kept = [e for e in process.get("env", []) if e.split("=", 1)[0] not in overrides]
-    process["env"] = kept + env
-    if cwd is not None:
-        process["cwd"] = cwd
-    return json.dumps(process).encode()
