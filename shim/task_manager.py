@@ -12,7 +12,6 @@ import logging
 import secrets
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +38,12 @@ from shim.ports import (
     TaskView,
 )
 from shim.process_spec import exec_process
+from shim.reconcile import Reconciler
 from shim.recorder import TaskRecorder
 from shim.shim_manager import ShimManager, ShimProcess, bounded_cleanup
 
 logger = logging.getLogger(__name__)
 
-UNKNOWN_EXIT_STATUS = 255  # containerd's status for an exit nobody saw (cleanupAfterDeadShim)
 
 
 class TaskManager:
@@ -70,6 +69,9 @@ class TaskManager:
         # recorded between a Start RPC and the Started it caused.
         self._locks = locks
         self._recorder = TaskRecorder(store, locks)
+        self._reconciler = Reconciler(
+            shims, self._recorder, locks, store, connect=self._shim, forget=self._forget
+        )
 
     @property
     def _state_dir(self) -> Path:
@@ -333,27 +335,16 @@ class TaskManager:
 
     async def reconcile(self, task: Task) -> bool:
         """Record an exit that happened while nobody listened; True if anything was recorded."""
-        if task.status not in HAS_PROCESS:
-            return False
-        async with self._locks.hold(task.namespace, task.task_id):
-            return await self._reconcile(task)
+        return await self._reconciler.reconcile(task)
 
-    async def _reconcile(self, task: Task) -> bool:
-        bundle = self._bundle(task)
-        try:
-            shim = await self._shim(task)
-            process = await shim.client.state(task.task_id)
-        except (UnavailableError, NotFoundError) as exc:
-            logger.info("shim of task %s is gone (%s): cleaning up", task.task_id, exc)
-            self._live.pop((task.namespace, task.task_id), None)
-            await self._cleanup_dead(task, bundle)
-            return True
-        if process.status is Status.STOPPED:
-            exit_ = Exit(status=process.exit_status, exited_at=process.exited_at or _now())
-            return await self._record_exit(
-                task, exit_, Cause(kind="reconciliation", detail="shim reports stopped")
-            )
-        return False
+    async def _cleanup_dead(self, task: Task, bundle: Bundle) -> None:
+        await self._reconciler.cleanup_dead(task, bundle)
+
+    async def _remove_leftovers(self, task_id: str) -> bool:
+        return await self._reconciler.remove_leftovers(self.namespace, task_id)
+
+    async def _discard_shim(self, shim: ShimProcess) -> None:
+        await self._reconciler.discard_shim(shim)
 
     async def handle_event(self, event: ShimEvent) -> None:
         """A shim's event, from the sink: recorded once, whoever heard it first."""
@@ -364,21 +355,6 @@ class TaskManager:
 
     async def _record_exit(self, task: Task, exit_: Exit, cause: Cause) -> bool:
         return await self._recorder.record_exit(task, exit_, cause)
-
-    async def _cleanup_dead(self, task: Task, bundle: Bundle) -> None:
-        await self._shims.cleanup_after_dead_shim(bundle, task.runtime)
-        lost = Cause(kind="reconciliation", detail="shim lost")
-        await self._record(
-            (task.namespace, task.task_id),
-            lambda t: t.record_shim_lost(lost)
-            if t.incarnation == task.incarnation and t.status in HAS_PROCESS
-            else None,
-        )
-        await self._record_exit(
-            task,
-            Exit(status=UNKNOWN_EXIT_STATUS, exited_at=_now()),
-            Cause(kind="reconciliation", detail="shim lost; exit status unknown"),
-        )
 
     async def _live_task(self, task_id: str) -> Task:
         validate_identifier("task ID", task_id)
@@ -410,6 +386,10 @@ class TaskManager:
             )
         return path
 
+    def _forget(self, task: Task) -> None:
+        """Drop a cached connection to a shim that turned out to be gone."""
+        self._live.pop((task.namespace, task.task_id), None)
+
     def _bundle(self, task: Task) -> Bundle:
         """The task's working bundle (Created records the user's bundle, as runc shows it)."""
         path = bundle_path(self._state_dir, task.namespace, task.task_id)
@@ -426,36 +406,8 @@ class TaskManager:
             self._live[key] = shim
         return shim
 
-    async def _remove_leftovers(self, task_id: str) -> bool:
-        """Clean a working bundle that no history knows; True if there was one."""
-        async with self._locks.hold(self.namespace, task_id):
-            bundle = load_bundle(self._state_dir, self.namespace, task_id)
-            task = await self._store.current(self.namespace, task_id)
-            if bundle is None or (task is not None and task.is_live):
-                return False
-            logger.warning("task %s has no history: removing what a failed create left", task_id)
-            try:
-                shim = await self._shims.get(bundle, DEFAULT_RUNTIME)
-            except (UnavailableError, NotFoundError, OSError):
-                await self._shims.cleanup_after_dead_shim(bundle, DEFAULT_RUNTIME)
-            else:
-                await self._discard_shim(shim)
-            remove_bundle(bundle)
-            return True
-
-    async def _discard_shim(self, shim: ShimProcess) -> None:
-        """Undo a half-made task: remove what runc made, then stop the shim."""
-        await bounded_cleanup(shim.client.delete(shim.id))
-        await self._shims.delete(shim)
-        await self._shims.cleanup_after_dead_shim(shim.bundle, shim.runtime)
-
     async def aclose(self) -> None:
         """Drop the connections to shims; the shims and their tasks keep running."""
         for shim in self._live.values():
             await shim.client.aclose()
         self._live.clear()
-
-
-def _now() -> datetime:
-    return datetime.now().astimezone()
-
