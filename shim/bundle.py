@@ -80,11 +80,15 @@ def new_bundle(state: Path, namespace: str, task_id: str, user_bundle: Path) -> 
     return Bundle(id=task_id, namespace=namespace, path=str(path))
 
 
+def working_bundle(state: Path, namespace: str, task_id: str) -> Bundle:
+    """Where a task's working bundle is (or was): every caller derives it the same way."""
+    return Bundle(id=task_id, namespace=namespace, path=str(bundle_path(state, namespace, task_id)))
+
+
 def load_bundle(state: Path, namespace: str, task_id: str) -> Bundle | None:
-    path = bundle_path(state, namespace, task_id)
-    if not path.is_dir():
-        return None
-    return Bundle(id=task_id, namespace=namespace, path=str(path))
+    """The working bundle if it exists."""
+    bundle = working_bundle(state, namespace, task_id)
+    return bundle if Path(bundle.path).is_dir() else None
 
 
 def remove_bundle(bundle: Bundle) -> None:

@@ -16,7 +16,7 @@ from domain.errors import NotFoundError, UnavailableError
 from domain.task import HAS_PROCESS, Task
 from domain.values import Bundle, Cause, Exit, Status
 from shim import DEFAULT_RUNTIME
-from shim.bundle import bundle_path, load_bundle, remove_bundle
+from shim.bundle import load_bundle, remove_bundle, working_bundle
 from shim.ports import TaskLocks, TaskStore
 from shim.recorder import TaskRecorder
 from shim.shim_manager import ShimManager, ShimProcess, bounded_cleanup
@@ -54,10 +54,7 @@ class Reconciler:
             return await self._reconcile(task)
 
     async def _reconcile(self, task: Task) -> bool:
-        bundle = Bundle(
-            id=task.task_id, namespace=task.namespace,
-            path=str(bundle_path(self._shims.config.state, task.namespace, task.task_id)),
-        )
+        bundle = working_bundle(self._shims.config.state, task.namespace, task.task_id)
         try:
             shim = await self._connect(task)
             process = await shim.client.state(task.task_id)

@@ -27,7 +27,7 @@ from domain.identifiers import validate_identifier
 from domain.task import HAS_PROCESS, Task
 from domain.values import Bundle, Cause, Exit, State, Status
 from shim import DEFAULT_RUNTIME
-from shim.bundle import bundle_path, load_bundle, new_bundle, remove_bundle
+from shim.bundle import load_bundle, new_bundle, remove_bundle, working_bundle
 from shim.ports import (
     RuncOptions,
     ShimEvent,
@@ -104,7 +104,7 @@ class TaskManager:
             async with AsyncExitStack() as undo:
                 undo.callback(remove_bundle, bundle)
                 shim = await self._shims.start(bundle, runtime)
-                undo.push_async_callback(self._discard_shim, shim)
+                undo.push_async_callback(self._reconciler.discard_shim, shim)
                 config = self._shims.config
                 options = RuncOptions(root=str(config.runc_root), binary_name=config.runc_binary)
                 pid = await shim.client.create(task_id, bundle.path, stdio, options)
@@ -132,7 +132,7 @@ class TaskManager:
                 )
             shim = await self._shim(task)
             pid = await shim.client.start(task_id)
-            await self._record(key, lambda t: t.start(pid, self._cause()))
+            await self._recorder.record(key, lambda t: t.start(pid, self._cause()))
         return await self.get(task_id, reconcile=False)
 
     async def kill(self, task_id: str, signal: int, *, all: bool = False) -> None:
@@ -150,7 +150,7 @@ class TaskManager:
             except NotFoundError:
                 raise FailedPreconditionError(f"task {task_id} is not running") from None
             cause = self._cause()
-            await self._record(
+            await self._recorder.record(
                 key,
                 lambda t: t.record_kill(signal, all, cause) if t.status in HAS_PROCESS else None,
             )
@@ -178,7 +178,7 @@ class TaskManager:
             shim = await self._shim(task)
             await (shim.client.pause(task_id) if pause else shim.client.resume(task_id))
             wanted = Status.RUNNING if pause else Status.PAUSED
-            await self._record(
+            await self._recorder.record(
                 key,
                 lambda t: (t.pause if pause else t.resume)(cause) if t.status is wanted else None,
             )
@@ -192,7 +192,7 @@ class TaskManager:
         shim = await self._shim(task)
         exit_ = await shim.client.wait(task_id)
         async with self._locks.hold(self.namespace, task_id):
-            await self._record_exit(task, exit_, Cause(kind="shim", detail="Wait"))
+            await self._recorder.record_exit(task, exit_, Cause(kind="shim", detail="Wait"))
         return exit_
 
     async def exec(
@@ -221,13 +221,13 @@ class TaskManager:
             process = exec_process(self._bundle(task), args, env or [], cwd)
             shim = await self._shim(task)
             await shim.client.exec(task_id, exec_id, process, stdio or Stdio())
-            await self._record(key, lambda t: t.add_exec(exec_id, cause))
+            await self._recorder.record(key, lambda t: t.add_exec(exec_id, cause))
             try:
                 pid = await shim.client.start(task_id, exec_id)
             except BaseException:
                 await bounded_cleanup(shim.client.delete(task_id, exec_id))
                 raise
-            await self._record(key, lambda t: t.start_exec(exec_id, pid, cause))
+            await self._recorder.record(key, lambda t: t.start_exec(exec_id, pid, cause))
         exit_ = await shim.client.wait(task_id, exec_id)
         await self._recorder.handle_event(
             TaskExitEvent(self.namespace, task_id, exec_id, pid, exit_.status, exit_.exited_at)
@@ -245,7 +245,7 @@ class TaskManager:
         try:
             task = await self._live_task(task_id)
         except NotFoundError:
-            if await self._remove_leftovers(task_id):
+            if await self._reconciler.remove_leftovers(self.namespace, task_id):
                 return None
             raise
         if task.status in HAS_PROCESS and await self.reconcile(task):
@@ -275,7 +275,7 @@ class TaskManager:
             try:
                 shim = await self._shim(task)
             except UnavailableError:
-                await self._cleanup_dead(task, bundle)
+                await self._reconciler.cleanup_dead(task, bundle)
             else:
                 self._live.pop(key, None)
                 try:
@@ -283,11 +283,12 @@ class TaskManager:
                 except (UnavailableError, NotFoundError) as exc:
                     logger.info("Delete of %s failed (%s): shim treated as dead", task_id, exc)
                     await self._shims.delete(shim)
-                    await self._cleanup_dead(task, bundle)
+                    await self._reconciler.cleanup_dead(task, bundle)
                 else:
                     await self._shims.delete(shim)
             remove_bundle(bundle)
-            await self._record(key, lambda t: t.delete(self._cause()) if t.is_live else None)
+            cause = self._cause()
+            await self._recorder.record(key, lambda t: t.delete(cause) if t.is_live else None)
         assert final is not None, "a live task always has a row in the view"
         return final.model_copy(update={"status": Status.DELETED})
 
@@ -337,24 +338,9 @@ class TaskManager:
         """Record an exit that happened while nobody listened; True if anything was recorded."""
         return await self._reconciler.reconcile(task)
 
-    async def _cleanup_dead(self, task: Task, bundle: Bundle) -> None:
-        await self._reconciler.cleanup_dead(task, bundle)
-
-    async def _remove_leftovers(self, task_id: str) -> bool:
-        return await self._reconciler.remove_leftovers(self.namespace, task_id)
-
-    async def _discard_shim(self, shim: ShimProcess) -> None:
-        await self._reconciler.discard_shim(shim)
-
     async def handle_event(self, event: ShimEvent) -> None:
         """A shim's event, from the sink: recorded once, whoever heard it first."""
         await self._recorder.handle_event(event)
-
-    async def _record(self, key: tuple[str, str], step: Callable[[Task], None]) -> None:
-        await self._recorder.record(key, step)
-
-    async def _record_exit(self, task: Task, exit_: Exit, cause: Cause) -> bool:
-        return await self._recorder.record_exit(task, exit_, cause)
 
     async def _live_task(self, task_id: str) -> Task:
         validate_identifier("task ID", task_id)
@@ -392,8 +378,7 @@ class TaskManager:
 
     def _bundle(self, task: Task) -> Bundle:
         """The task's working bundle (Created records the user's bundle, as runc shows it)."""
-        path = bundle_path(self._state_dir, task.namespace, task.task_id)
-        return Bundle(id=task.task_id, namespace=task.namespace, path=str(path))
+        return working_bundle(self._state_dir, task.namespace, task.task_id)
 
     async def _shim(self, task: Task) -> ShimProcess:
         key = (task.namespace, task.task_id)
