@@ -4,6 +4,10 @@ A shim answers calls in completion order, not request order (a blocking ``Wait``
 the connection with everything else), so each call parks a future under its stream id and
 a single reader task resolves futures as responses arrive. When the connection drops,
 every parked call fails with ConnectionClosedError, chained to the cause.
+
+Every call has a client-side deadline (the client's ``default_timeout`` unless the call
+names its own), because a shim treats ``timeout_nano`` as advisory; only a call that may
+legitimately block without bound (the shim's ``Wait``) opts out with ``timeout=None``.
 """
 
 from __future__ import annotations
@@ -11,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
 from adapters.proto import ttrpc_pb2
+from adapters.ttrpc.address import socket_path
 from adapters.ttrpc.errors import (
     CODE_DEADLINE_EXCEEDED,
     CODE_RESOURCE_EXHAUSTED,
@@ -33,13 +38,34 @@ from adapters.ttrpc.framing import (
     encode_frame,
     read_frame,
 )
+from adapters.ttrpc.metadata import NAMESPACE_HEADER
 from domain.errors import UnavailableError
 
-__all__ = ["ClientState", "TtrpcClient", "encode_request", "socket_path"]
+__all__ = [
+    "DEFAULT_CALL_TIMEOUT",
+    "UNSET",
+    "ClientState",
+    "TtrpcClient",
+    "encode_request",
+    "socket_path",
+]
 
 logger = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
+
+#: The deadline of a call that names none (seconds); containerd's own shim calls are
+#: bounded the same way, by the caller's context.
+DEFAULT_CALL_TIMEOUT = 30.0
+
+
+class _Unset(enum.Enum):
+    """Marks ``timeout`` as not given, which is different from ``timeout=None``."""
+
+    TOKEN = 0
+
+
+UNSET = _Unset.TOKEN
 
 
 class ClientState(enum.IntEnum):
@@ -48,19 +74,6 @@ class ClientState(enum.IntEnum):
     OPEN = 0
     CLOSING = 1
     CLOSED = 2
-
-
-def socket_path(address: str) -> str:
-    """The AF_UNIX address for a shim address, following containerd's dialer.
-
-    ``unix:///p`` and ``/p`` name a filesystem socket; anything else is an abstract socket
-    name (the leading NUL is added here).
-    """
-    if address.startswith("unix://"):
-        return address[len("unix://") :]
-    if address.startswith("/"):
-        return address
-    return "\0" + address
 
 
 def encode_request(
@@ -85,14 +98,34 @@ def encode_request(
     return encode_frame(stream_id, MESSAGE_TYPE_REQUEST, request.SerializeToString())
 
 
+def _check_default_timeout(value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"default_timeout must be positive, not {value!r}")
+
+
 class TtrpcClient:
     """A connection to one ttrpc server (a shim, or containerd's event socket)."""
 
     def __init__(
-        self, address: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        address: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        default_timeout: float = DEFAULT_CALL_TIMEOUT,
+        namespace: str | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
-        """Wrap an open stream pair; most callers want ``await TtrpcClient.connect(...)``."""
+        """Wrap an open stream pair; most callers want ``await TtrpcClient.connect(...)``.
+
+        ``namespace``, if given, goes with every call as ``containerd-namespace-ttrpc``.
+        ``on_close`` is called once if the peer goes away (not when we close): for a
+        shim, the sign that it died or shut down.
+        """
+        _check_default_timeout(default_timeout)
         self._address = address
+        self._default_timeout = default_timeout
+        self._metadata: dict[str, str] = {NAMESPACE_HEADER: namespace} if namespace else {}
         self._reader = reader
         self._writer = writer
         self._state = ClientState.OPEN
@@ -100,14 +133,27 @@ class TtrpcClient:
         self._pending: dict[int, asyncio.Future[ttrpc_pb2.Response]] = {}
         self._next_stream_id = 1
         self._close_cause: BaseException | None = None
+        self._on_close = on_close
         self._reader_task = asyncio.create_task(
             self._read_loop(), name=f"ttrpc-client-reader {address}"
         )
         self._reader_task.add_done_callback(self._on_reader_done)
 
     @classmethod
-    async def connect(cls, address: str, *, timeout: float = 5.0) -> TtrpcClient:
-        """Dial ``address``; any failure (missing, refused, slow) raises UnavailableError."""
+    async def connect(
+        cls,
+        address: str,
+        *,
+        timeout: float = 5.0,
+        default_timeout: float = DEFAULT_CALL_TIMEOUT,
+        namespace: str | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> TtrpcClient:
+        """Dial ``address``; any failure (missing, refused, slow) raises UnavailableError.
+
+        ``timeout`` bounds the dial; ``default_timeout`` and ``namespace`` are for calls.
+        """
+        _check_default_timeout(default_timeout)  # before dialling: nothing to clean up
         if not address:
             raise UnavailableError("cannot connect to ttrpc server: missing address")
         try:
@@ -116,7 +162,14 @@ class TtrpcClient:
         except (OSError, TimeoutError) as exc:
             reason = str(exc) or type(exc).__name__
             raise UnavailableError(f"cannot connect to ttrpc server {address}: {reason}") from exc
-        return cls(address, reader, writer)
+        return cls(
+            address,
+            reader,
+            writer,
+            default_timeout=default_timeout,
+            namespace=namespace,
+            on_close=on_close,
+        )
 
     @property
     def address(self) -> str:
@@ -149,21 +202,29 @@ class TtrpcClient:
         request: Message,
         response_type: type[M],
         *,
-        timeout: float | None = None,
+        timeout: float | None | _Unset = UNSET,
         metadata: Mapping[str, str] | None = None,
     ) -> M:
         """Make one unary call and decode its response as ``response_type``.
 
-        ``timeout`` is sent to the server as ``timeout_nano`` and also enforced here,
-        because servers treat it as advisory (the runc shim's Wait ignores it).
-        Raises the ShimledgerError matching a non-OK status, DeadlineExceededError,
+        ``timeout`` (seconds; the client's default when not given) is sent to the server as
+        ``timeout_nano`` and also enforced here, because servers treat it as advisory (the
+        runc shim's Wait ignores it). ``timeout=None`` means no deadline at all. Per-call
+        ``metadata`` is added to the client's (the namespace) and wins on equal keys.
+        Raises the ShimledgerError matching a non-OK status (ResourceExhausted, code 8,
+        for a request or response over 4 MiB), DeadlineExceededError,
         ConnectionClosedError, or ProtocolError for an undecodable response.
         """
         if not isinstance(request, Message):
             raise TypeError(f"request must be a protobuf message, not {type(request).__name__}")
         if self._state is not ClientState.OPEN:
             raise self._closed_error()
-        timeout_nano = 0 if timeout is None else max(1, int(timeout * 1e9))
+        deadline = self._default_timeout if isinstance(timeout, _Unset) else timeout
+        timeout_nano = 0 if deadline is None else max(1, int(deadline * 1e9))
+        if metadata is None:
+            metadata = self._metadata
+        elif self._metadata:
+            metadata = {**self._metadata, **{k.lower(): v for k, v in metadata.items()}}
         stream_id = self._allocate_stream_id()
         try:
             frame = encode_request(
@@ -180,13 +241,13 @@ class TtrpcClient:
         future: asyncio.Future[ttrpc_pb2.Response] = asyncio.get_running_loop().create_future()
         self._pending[stream_id] = future
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(deadline):
                 await self._write(frame)
                 response = await future
         except TimeoutError as exc:
             raise error_from_status(
                 CODE_DEADLINE_EXCEEDED,
-                f"ttrpc call {service}/{method} exceeded its deadline of {timeout}s",
+                f"ttrpc call {service}/{method} exceeded its deadline of {deadline}s",
             ) from exc
         finally:
             self._pending.pop(stream_id, None)
@@ -309,6 +370,11 @@ class TtrpcClient:
             if not future.done():
                 future.set_exception(self._closed_error())
         # Futures are removed by their callers; this keeps "pending" honest for __repr__.
+        if not closed_by_us and self._on_close is not None:
+            try:
+                self._on_close()
+            except Exception:  # a watcher's bug must not break the connection's teardown
+                logger.exception("ttrpc client %s: on_close callback failed", self._address)
 
     def _closed_error(self) -> ConnectionClosedError:
         cause = self._close_cause

@@ -92,17 +92,27 @@ def encode_frame(stream_id: int, message_type: int, payload: bytes) -> bytes:
 async def read_frame(reader: asyncio.StreamReader) -> tuple[FrameHeader, bytes]:
     """Read one whole frame.
 
-    Raises asyncio.IncompleteReadError when the peer closes, even mid-frame (``partial`` is
-    empty only for a close on a frame boundary), and FrameTooLargeError, after discarding
-    the payload, for a frame over the limit.
+    Raises asyncio.IncompleteReadError when the peer closes, even mid-frame: ``partial`` is
+    empty only for a close on a frame boundary, so a reader can tell an orderly close from
+    a torn frame. Raises FrameTooLargeError, after discarding the payload, for a frame over
+    the limit.
     """
-    header = unpack_header(await reader.readexactly(HEADER_LENGTH))
-    if header.length > MAX_MESSAGE_LENGTH:
-        remaining = header.length
-        while remaining:
-            chunk = min(remaining, _DISCARD_CHUNK)
-            await reader.readexactly(chunk)
-            remaining -= chunk
-        raise FrameTooLargeError(header.length, header)
-    payload = await reader.readexactly(header.length) if header.length else b""
+    raw_header = await reader.readexactly(HEADER_LENGTH)
+    header = unpack_header(raw_header)
+    try:
+        if header.length > MAX_MESSAGE_LENGTH:
+            remaining = header.length
+            while remaining:
+                chunk = min(remaining, _DISCARD_CHUNK)
+                await reader.readexactly(chunk)
+                remaining -= chunk
+            raise FrameTooLargeError(header.length, header)
+        payload = await reader.readexactly(header.length) if header.length else b""
+    except asyncio.IncompleteReadError as exc:
+        # readexactly() only knows its own piece; the header was already consumed, so the
+        # close is mid-frame even when that piece is empty. (For a discarded payload,
+        # ``partial`` keeps the header and the last piece only.)
+        raise asyncio.IncompleteReadError(
+            raw_header + exc.partial, HEADER_LENGTH + header.length
+        ) from None
     return header, payload

@@ -4,17 +4,18 @@ Each request runs in its own task, because a caller keeps a blocking ``Wait`` in
 on the same connection as its other calls; replies go out in completion order, with
 writes serialized per connection. Whatever a peer sends (garbage, half frames, a sudden
 close) ends at most that peer's connection, never the server.
+
+Shutting down is graceful: ``shutdown(grace)`` stops accepting connections and refuses new
+requests, lets the calls in flight finish and answer, and only then closes connections;
+``aclose()`` is the same with no grace (calls in flight are cancelled).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import enum
 import logging
-import os
 import socket
-import stat
-import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -23,11 +24,13 @@ from typing import TypeVar, cast
 from google.protobuf.message import DecodeError, Message
 
 from adapters.proto import ttrpc_pb2
+from adapters.ttrpc.address import socket_path
 from adapters.ttrpc.errors import (
     CODE_DEADLINE_EXCEEDED,
     CODE_INTERNAL,
     CODE_INVALID_ARGUMENT,
     CODE_RESOURCE_EXHAUSTED,
+    CODE_UNAVAILABLE,
     CODE_UNIMPLEMENTED,
     CODE_UNKNOWN,
     status_from_error,
@@ -39,19 +42,28 @@ from adapters.ttrpc.framing import (
     encode_frame,
     read_frame,
 )
-from domain.errors import AlreadyExistsError, ShimledgerError
+from adapters.ttrpc.listener import (
+    SocketFile,
+    bind_unix,
+    peer_description,
+)
+from adapters.ttrpc.metadata import Metadata
+from domain.errors import ShimledgerError
 
-__all__ = ["Handler", "Metadata", "TtrpcServer"]
+__all__ = ["SERVER_CLOSED", "Handler", "Metadata", "ServerState", "TtrpcServer"]
 
 logger = logging.getLogger(__name__)
 
-Metadata = dict[str, list[str]]
+#: The Unavailable message for a request that arrives while the server shuts down
+#: (ttrpc's ErrServerClosed).
+SERVER_CLOSED = "ttrpc: server closed"
 #: ``async (request, metadata) -> response``; None stands for google.protobuf.Empty.
 Handler = Callable[[Message, Metadata], Awaitable[Message | None]]
 
 RequestT = TypeVar("RequestT", bound=Message)
 
-_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+#: How long a closing connection may take to flush its last replies before it is aborted.
+_FLUSH_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +108,15 @@ def _status_response(code: int, message: str) -> ttrpc_pb2.Response:
     return ttrpc_pb2.Response(status=ttrpc_pb2.Status(code=code, message=message))
 
 
+class ServerState(enum.IntEnum):
+    """IDLE until started; DRAINING while shutdown() waits for calls in flight."""
+
+    IDLE = 0
+    SERVING = 1
+    DRAINING = 2
+    CLOSED = 3
+
+
 class TtrpcServer:
     """Serves registered (service, method) handlers on a Unix socket."""
 
@@ -103,13 +124,22 @@ class TtrpcServer:
         self._methods: dict[str, dict[str, _Method]] = {}
         self._server: asyncio.Server | None = None
         self._path: str | None = None
-        self._inode: tuple[int, int] | None = None
+        self._socket_file: SocketFile | None = None  # only for a file we bound ourselves
         self._connections: set[asyncio.Task[object]] = set()
-        self._closing = False
+        # Every handler task of every connection: what a graceful shutdown waits for.
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._state = ServerState.IDLE
+        self._closed = asyncio.Event()
+
+    @property
+    def state(self) -> ServerState:
+        return self._state
 
     def __repr__(self) -> str:
-        state = "closed" if self._closing else "serving" if self._server is not None else "idle"
-        return f"<TtrpcServer [{self._path!r}, {state}, connections: {len(self._connections)}]>"
+        return (
+            f"<TtrpcServer [{self._path!r}, {self._state.name}, "
+            f"connections: {len(self._connections)}, in flight: {len(self._handlers)}]>"
+        )
 
     def register(
         self,
@@ -125,26 +155,21 @@ class TtrpcServer:
         # The pairing of request_type and handler is checked here, once; _Method erases it.
         methods[method] = _Method(request_type, cast(Handler, handler))
 
-    async def start_unix(self, path: str, *, mode: int = 0o600) -> None:
-        """Listen on the filesystem socket ``path`` with permissions ``mode``.
+    async def start(self, address: str, *, mode: int = 0o600) -> None:
+        """Listen on a shim-style address: ``unix:///p`` or ``/p`` (a file), else abstract."""
+        await self.start_unix(socket_path(address), mode=mode)
 
-        A socket file left by a dead server is replaced; a live one raises
-        AlreadyExistsError, so two servers never fight over one address.
+    async def start_unix(self, path: str, *, mode: int = 0o600) -> None:
+        """Listen on the Unix socket ``path`` (a file with permissions ``mode``, or, with a
+        leading NUL, an abstract name).
+
+        A socket file left by a dead server is replaced; a live one (file or abstract name)
+        raises AlreadyExistsError, so two servers never fight over one address.
         """
-        if self._server is not None or self._closing:
-            raise RuntimeError(f"{self!r} was already started")
-        await _remove_stale_socket(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._check_idle()
+        sock, self._socket_file = await bind_unix(path, mode)
+        self._path = path
         try:
-            sock.bind(path)
-            st = os.stat(path)
-            self._path = path
-            self._inode = (st.st_dev, st.st_ino)
-            # chmod before listen(): until listen() nobody can connect, so there is no
-            # window in which the umask's looser mode is usable.
-            os.chmod(path, mode)
-            sock.listen(socket.SOMAXCONN)
-            sock.setblocking(False)
             await self._serve(sock)
         except BaseException:
             sock.close()
@@ -156,28 +181,69 @@ class TtrpcServer:
 
         The socket file, if any, is left in place by aclose(): its owner decides.
         """
-        if self._server is not None or self._closing:
-            raise RuntimeError(f"{self!r} was already started")
+        self._check_idle()
         sock.setblocking(False)
         await self._serve(sock)
 
+    def _check_idle(self) -> None:
+        if self._state is not ServerState.IDLE:
+            raise RuntimeError(f"{self!r} was already started")
+
     async def _serve(self, sock: socket.socket) -> None:
         self._server = await asyncio.start_unix_server(self._on_connection, sock=sock)
+        self._state = ServerState.SERVING
+
+    async def shutdown(self, grace: float = 5.0) -> None:
+        """Stop taking work, let calls in flight finish for up to ``grace`` s, then close.
+
+        At once: the listener closes and the socket file goes, so new connections are
+        refused, and a request that arrives on an open connection is answered Unavailable
+        (``ttrpc: server closed``). Calls already running finish and their answers are
+        written. After ``grace`` seconds whatever still runs is cancelled; then every
+        connection is closed. Idempotent; a second caller waits for the first.
+        """
+        if self._state in (ServerState.DRAINING, ServerState.CLOSED):
+            await self._closed.wait()
+            return
+        self._state = ServerState.DRAINING
+        try:
+            self._remove_socket_file()  # first, so that nobody new can even connect
+            await self._stop_accepting()
+            if self._handlers and grace > 0:
+                await asyncio.wait(set(self._handlers), timeout=grace)
+        finally:
+            # Even if our caller gave up (cancelled us), nothing may be left running.
+            if self._server is not None:
+                self._server.close()
+            for task in list(self._connections):
+                task.cancel()  # cancels the connection's handlers that outlived the grace
+            if self._connections:
+                await asyncio.wait(list(self._connections))
+            if self._server is not None:
+                await self._server.wait_closed()
+            self._state = ServerState.CLOSED
+            self._closed.set()
 
     async def aclose(self) -> None:
         """Stop accepting, end every connection (cancelling its handlers), unlink the socket."""
-        if self._closing:
+        await self.shutdown(grace=0)
+
+    async def _stop_accepting(self) -> None:
+        """Close the listener without stranding a connection accepted a moment before.
+
+        Python 3.11's Server.close() strands a connection whose accept() already ran but
+        whose transport is not built yet: ``Server._attach()`` asserts, and the socket is
+        neither handed over nor closed, so its client hangs. Stop watching the listener
+        first, let the accepts already scheduled build their transports (one loop turn;
+        _on_connection then closes them), and only then close.
+        """
+        if self._server is None:
             return
-        self._closing = True
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        if self._connections:
-            await asyncio.wait(list(self._connections))
-        if self._server is not None:
-            await self._server.wait_closed()
-        self._remove_socket_file()
+        loop = asyncio.get_running_loop()
+        for listener in self._server.sockets:
+            loop.remove_reader(listener.fileno())
+        await asyncio.sleep(0)
+        self._server.close()
 
     async def __aenter__(self) -> TtrpcServer:
         return self
@@ -191,25 +257,20 @@ class TtrpcServer:
         await self.aclose()
 
     def _remove_socket_file(self) -> None:
-        # Only unlink the file we bound: a successor may already have replaced it.
-        if self._path is None or self._inode is None:
-            return
-        with contextlib.suppress(OSError):
-            st = os.stat(self._path)
-            if (st.st_dev, st.st_ino) == self._inode:
-                os.unlink(self._path)
+        if self._socket_file is not None:
+            self._socket_file.remove()
 
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if self._closing:
+        if self._state is not ServerState.SERVING:
             writer.close()
             return
         self._connections.add(task)
         try:
-            peer = _peer_description(writer)
+            peer = peer_description(writer)
             if peer is not None:
                 await self._serve_connection(reader, _Connection(writer, peer))
         except asyncio.CancelledError:
@@ -222,8 +283,13 @@ class TtrpcServer:
         finally:
             self._connections.discard(task)
             writer.close()
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await writer.wait_closed()
+        # close() first flushes replies already written, which is what a graceful end
+        # wants; but a peer that never reads would hold the socket (and shutdown) forever.
+        try:
+            async with asyncio.timeout(_FLUSH_TIMEOUT):
+                await writer.wait_closed()
+        except (Exception, asyncio.CancelledError):
+            writer.transport.abort()
 
     async def _serve_connection(self, reader: asyncio.StreamReader, conn: _Connection) -> None:
         try:
@@ -243,12 +309,17 @@ class TtrpcServer:
                     continue
                 if header.message_type != MESSAGE_TYPE_REQUEST:
                     continue  # ignored for forward compatibility, as ttrpc does
+                if self._state is not ServerState.SERVING:
+                    await conn.send_status(header.stream_id, CODE_UNAVAILABLE, SERVER_CLOSED)
+                    continue
                 handler_task = asyncio.create_task(
                     self._handle_request(conn, header.stream_id, payload),
                     name=f"ttrpc-request {conn.peer} stream {header.stream_id}",
                 )
                 conn.handlers.add(handler_task)
                 handler_task.add_done_callback(conn.handlers.discard)
+                self._handlers.add(handler_task)
+                handler_task.add_done_callback(self._handlers.discard)
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             logger.debug("ttrpc server: %s went away: %r", conn.peer, exc)
         finally:
@@ -318,50 +389,3 @@ class TtrpcServer:
         except Exception as exc:  # e.g. a required-field or type error in the result
             logger.exception("ttrpc server: cannot encode the result of %s", name)
             return _status_response(CODE_UNKNOWN, status_from_error(exc)[1])
-
-
-def _peer_description(writer: asyncio.StreamWriter) -> str | None:
-    """Who is on the other end, or None (connection to be closed) if not our own user.
-
-    The shim socket is the container runtime's control plane; ttrpc's
-    UnixSocketRequireSameUser keeps other users off it even if the file mode is loosened.
-    """
-    sock = writer.get_extra_info("socket")
-    if sock is None:
-        return None
-    try:
-        pid, uid, gid = _PEERCRED.unpack(
-            sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-        )
-    except OSError as exc:
-        logger.warning("ttrpc server: cannot read peer credentials: %s", exc)
-        return None
-    if uid != os.geteuid():
-        logger.warning(
-            "ttrpc server: rejecting peer pid %d uid %d (we are uid %d)", pid, uid, os.geteuid()
-        )
-        return None
-    return f"pid {pid}"
-
-
-async def _remove_stale_socket(path: str) -> None:
-    """Unlink ``path`` if it is a socket nobody listens on; refuse if someone does."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise AlreadyExistsError(f"{path} exists and is not a socket")
-    try:
-        async with asyncio.timeout(1.0):
-            _, writer = await asyncio.open_unix_connection(path)
-    except (ConnectionRefusedError, FileNotFoundError):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        return
-    except (OSError, TimeoutError) as exc:
-        raise AlreadyExistsError(f"socket {path} exists and cannot be probed: {exc}") from exc
-    writer.close()
-    with contextlib.suppress(Exception):
-        await writer.wait_closed()
-    raise AlreadyExistsError(f"a server is already listening on {path}")

@@ -42,9 +42,14 @@ class TestWireCompatibility:
         path = str(tmp_path / "golden.sock")
         async with raw_server(path, reply=GOLDEN_CONNECT_REPLY) as frames:
             async with await TtrpcClient.connect(f"unix://{path}") as client:
+                # No deadline: the capture has no timeout_nano, and a deadline adds one.
                 response = await client.call(
-                    SERVICE, "Connect", task_pb2.ConnectRequest(id="sf1"), task_pb2.ConnectResponse
-                )  # no timeout: a timeout would add timeout_nano and change the bytes
+                    SERVICE,
+                    "Connect",
+                    task_pb2.ConnectRequest(id="sf1"),
+                    task_pb2.ConnectResponse,
+                    timeout=None,
+                )
         header, payload = frames[0]
         assert pack_header(header) + payload == GOLDEN_CONNECT_REQUEST
         assert response.shim_pid == 11084
@@ -147,11 +152,16 @@ class TestServerSocket:
         assert path.read_text() == "keep me"
 
     @pytest.mark.usefixtures("real")
-    async def test_rejects_peers_of_another_uid(self, caplog: pytest.LogCaptureFixture) -> None:
+    @pytest.mark.parametrize(
+        "credentials",
+        [{"user": 65534}, {"group": 65534}],
+        ids=["another uid", "our uid, another gid"],
+    )
+    async def test_rejects_peers_of_another_user(
+        self, caplog: pytest.LogCaptureFixture, credentials: dict[str, int]
+    ) -> None:
+        # Like ttrpc's UnixSocketRequireSameUser: effective uid and gid must both be ours.
         name = f"shimledger-test-{uuid.uuid4().hex}"
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind("\0" + name)  # abstract: no file permissions stand in the way
-        listener.listen()
         server = TtrpcServer()
         FakeTask().register(server)
         script = (
@@ -167,7 +177,7 @@ class TestServerSocket:
             "sys.stdout.write(data.hex())\n"
         )
         async with server:
-            await server.start_socket(listener)
+            await server.start(name)  # abstract: no file permissions stand in the way
             proc = await asyncio.create_subprocess_exec(
                 SYSTEM_PYTHON,
                 "-I",
@@ -175,7 +185,7 @@ class TestServerSocket:
                 script,
                 name,
                 connect_frame(1).hex(),
-                user=65534,
+                **credentials,  # type: ignore[arg-type]
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )
@@ -184,3 +194,39 @@ class TestServerSocket:
         assert proc.returncode == 0, err
         assert out == b""  # closed (or reset) without an answer
         assert "rejecting peer" in caplog.text
+
+
+class TestServerAddresses:
+    async def test_serves_an_abstract_address(self) -> None:
+        name = f"shimledger-test-{uuid.uuid4().hex}"
+        server = TtrpcServer()
+        FakeTask().register(server)
+        async with server:
+            await server.start(name)  # neither unix:// nor a leading /: abstract
+            async with await TtrpcClient.connect(name) as client:
+                response = await client.call(
+                    SERVICE,
+                    "Connect",
+                    task_pb2.ConnectRequest(id="abstract"),
+                    task_pb2.ConnectResponse,
+                    timeout=STEP,
+                )
+            assert response.version == "abstract"
+            assert "SERVING" in repr(server)
+            with pytest.raises(AlreadyExistsError, match=f"already listening on @{name}"):
+                await TtrpcServer().start(name)
+        async with TtrpcServer() as again:  # closing released the name
+            await again.start(name)
+
+    async def test_serves_a_unix_scheme_address(self, tmp_path: Path) -> None:
+        path = tmp_path / "scheme.sock"
+        server = TtrpcServer()
+        FakeTask().register(server)
+        async with server:
+            await server.start(f"unix://{path}")
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            async with await TtrpcClient.connect(f"unix://{path}") as client:
+                await client.call(
+                    SERVICE, "Connect", task_pb2.ConnectRequest(), Empty, timeout=STEP
+                )
+        assert not path.exists()
