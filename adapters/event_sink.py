@@ -16,55 +16,112 @@ import socket
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from adapters.file_lock import file_lock
 from adapters.proto import events_pb2, forward_pb2
 from adapters.task_client import exited_at
 from adapters.ttrpc.server import TtrpcServer
 from domain.errors import AlreadyExistsError, InvalidArgumentError
-from shim.ports import ShimEvent, TaskExitEvent, TaskOOMEvent, TaskStartEvent
+from shim.ports import (
+    ShimEvent,
+    TaskCheckpointedEvent,
+    TaskCreateEvent,
+    TaskDeleteEvent,
+    TaskExecAddedEvent,
+    TaskExecStartedEvent,
+    TaskExitEvent,
+    TaskOOMEvent,
+    TaskPausedEvent,
+    TaskResumedEvent,
+    TaskStartEvent,
+)
 
 logger = logging.getLogger(__name__)
 
 SERVICE = "containerd.services.events.ttrpc.v1.Events"
-EXIT_TYPE_URL = "containerd.events.TaskExit"
-START_TYPE_URL = "containerd.events.TaskStart"
-OOM_TYPE_URL = "containerd.events.TaskOOM"
 
 DRAIN_TIMEOUT = 5.0
 
 EventHandler = Callable[[ShimEvent], Awaitable[None]]
 
 
-def decode_event(envelope: forward_pb2.Envelope) -> ShimEvent | None:
-    """The lifecycle event inside an envelope, or None for a topic we do not record."""
-    type_url = envelope.event.type_url
-    try:
-        if type_url == START_TYPE_URL:
-            start = events_pb2.TaskStart.FromString(envelope.event.value)
-            return TaskStartEvent(
-                namespace=envelope.namespace, container_id=start.container_id, pid=start.pid
-            )
-        if type_url == OOM_TYPE_URL:
-            oom = events_pb2.TaskOOM.FromString(envelope.event.value)
-            return TaskOOMEvent(namespace=envelope.namespace, container_id=oom.container_id)
-        if type_url != EXIT_TYPE_URL:
-            return None
-        event = events_pb2.TaskExit.FromString(envelope.event.value)
-    except DecodeError as exc:
-        raise InvalidArgumentError(f"undecodable {type_url}: {exc}") from exc
+def _exit(namespace: str, event: events_pb2.TaskExit) -> TaskExitEvent:
     # A created task killed before it started is reported with Go's zero time.
-    when = exited_at(event.exited_at) or datetime.now(UTC)
     return TaskExitEvent(
-        namespace=envelope.namespace,
+        namespace=namespace,
         container_id=event.container_id,
         exec_id=event.id,
         pid=event.pid,
         exit_status=event.exit_status,
-        exited_at=when,
+        exited_at=exited_at(event.exited_at) or datetime.now(UTC),
     )
+
+
+def _delete(namespace: str, event: events_pb2.TaskDelete) -> TaskDeleteEvent:
+    return TaskDeleteEvent(
+        namespace=namespace,
+        container_id=event.container_id,
+        exec_id="" if event.id == event.container_id else event.id,
+        pid=event.pid,
+        exit_status=event.exit_status,
+        exited_at=exited_at(event.exited_at),
+    )
+
+
+# type URL (the bare full name of the payload) -> (payload class, domain record maker)
+_DECODERS: dict[str, tuple[type[Message], Callable[[str, Any], ShimEvent]]] = {
+    "containerd.events.TaskCreate": (
+        events_pb2.TaskCreate,
+        lambda ns, e: TaskCreateEvent(ns, e.container_id, e.pid),
+    ),
+    "containerd.events.TaskStart": (
+        events_pb2.TaskStart,
+        lambda ns, e: TaskStartEvent(ns, e.container_id, e.pid),
+    ),
+    "containerd.events.TaskExit": (events_pb2.TaskExit, _exit),
+    "containerd.events.TaskDelete": (events_pb2.TaskDelete, _delete),
+    "containerd.events.TaskOOM": (
+        events_pb2.TaskOOM,
+        lambda ns, e: TaskOOMEvent(ns, e.container_id),
+    ),
+    "containerd.events.TaskExecAdded": (
+        events_pb2.TaskExecAdded,
+        lambda ns, e: TaskExecAddedEvent(ns, e.container_id, e.exec_id),
+    ),
+    "containerd.events.TaskExecStarted": (
+        events_pb2.TaskExecStarted,
+        lambda ns, e: TaskExecStartedEvent(ns, e.container_id, e.exec_id, e.pid),
+    ),
+    "containerd.events.TaskPaused": (
+        events_pb2.TaskPaused,
+        lambda ns, e: TaskPausedEvent(ns, e.container_id),
+    ),
+    "containerd.events.TaskResumed": (
+        events_pb2.TaskResumed,
+        lambda ns, e: TaskResumedEvent(ns, e.container_id),
+    ),
+    "containerd.events.TaskCheckpointed": (
+        events_pb2.TaskCheckpointed,
+        lambda ns, e: TaskCheckpointedEvent(ns, e.container_id, e.checkpoint),
+    ),
+}
+
+
+def decode_event(envelope: forward_pb2.Envelope) -> ShimEvent | None:
+    """The task event inside an envelope, or None for a topic that is not about tasks."""
+    type_url = envelope.event.type_url
+    decoder = _DECODERS.get(type_url)
+    if decoder is None:
+        return None
+    payload_class, make = decoder
+    try:
+        payload = payload_class.FromString(envelope.event.value)
+    except DecodeError as exc:
+        raise InvalidArgumentError(f"undecodable {type_url}: {exc}") from exc
+    return make(envelope.namespace, payload)
 
 
 class EventSink:

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -84,12 +85,18 @@ def remove_stale_socket(address_file: Path) -> None:
 class ShimBinaryLauncher:
     """Implements shim.ports.ShimBinary for any containerd v2 shim executable."""
 
-    def __init__(self, state: Path, publish_binary: str = "shimledger") -> None:
+    def __init__(
+        self,
+        state: Path,
+        publish_binary: str = "shimledger",
+        shim_log: Callable[[Bundle], Path | None] | None = None,
+    ) -> None:
         # -address is only hashed into the shim's socket name: a path in our state dir
         # keeps the sockets of two state dirs (and of a real containerd) apart.
         self._address_flag = str(state / "shimledger.sock")
         self._publish_binary = publish_binary
         self._logs: dict[str, ShimLog] = {}  # opened by start, handed to connect
+        self._shim_log = shim_log or (lambda bundle: None)  # where a shim's log is kept
 
     def _argv(self, bundle: Bundle, runtime: str, *tail: str) -> list[str]:
         return [
@@ -122,7 +129,7 @@ class ShimBinaryLauncher:
     async def start(self, bundle: Bundle, runtime: str, ttrpc_address: str) -> str:
         """Run ``start``; return the address it prints (plain, or containerd 1.7's JSON)."""
         argv = self._argv(bundle, runtime, "start")
-        log = ShimLog.open(bundle.path, bundle.id)
+        log = ShimLog.open(bundle.path, bundle.id, self._shim_log(bundle))
         try:
             code, stdout, stderr = await self._run(argv, bundle, ttrpc_address)
         except BaseException:
@@ -159,15 +166,17 @@ class ShimBinaryLauncher:
         when = exited_at(response.exited_at) or datetime.now(UTC)
         return Exit(status=response.exit_status, exited_at=when)
 
-    async def connect(self, bundle: Bundle, address: str) -> ShimClient:
+    async def connect(
+        self, bundle: Bundle, address: str, on_close: Callable[[], None] | None = None
+    ) -> ShimClient:
         """Connect to a shim's Task service, draining its log while the connection lives."""
         log = self._logs.pop(bundle.path, None)
         try:
-            client = await TtrpcClient.connect(address)
+            client = await TtrpcClient.connect(address, on_close=on_close)
         except BaseException:
             if log is not None:
                 log.close()
             raise
         if log is None and Path(bundle.path).is_dir():
-            log = ShimLog.open(bundle.path, bundle.id)
+            log = ShimLog.open(bundle.path, bundle.id, self._shim_log(bundle))
         return ShimTaskClient(client, bundle.namespace, log)

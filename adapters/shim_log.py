@@ -19,17 +19,19 @@ _CHUNK = 65536
 
 
 class ShimLog:
-    """Drains one bundle's log FIFO into the ``shimledger.shim.log`` logger."""
+    """Drains one bundle's log FIFO into the ``shimledger.shim.log`` logger, and keeps
+    every line in ``keep`` (a file that outlives the bundle) when one is given."""
 
-    def __init__(self, task_id: str, fd: int) -> None:
+    def __init__(self, task_id: str, fd: int, keep: Path | None = None) -> None:
         self._task_id = task_id
+        self._keep = keep
         self._fd: int | None = fd
         self._partial = b""
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(fd, self._drain)
 
     @classmethod
-    def open(cls, bundle_path: str, task_id: str) -> ShimLog:
+    def open(cls, bundle_path: str, task_id: str, keep: Path | None = None) -> ShimLog:
         """Make the FIFO if needed and start draining it."""
         path = Path(bundle_path) / "log"
         try:
@@ -38,7 +40,7 @@ class ShimLog:
             if not stat.S_ISFIFO(path.lstat().st_mode):
                 raise
         fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        return cls(task_id, fd)
+        return cls(task_id, fd, keep)
 
     def _drain(self) -> None:
         if self._fd is None:
@@ -54,6 +56,17 @@ class ShimLog:
         *lines, self._partial = (self._partial + data).split(b"\n")
         for line in lines:
             logger.debug("[shim %s] %s", self._task_id, line.decode(errors="replace"))
+        if lines and self._keep is not None:
+            self._append(b"".join(line + b"\n" for line in lines))
+
+    def _append(self, data: bytes) -> None:
+        assert self._keep is not None
+        try:
+            self._keep.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with open(self._keep, "ab") as kept:
+                kept.write(data)
+        except OSError as exc:  # a full disk must not stop the drain (the shim would block)
+            logger.warning("cannot keep the shim log of %s: %s", self._task_id, exc)
 
     def close(self) -> None:
         if self._fd is not None:

@@ -5,27 +5,40 @@ Protobuf stays in here: callers get pids, Exits and ProcessStates.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.empty_pb2 import Empty
 from google.protobuf.message import Message
 
-from adapters.proto import runc_options_pb2, task_pb2, task_types_pb2
+from adapters.proto import (
+    cgroups_v1_metrics_pb2,
+    cgroups_v2_metrics_pb2,
+    runc_options_pb2,
+    task_pb2,
+    task_types_pb2,
+)
 from adapters.shim_log import ShimLog
 from adapters.ttrpc.client import TtrpcClient
+from domain.errors import NotImplementedError_
 from domain.values import Exit, Status
-from shim.ports import ProcessState, RuncOptions, Stdio
+from shim.ports import ProcessState, RuncOptions, Stdio, TaskStats
 
 SERVICE = "containerd.task.v2.Task"
 NAMESPACE_HEADER = "containerd-namespace-ttrpc"
 CALL_TIMEOUT = 30.0  # a client-side deadline on every call but Wait
+CHECKPOINT_TIMEOUT = 300.0  # CRIU writes the whole memory of the task
 GO_ZERO_TIME_SECONDS = -62135596800  # "not exited" (shim-protocol.md 0.6)
 
 M = TypeVar("M", bound=Message)
 # The shim does not check it; containerd sends this one (shim-protocol.md 3.4).
 OCI_PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
+OCI_RESOURCES_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
+CHECKPOINT_OPTIONS_TYPE_URL = "containerd.runc.v1.CheckpointOptions"
+CGROUPS_V1_METRICS = "io.containerd.cgroups.v1.Metrics"
+CGROUPS_V2_METRICS = "io.containerd.cgroups.v2.Metrics"
 
 _STATUS = {
     task_types_pb2.CREATED: Status.CREATED,
@@ -51,6 +64,39 @@ def runc_options_any(options: RuncOptions) -> AnyProto:
     """runc options as the shim expects them: a bare type URL, not type.googleapis.com/."""
     value = runc_options_pb2.Options(root=options.root, binary_name=options.binary_name)
     return AnyProto(type_url="containerd.runc.v1.Options", value=value.SerializeToString())
+
+
+def decode_stats(stats: AnyProto) -> TaskStats:
+    """cgroup v1 or v2 metrics, as the shim packs them, in one shape."""
+    if stats.type_url == CGROUPS_V1_METRICS:
+        v1 = cgroups_v1_metrics_pb2.Metrics.FromString(stats.value)
+        return TaskStats(
+            pids_current=v1.pids.current,
+            pids_limit=v1.pids.limit,
+            cpu_usage_ns=v1.cpu.usage.total,
+            cpu_user_ns=v1.cpu.usage.user,
+            cpu_kernel_ns=v1.cpu.usage.kernel,
+            memory_usage_bytes=v1.memory.usage.usage,
+            memory_limit_bytes=v1.memory.usage.limit,
+            memory_max_usage_bytes=v1.memory.usage.max,
+            oom_kills=v1.memory_oom_control.oom_kill,
+            cgroup_version=1,
+        )
+    if stats.type_url == CGROUPS_V2_METRICS:
+        v2 = cgroups_v2_metrics_pb2.Metrics.FromString(stats.value)
+        return TaskStats(
+            pids_current=v2.pids.current,
+            pids_limit=v2.pids.limit,
+            cpu_usage_ns=v2.cpu.usage_usec * 1000,
+            cpu_user_ns=v2.cpu.user_usec * 1000,
+            cpu_kernel_ns=v2.cpu.system_usec * 1000,
+            memory_usage_bytes=v2.memory.usage,
+            memory_limit_bytes=v2.memory.usage_limit,
+            memory_max_usage_bytes=v2.memory.max_usage,
+            oom_kills=v2.memory_events.oom_kill,
+            cgroup_version=2,
+        )
+    raise NotImplementedError_(f"stats of type {stats.type_url or '(none)'} are not understood")
 
 
 class ShimTaskClient:
@@ -108,10 +154,9 @@ class ShimTaskClient:
         reply = await self._call("Start", request, task_pb2.StartResponse, CALL_TIMEOUT)
         return reply.pid
 
-    async def state(self, task_id: str) -> ProcessState:
-        reply = await self._call(
-            "State", task_pb2.StateRequest(id=task_id), task_pb2.StateResponse, CALL_TIMEOUT
-        )
+    async def state(self, task_id: str, exec_id: str = "") -> ProcessState:
+        request = task_pb2.StateRequest(id=task_id, exec_id=exec_id)
+        reply = await self._call("State", request, task_pb2.StateResponse, CALL_TIMEOUT)
         return ProcessState(
             pid=reply.pid,
             status=_STATUS.get(reply.status, Status.UNKNOWN),
@@ -125,8 +170,8 @@ class ShimTaskClient:
         reply = await self._call("Wait", request, task_pb2.WaitResponse, None)
         return _exit(reply.exit_status, reply.exited_at)
 
-    async def kill(self, task_id: str, signal: int, all: bool = False) -> None:
-        request = task_pb2.KillRequest(id=task_id, signal=signal, all=all)
+    async def kill(self, task_id: str, signal: int, all: bool = False, exec_id: str = "") -> None:
+        request = task_pb2.KillRequest(id=task_id, exec_id=exec_id, signal=signal, all=all)
         await self._call("Kill", request, Empty, CALL_TIMEOUT)
 
     async def delete(self, task_id: str, exec_id: str = "") -> Exit:
@@ -153,10 +198,47 @@ class ShimTaskClient:
     async def resume(self, task_id: str) -> None:
         await self._call("Resume", task_pb2.ResumeRequest(id=task_id), Empty, CALL_TIMEOUT)
 
-    async def shutdown(self, task_id: str) -> None:
-        await self._call(
-            "Shutdown", task_pb2.ShutdownRequest(id=task_id), Empty, CALL_TIMEOUT
+    async def close_io(self, task_id: str, exec_id: str = "") -> None:
+        """Close the process's stdin, so that it reads EOF."""
+        request = task_pb2.CloseIORequest(id=task_id, exec_id=exec_id, stdin=True)
+        await self._call("CloseIO", request, Empty, CALL_TIMEOUT)
+
+    async def resize_pty(self, task_id: str, width: int, height: int, exec_id: str = "") -> None:
+        request = task_pb2.ResizePtyRequest(id=task_id, exec_id=exec_id, width=width, height=height)
+        await self._call("ResizePty", request, Empty, CALL_TIMEOUT)
+
+    async def update(self, task_id: str, resources: dict[str, Any]) -> None:
+        """New cgroup limits: ``resources`` is an OCI LinuxResources object."""
+        payload = json.dumps(resources).encode()
+        request = task_pb2.UpdateTaskRequest(
+            id=task_id, resources=AnyProto(type_url=OCI_RESOURCES_TYPE_URL, value=payload)
         )
+        await self._call("Update", request, Empty, CALL_TIMEOUT)
+
+    async def stats(self, task_id: str) -> TaskStats:
+        reply = await self._call(
+            "Stats", task_pb2.StatsRequest(id=task_id), task_pb2.StatsResponse, CALL_TIMEOUT
+        )
+        return decode_stats(reply.stats)
+
+    async def checkpoint(
+        self, task_id: str, image_path: str, *, exit: bool, work_path: str = ""
+    ) -> None:
+        """CRIU dumps the task into ``image_path`` (runc checkpoint); ``exit`` stops it after."""
+        options = runc_options_pb2.CheckpointOptions(
+            exit=exit, image_path=image_path, work_path=work_path
+        )
+        request = task_pb2.CheckpointTaskRequest(
+            id=task_id,
+            path=image_path,
+            options=AnyProto(
+                type_url=CHECKPOINT_OPTIONS_TYPE_URL, value=options.SerializeToString()
+            ),
+        )
+        await self._call("Checkpoint", request, Empty, CHECKPOINT_TIMEOUT)
+
+    async def shutdown(self, task_id: str) -> None:
+        await self._call("Shutdown", task_pb2.ShutdownRequest(id=task_id), Empty, CALL_TIMEOUT)
 
     async def aclose(self) -> None:
         await self._client.aclose()

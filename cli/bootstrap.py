@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import pwd
 import shutil
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from adapters.event_sink import EventSink
 from adapters.event_store import EventStore, store_env
@@ -23,6 +25,7 @@ from projections.event_index import EventIndex
 from projections.state_files import StateFiles
 from projections.task_states import TaskStatesView
 from projections.view import View
+from shim.bundle import remove_container_state, save_container_state, working_bundle
 from shim.ports import ShimEvent
 from shim.shim_manager import ManagerConfig, ShimManager
 from shim.task_manager import TaskManager
@@ -30,6 +33,7 @@ from shim.task_manager import TaskManager
 logger = logging.getLogger(__name__)
 
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes, the last one a NUL
+SINK_RETRY = 0.1
 
 
 def cli_cause() -> Cause:
@@ -72,6 +76,17 @@ class Ledger:
         return {view.name: view for view in views}
 
 
+def _state_saver(settings: Settings) -> Callable[[str, str, dict[str, Any] | None], None]:
+    def save(namespace: str, task_id: str, document: dict[str, Any] | None) -> None:
+        bundle = working_bundle(settings.state, namespace, task_id)
+        if document is None:
+            remove_container_state(bundle)
+        else:
+            save_container_state(bundle, document)
+
+    return save
+
+
 def _prepare_root(settings: Settings) -> None:
     try:
         settings.root.mkdir(mode=0o711, parents=True, exist_ok=True)
@@ -89,7 +104,7 @@ async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
         store,
         TaskStatesView(directory, store),
         EventIndex(directory, store),
-        StateFiles(directory, store, settings.state),
+        StateFiles(directory, store, settings.state, save=_state_saver(settings)),
     )
     try:
         yield ledger
@@ -99,6 +114,16 @@ async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
         await store.aclose()
 
 
+@dataclass
+class Wiring:
+    """Everything a long-running process needs: the manager, its shims, its views, the sink."""
+
+    manager: TaskManager
+    shims: ShimManager
+    ledger: Ledger
+    sink: EventSink
+
+
 @asynccontextmanager
 async def bootstrap(settings: Settings, *, serve_events: bool = True) -> AsyncIterator[TaskManager]:
     """Wire a TaskManager that serves the event sink while the command runs.
@@ -106,6 +131,18 @@ async def bootstrap(settings: Settings, *, serve_events: bool = True) -> AsyncIt
     ``serve_events=False`` leaves the sink to others (tests use it to miss events on purpose).
     On the way out, the state files view catches up, so each live task's state.json
     tells what the command did.
+    """
+    async with wire(settings, sink="serve" if serve_events else "refuse") as wiring:
+        yield wiring.manager
+
+
+@asynccontextmanager
+async def wire(settings: Settings, *, sink: str = "serve") -> AsyncIterator[Wiring]:
+    """The composition of every concrete class.
+
+    ``sink``: "serve" serves the event sink unless another process does; "own" waits
+    until no other process serves it, then serves it (``serve``); "refuse" leaves a
+    socket that refuses shims' events.
     """
     require_root("running containers")
     sink_path = settings.state / "events.sock"
@@ -124,16 +161,23 @@ async def bootstrap(settings: Settings, *, serve_events: bool = True) -> AsyncIt
         if manager is not None:
             await manager.handle_event(event)
 
-    sink = EventSink(sink_path, on_event)
+    events = EventSink(sink_path, on_event)
     config = ManagerConfig(
         state=settings.state,
-        ttrpc_address=sink.address,
+        ttrpc_address=events.address,
         runc_binary=shutil.which("runc", path=search_path()) or "",
         log_dir=settings.root / "logs",
     )
     async with open_ledger(settings) as ledger:
+        shims = ShimManager(
+            config,
+            ShimBinaryLauncher(
+                settings.state,
+                shim_log=lambda b: settings.root / "logs" / b.namespace / b.id / "shim.log",
+            ),
+        )
         manager = TaskManager(
-            ShimManager(config, ShimBinaryLauncher(settings.state)),
+            shims,
             ledger.store,
             ledger.task_states,
             TaskLocks(settings.state),
@@ -141,13 +185,16 @@ async def bootstrap(settings: Settings, *, serve_events: bool = True) -> AsyncIt
             cause=cli_cause,
         )
         try:
-            if serve_events:
-                await sink.start()
+            if sink == "refuse":
+                await events.leave_refusing_socket()
+            elif sink == "own":
+                while not await events.start():
+                    await asyncio.sleep(SINK_RETRY)  # a command serves it: it ends soon
             else:
-                await sink.leave_refusing_socket()
-            yield manager
+                await events.start()
+            yield Wiring(manager, shims, ledger, events)
         finally:
-            await sink.aclose()
+            await events.aclose()
             await manager.aclose()
             try:
                 await ledger.state_files.catch_up()

@@ -85,6 +85,7 @@ class Task(Aggregate):
         self.status = Status.CREATED
         self.exit: Exit | None = None
         self.execs: dict[str, ExecProcess] = {}
+        self.checkpoints: list[str] = []
 
     # guards ------------------------------------------------------------------
 
@@ -162,6 +163,16 @@ class Task(Aggregate):
             exec_id=exec_id, exit_status=exit_status, exited_at=exited_at, cause=cause
         )
 
+    def record_update(self, resources: dict[str, Any], cause: Cause) -> None:
+        """New cgroup limits (OCI LinuxResources) applied to a task's processes."""
+        self._require(HAS_PROCESS, "be updated")
+        self._updated(resources=resources, cause=cause)
+
+    def record_checkpoint(self, image_path: str, exit: bool, cause: Cause) -> None:
+        """CRIU wrote the task's image to ``image_path``; with ``exit`` the task then stops."""
+        self._require((Status.RUNNING, Status.PAUSED), "be checkpointed")
+        self._checkpointed(image_path=image_path, exit=exit, cause=cause)
+
     def record_shim_lost(self, cause: Cause) -> None:
         self._require(LIVE, "lose its shim")
         self._shim_lost(cause=cause)
@@ -222,6 +233,14 @@ class Task(Aggregate):
         self, exec_id: str, exit_status: int, exited_at: datetime, cause: Cause
     ) -> None:
         self.execs[exec_id].exit = Exit(status=exit_status, exited_at=exited_at)
+
+    @event("Updated")
+    def _updated(self, resources: dict[str, Any], cause: Cause) -> None:
+        pass  # an audit fact: the limits live in the cgroup, not in the task's state
+
+    @event("Checkpointed")
+    def _checkpointed(self, image_path: str, exit: bool, cause: Cause) -> None:
+        self.checkpoints.append(image_path)
 
     @event("ShimLost")
     def _shim_lost(self, cause: Cause) -> None:

@@ -11,7 +11,7 @@ committed after the files, the effect is exactly once. Files are written atomica
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,10 @@ from domain.task import Task
 from domain.values import State
 from projections.task_states import evolve
 from projections.view import EventSource, View
+
+# Writes (or, given None, removes) a task's state.json: shim.bundle.save_container_state,
+# handed in by the composition root so that this view does not reach into shim/.
+SaveState = Callable[[str, str, dict[str, Any] | None], None]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS originators (
@@ -64,9 +68,16 @@ class StateFiles(View):
     name = "state_files"
     schema = _SCHEMA
 
-    def __init__(self, directory: Path, source: EventSource, state_dir: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        source: EventSource,
+        state_dir: Path,
+        save: SaveState,
+    ) -> None:
         super().__init__(directory, source)
         self._state_dir = state_dir
+        self._save = save
 
     def file_of(self, namespace: str, task_id: str) -> Path:
         return self._state_dir / namespace / task_id / "state.json"
@@ -98,12 +109,5 @@ class StateFiles(View):
         self._write(namespace, task_id, evolve(current, event), runtime)
 
     def _write(self, namespace: str, task_id: str, state: State | None, runtime: str) -> None:
-        path = self.file_of(namespace, task_id)
-        if state is None:
-            path.unlink(missing_ok=True)
-            return
-        if not path.parent.is_dir():
-            return
-        temporary = path.with_name(f".state.json.{os.getpid()}")
-        temporary.write_text(json.dumps(state_document(state, runtime), indent=2))
-        os.replace(temporary, path)
+        document = None if state is None else state_document(state, runtime)
+        self._save(namespace, task_id, document)

@@ -100,3 +100,68 @@ def remove_bundle(bundle: Bundle) -> None:
     doomed = path.with_name(f".{path.name}.deleting.{os.getpid()}")
     os.rename(path, doomed)
     shutil.rmtree(doomed, ignore_errors=True)
+
+
+# Directories of the state dir that are not namespaces of working bundles.
+NOT_NAMESPACES = frozenset({"runc", "io", "locks"})
+RUNTIME_FILE = "shim-runtime"  # the runtime name the task was created with
+STATE_FILE = "state.json"  # runs-compatible current state, for other tools to read
+
+
+def existing_bundles(state: Path) -> list[Bundle]:
+    """Every working bundle under the state dir: a directory named as a task ID, in a
+    directory named as a namespace, holding a config.json."""
+    found = []
+    for namespace_dir in sorted(state.iterdir()) if state.is_dir() else []:
+        if namespace_dir.name in NOT_NAMESPACES or not _is_identifier(namespace_dir.name):
+            continue
+        for path in sorted(namespace_dir.iterdir()) if namespace_dir.is_dir() else []:
+            if _is_identifier(path.name) and (path / "config.json").is_file():
+                found.append(Bundle(id=path.name, namespace=namespace_dir.name, path=str(path)))
+    return found
+
+
+def _is_identifier(name: str) -> bool:
+    try:
+        validate_identifier("name", name)
+    except InvalidArgumentError:
+        return False
+    return True
+
+
+def save_runtime(bundle: Bundle, runtime: str) -> None:
+    """Remember which shim serves the bundle, for whoever loads it without a record."""
+    (Path(bundle.path) / RUNTIME_FILE).write_text(runtime + "\n")
+
+
+def bundle_runtime(bundle: Bundle, default: str) -> str:
+    try:
+        return (Path(bundle.path) / RUNTIME_FILE).read_text().strip() or default
+    except OSError:
+        return default
+
+
+def save_container_state(bundle: Bundle, document: dict[str, Any]) -> None:
+    """Write ``state.json`` in the working bundle, whole or not at all (runs' file).
+
+    A bundle already removed is left alone: a deleted task has no state file.
+    """
+    path = Path(bundle.path) / STATE_FILE
+    if not path.parent.is_dir():
+        return
+    temporary = path.with_name(f".{STATE_FILE}.{os.getpid()}")
+    temporary.write_text(json.dumps(document, indent=2))
+    os.replace(temporary, path)
+
+
+def load_container_state(bundle: Bundle) -> dict[str, Any] | None:
+    """The bundle's ``state.json``, or None if there is none (or it is torn)."""
+    try:
+        document = json.loads((Path(bundle.path) / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def remove_container_state(bundle: Bundle) -> None:
+    (Path(bundle.path) / STATE_FILE).unlink(missing_ok=True)

@@ -6,6 +6,7 @@ Protobuf never crosses a port: only domain values and the small records below.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -71,7 +72,89 @@ class TaskOOMEvent:
     container_id: str
 
 
-ShimEvent = TaskExitEvent | TaskStartEvent | TaskOOMEvent
+@dataclass(frozen=True)
+class TaskCreateEvent:
+    """/tasks/create: the shim made the task (recorded from the Create reply already)."""
+
+    namespace: str
+    container_id: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class TaskDeleteEvent:
+    """/tasks/delete: the shim removed a process (``exec_id`` empty for the init)."""
+
+    namespace: str
+    container_id: str
+    exec_id: str
+    pid: int
+    exit_status: int
+    exited_at: datetime | None
+
+
+@dataclass(frozen=True)
+class TaskExecAddedEvent:
+    namespace: str
+    container_id: str
+    exec_id: str
+
+
+@dataclass(frozen=True)
+class TaskExecStartedEvent:
+    namespace: str
+    container_id: str
+    exec_id: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class TaskPausedEvent:
+    namespace: str
+    container_id: str
+
+
+@dataclass(frozen=True)
+class TaskResumedEvent:
+    namespace: str
+    container_id: str
+
+
+@dataclass(frozen=True)
+class TaskCheckpointedEvent:
+    namespace: str
+    container_id: str
+    image_path: str
+
+
+ShimEvent = (
+    TaskExitEvent
+    | TaskStartEvent
+    | TaskOOMEvent
+    | TaskCreateEvent
+    | TaskDeleteEvent
+    | TaskExecAddedEvent
+    | TaskExecStartedEvent
+    | TaskPausedEvent
+    | TaskResumedEvent
+    | TaskCheckpointedEvent
+)
+
+
+@dataclass(frozen=True)
+class TaskStats:
+    """A task's cgroup counters (the Stats RPC), whichever cgroup version the host runs."""
+
+    pids_current: int
+    pids_limit: int
+    cpu_usage_ns: int
+    cpu_user_ns: int
+    cpu_kernel_ns: int
+    memory_usage_bytes: int
+    memory_limit_bytes: int
+    memory_max_usage_bytes: int
+    oom_kills: int
+    cgroup_version: int
 
 
 class ShimClient(Protocol):
@@ -83,13 +166,24 @@ class ShimClient(Protocol):
     ) -> int: ...
     async def exec(self, task_id: str, exec_id: str, process_json: bytes, stdio: Stdio) -> None: ...
     async def start(self, task_id: str, exec_id: str = "") -> int: ...
-    async def state(self, task_id: str) -> ProcessState: ...
+    async def state(self, task_id: str, exec_id: str = "") -> ProcessState: ...
     async def wait(self, task_id: str, exec_id: str = "") -> Exit: ...
-    async def kill(self, task_id: str, signal: int, all: bool = False) -> None: ...
+    async def kill(
+        self, task_id: str, signal: int, all: bool = False, exec_id: str = ""
+    ) -> None: ...
     async def delete(self, task_id: str, exec_id: str = "") -> Exit: ...
     async def pids(self, task_id: str) -> list[tuple[int, str]]: ...
     async def pause(self, task_id: str) -> None: ...
     async def resume(self, task_id: str) -> None: ...
+    async def close_io(self, task_id: str, exec_id: str = "") -> None: ...
+    async def resize_pty(
+        self, task_id: str, width: int, height: int, exec_id: str = ""
+    ) -> None: ...
+    async def update(self, task_id: str, resources: dict[str, Any]) -> None: ...
+    async def stats(self, task_id: str) -> TaskStats: ...
+    async def checkpoint(
+        self, task_id: str, image_path: str, *, exit: bool, work_path: str = ""
+    ) -> None: ...
     async def shutdown(self, task_id: str) -> None: ...
     async def aclose(self) -> None: ...
 
@@ -99,7 +193,9 @@ class ShimBinary(Protocol):
 
     async def start(self, bundle: Bundle, runtime: str, ttrpc_address: str) -> str: ...
     async def delete(self, bundle: Bundle, runtime: str) -> Exit | None: ...
-    async def connect(self, bundle: Bundle, address: str) -> ShimClient: ...
+    async def connect(
+        self, bundle: Bundle, address: str, on_close: Callable[[], None] | None = None
+    ) -> ShimClient: ...
 
 
 class TaskStore(Protocol):

@@ -8,29 +8,46 @@ heard twice (or from two processes) is appended once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 from domain.errors import ConflictError, NotFoundError
 from domain.task import HAS_PROCESS, Task
 from domain.values import Cause, Exit, Status
 from shim.ports import (
     ShimEvent,
+    TaskCheckpointedEvent,
+    TaskCreateEvent,
+    TaskDeleteEvent,
+    TaskExecAddedEvent,
+    TaskExecStartedEvent,
     TaskExitEvent,
     TaskLocks,
     TaskOOMEvent,
+    TaskPausedEvent,
+    TaskResumedEvent,
     TaskStartEvent,
     TaskStore,
 )
 
+logger = logging.getLogger(__name__)
+
 SAVE_ATTEMPTS = 5
+
+# What the task's shim says its init is doing now (None: it cannot say). Paused and resumed
+# events carry no sequence number, so a late one is checked against the shim before it is
+# believed: pause, resume, then a delayed /tasks/paused must not make history say paused.
+Probe = Callable[[Task], Awaitable[Status | None]]
 
 
 class TaskRecorder:
     """Appends steps to task histories; turns shim events into those steps."""
 
-    def __init__(self, store: TaskStore, locks: TaskLocks) -> None:
+    def __init__(self, store: TaskStore, locks: TaskLocks, probe: Probe | None = None) -> None:
         self._store = store
         self._locks = locks
+        self._probe = probe
 
     async def record_exit(self, task: Task, exit_: Exit, cause: Cause) -> bool:
         """Record the exit unless it already is; the caller holds the task's lock."""
@@ -61,13 +78,114 @@ class TaskRecorder:
                 await asyncio.sleep(0.01 * (attempt + 1))
 
     async def handle_event(self, event: ShimEvent) -> None:
-        """A shim's lifecycle event: record the fact once, whoever saw it first."""
-        if isinstance(event, TaskStartEvent):
-            await self.handle_start(event)
-        elif isinstance(event, TaskOOMEvent):
-            await self.handle_oom(event)
-        else:
-            await self.handle_exit(event)
+        """A shim's task event: record the fact once, whoever saw it first.
+
+        Every fact the manager records from an RPC reply is recorded under the task's lock,
+        and each handler below checks the fresh history under that lock too, so the reply
+        and the event converge on one append in either order.
+        """
+        match event:
+            case TaskStartEvent():
+                await self.handle_start(event)
+            case TaskExitEvent():
+                await self.handle_exit(event)
+            case TaskOOMEvent():
+                await self.handle_oom(event)
+            case TaskDeleteEvent():
+                await self.handle_delete(event)
+            case TaskExecAddedEvent() | TaskExecStartedEvent():
+                await self.handle_exec(event)
+            case TaskPausedEvent() | TaskResumedEvent():
+                await self.handle_pause(event)
+            case TaskCheckpointedEvent():
+                await self.handle_checkpoint(event)
+            case TaskCreateEvent():
+                # Created is recorded from the Create reply, with what only the caller knows
+                # (the user's bundle, the runtime); a create nobody recorded is found by
+                # reconciliation, which adopts or cleans its bundle.
+                logger.debug("shim created %s/%s", event.namespace, event.container_id)
+
+    async def handle_delete(self, event: TaskDeleteEvent) -> None:
+        """/tasks/delete of the init: the shim removed the container, whoever asked it to.
+
+        The manager's own delete records Deleted under the task's lock, so this only appends
+        when a delete happened without it (a command killed after the Delete RPC).
+        """
+        if event.exec_id:
+            return  # an exec's removal is not a fact of the task's life
+        task = await self._store.current(event.namespace, event.container_id)
+        if task is None or not task.is_live or task.pid != event.pid:
+            return
+        cause = Cause(kind="shim-event", detail="/tasks/delete")
+        async with self._locks.hold(task.namespace, task.task_id):
+            exit_ = Exit(status=event.exit_status, exited_at=event.exited_at or _now())
+            await self.record_exit(task, exit_, cause)
+            await self.record(
+                (task.namespace, task.task_id),
+                lambda t: (
+                    t.delete(cause)
+                    if t.incarnation == task.incarnation and t.status is Status.STOPPED
+                    else None
+                ),
+            )
+
+    async def handle_exec(self, event: TaskExecAddedEvent | TaskExecStartedEvent) -> None:
+        task = await self._store.current(event.namespace, event.container_id)
+        if task is None or not task.is_live:
+            return
+        topic = (
+            "/tasks/exec-added" if isinstance(event, TaskExecAddedEvent) else "/tasks/exec-started"
+        )
+        cause = Cause(kind="shim-event", detail=topic)
+
+        def apply(t: Task) -> None:
+            if t.incarnation != task.incarnation or t.status is not Status.RUNNING:
+                return
+            if event.exec_id not in t.execs:
+                t.add_exec(event.exec_id, cause)
+            process = t.execs[event.exec_id]
+            if isinstance(event, TaskExecStartedEvent) and process.pid is None:
+                t.start_exec(event.exec_id, event.pid, cause)
+
+        async with self._locks.hold(task.namespace, task.task_id):
+            await self.record((task.namespace, task.task_id), apply)
+
+    async def handle_pause(self, event: TaskPausedEvent | TaskResumedEvent) -> None:
+        paused = isinstance(event, TaskPausedEvent)
+        task = await self._store.current(event.namespace, event.container_id)
+        if task is None or self._probe is None:
+            return
+        before, after = (
+            (Status.RUNNING, Status.PAUSED) if paused else (Status.PAUSED, Status.RUNNING)
+        )
+        cause = Cause(kind="shim-event", detail="/tasks/paused" if paused else "/tasks/resumed")
+        async with self._locks.hold(task.namespace, task.task_id):
+            fresh = await self._store.current(task.namespace, task.task_id)
+            if fresh is None or fresh.incarnation != task.incarnation or fresh.status is not before:
+                return
+            if await self._probe(fresh) is not after:
+                return  # a late event: the shim has moved on since
+            await self.record(
+                (task.namespace, task.task_id),
+                lambda t: (t.pause if paused else t.resume)(cause) if t.status is before else None,
+            )
+
+    async def handle_checkpoint(self, event: TaskCheckpointedEvent) -> None:
+        task = await self._store.current(event.namespace, event.container_id)
+        if task is None or not task.is_live:
+            return
+        cause = Cause(kind="shim-event", detail="/tasks/checkpointed")
+        async with self._locks.hold(task.namespace, task.task_id):
+            await self.record(
+                (task.namespace, task.task_id),
+                lambda t: (
+                    t.record_checkpoint(event.image_path, False, cause)
+                    if t.incarnation == task.incarnation
+                    and t.status in (Status.RUNNING, Status.PAUSED)
+                    and event.image_path not in t.checkpoints
+                    else None
+                ),
+            )
 
     async def handle_oom(self, event: TaskOOMEvent) -> None:
         task = await self._store.current(event.namespace, event.container_id)
@@ -88,9 +206,11 @@ class TaskRecorder:
         async with self._locks.hold(task.namespace, task.task_id):
             await self.record(
                 (task.namespace, task.task_id),
-                lambda t: t.start(event.pid, cause)
-                if t.incarnation == task.incarnation and t.status is Status.CREATED
-                else None,
+                lambda t: (
+                    t.start(event.pid, cause)
+                    if t.incarnation == task.incarnation and t.status is Status.CREATED
+                    else None
+                ),
             )
 
     async def handle_exit(self, event: TaskExitEvent) -> None:
@@ -129,3 +249,7 @@ class TaskRecorder:
 
         async with self._locks.hold(task.namespace, task.task_id):
             await self.record((task.namespace, task.task_id), apply)
+
+
+def _now() -> datetime:
+    return datetime.now().astimezone()

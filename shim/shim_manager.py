@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from domain.errors import NotFoundError, ShimledgerError, UnavailableError
 from domain.values import Bundle, Exit
+from shim import DEFAULT_RUNTIME
+from shim.bundle import bundle_runtime, existing_bundles, save_runtime
 from shim.ports import ShimBinary, ShimClient
 
 logger = logging.getLogger(__name__)
@@ -95,6 +97,7 @@ class ShimManager:
         """Run the shim's ``start`` action in the bundle and connect to the address it prints."""
         # Shielded: a caller cancelled half-way (Ctrl-C, SIGTERM) must not leave a shim that
         # started but was never told about; the cleanup below needs the start to finish.
+        save_runtime(bundle, runtime)
         launch = asyncio.ensure_future(
             self._binary.start(bundle, runtime, self.config.ttrpc_address)
         )
@@ -118,17 +121,62 @@ class ShimManager:
         await self._binary.delete(bundle, runtime)
 
     async def get(self, bundle: Bundle, runtime: str) -> ShimProcess:
-        """load_shim: reconnect from the ``address`` file the shim's start wrote in the bundle."""
+        """The shim serving the bundle's task (there is no daemon keeping a map: load it)."""
+        return await self.load_shim(bundle, runtime)
+
+    async def load_shim(
+        self, bundle: Bundle, runtime: str, on_close: Callable[[], None] | None = None
+    ) -> ShimProcess:
+        """Reconnect from the ``address`` file the shim's start wrote in the bundle.
+
+        ``on_close`` is called if the shim goes away while connected: a long-running
+        watcher (``serve``) reconciles the task then.
+        """
         try:
             address = (Path(bundle.path) / "address").read_text().strip()
         except FileNotFoundError:
             raise UnavailableError(
                 f"task {bundle.id} has no shim address in {bundle.path}"
             ) from None
-        return await self._connect(bundle, runtime, address)
+        return await self._connect(bundle, runtime, address, on_close)
 
-    async def _connect(self, bundle: Bundle, runtime: str, address: str) -> ShimProcess:
-        client = await self._binary.connect(bundle, address)
+    async def load_existing_shims(
+        self, on_close: Callable[[ShimProcess], None] | None = None
+    ) -> tuple[list[ShimProcess], list[Bundle]]:
+        """Connect to every shim whose working bundle is in the state dir.
+
+        Returns the shims that answered and the bundles whose shim did not (dead, or never
+        started): reconciliation decides what those mean. Like containerd's loadShims,
+        nothing is removed here.
+        """
+        alive: list[ShimProcess] = []
+        silent: list[Bundle] = []
+        for bundle in existing_bundles(self.config.state):
+            runtime = bundle_runtime(bundle, DEFAULT_RUNTIME)
+            holder: list[ShimProcess] = []
+
+            def closed(holder: list[ShimProcess] = holder) -> None:
+                if on_close is not None and holder:
+                    on_close(holder[0])
+
+            try:
+                shim = await self.load_shim(bundle, runtime, closed)
+            except (ShimledgerError, OSError) as exc:
+                logger.info("shim of %s/%s does not answer: %s", bundle.namespace, bundle.id, exc)
+                silent.append(bundle)
+                continue
+            holder.append(shim)
+            alive.append(shim)
+        return alive, silent
+
+    async def _connect(
+        self,
+        bundle: Bundle,
+        runtime: str,
+        address: str,
+        on_close: Callable[[], None] | None = None,
+    ) -> ShimProcess:
+        client = await self._binary.connect(bundle, address, on_close)
         try:
             shim_pid = await client.connect(bundle.id)
         except BaseException:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -25,57 +24,24 @@ from domain.errors import (
 )
 from domain.identifiers import validate_identifier
 from domain.task import HAS_PROCESS, Task
-from domain.values import Bundle, Cause, Exit, State, Status
+from domain.values import Cause, Exit, State, Status
 from shim import DEFAULT_RUNTIME
-from shim.bundle import load_bundle, new_bundle, remove_bundle, working_bundle
+from shim.bundle import new_bundle, remove_bundle
+from shim.crash_points import crash_point
+from shim.exec_handle import ExecHandle
 from shim.ports import (
     RuncOptions,
-    ShimEvent,
     Stdio,
-    TaskExitEvent,
-    TaskLocks,
-    TaskStore,
-    TaskView,
+    TaskStats,
 )
 from shim.process_spec import exec_process
-from shim.reconcile import Reconciler
-from shim.recorder import TaskRecorder
-from shim.shim_manager import ShimManager, ShimProcess, bounded_cleanup
+from shim.task_access import TaskAccess
 
 logger = logging.getLogger(__name__)
 
 
-
-class TaskManager:
+class TaskManager(TaskAccess):
     """Creates, starts, kills, waits for and deletes tasks; serves their states."""
-
-    def __init__(
-        self,
-        shims: ShimManager,
-        store: TaskStore,
-        view: TaskView,
-        locks: TaskLocks,
-        *,
-        namespace: str,
-        cause: Callable[[], Cause],
-    ) -> None:
-        self.namespace = validate_identifier("namespace", namespace)
-        self._shims = shims
-        self._store = store
-        self._view = view
-        self._cause = cause
-        self._live: dict[tuple[str, str], ShimProcess] = {}
-        # One step at a time per task, across processes: a shim's exit event must not be
-        # recorded between a Start RPC and the Started it caused.
-        self._locks = locks
-        self._recorder = TaskRecorder(store, locks)
-        self._reconciler = Reconciler(
-            shims, self._recorder, locks, store, connect=self._shim, forget=self._forget
-        )
-
-    @property
-    def _state_dir(self) -> Path:
-        return self._shims.config.state
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -101,13 +67,16 @@ class TaskManager:
             if stdio is None:
                 stdio = self._log_stdio(task_id, incarnation)
             bundle = new_bundle(self._state_dir, self.namespace, task_id, user_bundle)
+            crash_point("create.bundle-made")
             async with AsyncExitStack() as undo:
                 undo.callback(remove_bundle, bundle)
                 shim = await self._shims.start(bundle, runtime)
+                crash_point("create.shim-started")
                 undo.push_async_callback(self._reconciler.discard_shim, shim)
                 config = self._shims.config
                 options = RuncOptions(root=str(config.runc_root), binary_name=config.runc_binary)
                 pid = await shim.client.create(task_id, bundle.path, stdio, options)
+                crash_point("create.task-created")
                 task = Task(
                     namespace=self.namespace,
                     task_id=task_id,
@@ -119,6 +88,7 @@ class TaskManager:
                 )
                 await self._store.save(task)
                 undo.pop_all()
+                crash_point("create.recorded")
             self._live[key] = shim
         return await self.get(task_id, reconcile=False)
 
@@ -131,7 +101,9 @@ class TaskManager:
                     f"task {task_id} is {task.status.value}: only a created task can be started"
                 )
             shim = await self._shim(task)
+            crash_point("start.before-rpc")
             pid = await shim.client.start(task_id)
+            crash_point("start.rpc-done")
             await self._recorder.record(key, lambda t: t.start(pid, self._cause()))
         return await self.get(task_id, reconcile=False)
 
@@ -149,6 +121,7 @@ class TaskManager:
                 await shim.client.kill(task_id, signal, all)
             except NotFoundError:
                 raise FailedPreconditionError(f"task {task_id} is not running") from None
+            crash_point("kill.rpc-done")
             cause = self._cause()
             await self._recorder.record(
                 key,
@@ -195,6 +168,46 @@ class TaskManager:
             await self._recorder.record_exit(task, exit_, Cause(kind="shim", detail="Wait"))
         return exit_
 
+    async def add_exec(
+        self,
+        task_id: str,
+        args: list[str],
+        *,
+        env: list[str] | None = None,
+        cwd: str | None = None,
+        stdio: Stdio | None = None,
+        exec_id: str | None = None,
+    ) -> ExecHandle:
+        """Register another process in a running task (ExecAdded); start it with the handle.
+
+        The process starts from the task's own (user, env, cwd, capabilities) in its
+        config.json, with ``args``, extra ``env`` entries and ``cwd`` on top.
+        """
+        if not args:
+            raise InvalidArgumentError("exec needs a command to run")
+        exec_id = validate_identifier("exec ID", exec_id or f"exec-{secrets.token_hex(4)}")
+        key = (self.namespace, task_id)
+        await self.reconcile(await self._live_task(task_id))  # it may have exited unheard
+        async with self._locks.hold(*key):
+            task = await self._live_task(task_id)
+            cause = self._cause()
+            task.add_exec(exec_id, cause)  # the guard: only a running task runs an exec
+            process = exec_process(self._bundle(task), args, env or [], cwd)
+            shim = await self._shim(task)
+            await shim.client.exec(task_id, exec_id, process, stdio or Stdio())
+            await self._recorder.record(
+                key, lambda t: t.add_exec(exec_id, cause) if exec_id not in t.execs else None
+            )
+        return ExecHandle(
+            namespace=self.namespace,
+            task_id=task_id,
+            exec_id=exec_id,
+            client=shim.client,
+            recorder=self._recorder,
+            locks=self._locks,
+            cause=self._cause,
+        )
+
     async def exec(
         self,
         task_id: str,
@@ -204,36 +217,73 @@ class TaskManager:
         cwd: str | None = None,
         stdio: Stdio | None = None,
     ) -> Exit:
-        """Run another process in a running task and wait for it; history records its steps.
+        """Run another process in a running task and wait for it; history records its steps."""
+        process = await self.add_exec(task_id, args, env=env, cwd=cwd, stdio=stdio)
+        try:
+            await process.start()
+            return await process.wait()
+        finally:
+            await process.delete()
 
-        The process starts from the task's own (user, env, cwd, capabilities) in its
-        config.json, with ``args``, extra ``env`` entries and ``cwd`` on top.
-        """
-        if not args:
-            raise InvalidArgumentError("exec needs a command to run")
+    # --- resources and images -----------------------------------------------------------
+
+    async def stats(self, task_id: str) -> TaskStats:
+        """The task's cgroup counters: pids, CPU time, memory."""
+        task = await self._live_task(task_id)
+        if task.status not in HAS_PROCESS:
+            raise FailedPreconditionError(f"task {task_id} is {task.status.value}: no stats")
+        return await (await self._shim(task)).client.stats(task_id)
+
+    async def update(self, task_id: str, resources: dict[str, Any]) -> None:
+        """Apply new cgroup limits (OCI LinuxResources) to a task; history records them."""
+        if not isinstance(resources, dict):
+            raise InvalidArgumentError("resources must be a JSON object (OCI LinuxResources)")
         key = (self.namespace, task_id)
-        exec_id = f"exec-{secrets.token_hex(4)}"
-        await self.reconcile(await self._live_task(task_id))  # it may have exited unheard
         async with self._locks.hold(*key):
             task = await self._live_task(task_id)
             cause = self._cause()
-            task.add_exec(exec_id, cause)  # the guard: only a running task runs an exec
-            process = exec_process(self._bundle(task), args, env or [], cwd)
-            shim = await self._shim(task)
-            await shim.client.exec(task_id, exec_id, process, stdio or Stdio())
-            await self._recorder.record(key, lambda t: t.add_exec(exec_id, cause))
-            try:
-                pid = await shim.client.start(task_id, exec_id)
-            except BaseException:
-                await bounded_cleanup(shim.client.delete(task_id, exec_id))
-                raise
-            await self._recorder.record(key, lambda t: t.start_exec(exec_id, pid, cause))
-        exit_ = await shim.client.wait(task_id, exec_id)
-        await self._recorder.handle_event(
-            TaskExitEvent(self.namespace, task_id, exec_id, pid, exit_.status, exit_.exited_at)
-        )
-        await bounded_cleanup(shim.client.delete(task_id, exec_id))
-        return exit_
+            task.record_update(resources, cause)  # the guard
+            await (await self._shim(task)).client.update(task_id, resources)
+            await self._recorder.record(
+                key,
+                lambda t: t.record_update(resources, cause) if t.status in HAS_PROCESS else None,
+            )
+
+    async def checkpoint(self, task_id: str, image_path: Path, *, exit: bool = False) -> None:
+        """Dump the task with CRIU (runc checkpoint) into ``image_path``; history records it.
+
+        With ``exit`` the task stops afterwards, as `runc checkpoint` does by default; its
+        exit is recorded like any other.
+        """
+        key = (self.namespace, task_id)
+        image = image_path.absolute()
+        async with self._locks.hold(*key):
+            task = await self._live_task(task_id)
+            cause = self._cause()
+            task.record_checkpoint(str(image), exit, cause)  # the guard
+            image.mkdir(mode=0o700, parents=True, exist_ok=True)
+            work = Path(self._bundle(task).path) / "criu-work"
+            await (await self._shim(task)).client.checkpoint(
+                task_id, str(image), exit=exit, work_path=str(work)
+            )
+            await self._recorder.record(
+                key,
+                lambda t: (
+                    t.record_checkpoint(str(image), exit, cause)
+                    if t.status in (Status.RUNNING, Status.PAUSED)
+                    and str(image) not in t.checkpoints
+                    else None
+                ),
+            )
+
+    async def close_io(self, task_id: str) -> None:
+        """Close the init's stdin, so that it reads EOF."""
+        task = await self._live_task(task_id)
+        await (await self._shim(task)).client.close_io(task_id)
+
+    async def resize_pty(self, task_id: str, width: int, height: int) -> None:
+        task = await self._live_task(task_id)
+        await (await self._shim(task)).client.resize_pty(task_id, width, height)
 
     async def delete(self, task_id: str, *, force: bool = False) -> State | None:
         """Remove the task from its shim, stop the shim, remove the bundle, record Deleted.
@@ -259,6 +309,7 @@ class TaskManager:
                 await self.resume(task_id)  # frozen processes cannot die until thawed
             await self.kill(task_id, 9, all=True)
             await self.wait(task_id)
+            crash_point("delete.process-stopped")
         elif task.status is Status.CREATED:
             # runc takes about 2 s to delete a container whose init still waits to start;
             # killed first, it goes at once. History says so: Killed, Exited(137).
@@ -285,69 +336,15 @@ class TaskManager:
                     await self._shims.delete(shim)
                     await self._reconciler.cleanup_dead(task, bundle)
                 else:
+                    crash_point("delete.rpc-done")
                     await self._shims.delete(shim)
+            crash_point("delete.shim-gone")
             remove_bundle(bundle)
+            crash_point("delete.bundle-removed")
             cause = self._cause()
             await self._recorder.record(key, lambda t: t.delete(cause) if t.is_live else None)
         assert final is not None, "a live task always has a row in the view"
         return final.model_copy(update={"status": Status.DELETED})
-
-    # --- reads --------------------------------------------------------------------------
-
-    async def get(self, task_id: str, *, reconcile: bool = True) -> State:
-        """The task's state from the projection, after reconciling it with its shim."""
-        validate_identifier("task ID", task_id)
-        if reconcile:
-            task = await self._store.current(self.namespace, task_id)
-            if task is not None and task.is_live:
-                await self.reconcile(task)
-        await self._view.catch_up()
-        state = await self._view.get(self.namespace, task_id)
-        if state is None:
-            raise NotFoundError(f"task {task_id} does not exist in namespace {self.namespace}")
-        return state
-
-    async def tasks(self, *, all_namespaces: bool = False) -> list[State]:
-        await self._view.catch_up()
-        namespace = None if all_namespaces else self.namespace
-        changed = False
-        for state in await self._view.tasks(namespace):
-            if state.status in HAS_PROCESS:
-                task = await self._store.current(state.namespace, state.id)
-                if task is not None:
-                    changed |= await self.reconcile(task)
-        if changed:
-            await self._view.catch_up()
-        return await self._view.tasks(namespace)
-
-    async def history(self, task_id: str) -> list[Any]:
-        """Every event of every incarnation of the ID, oldest first."""
-        validate_identifier("task ID", task_id)
-        events = await self._store.history(self.namespace, task_id)
-        if not events:
-            raise NotFoundError(f"task {task_id} has no history in namespace {self.namespace}")
-        return events
-
-    async def shim(self, task_id: str) -> ShimProcess:
-        """The shim serving a live task (its pid, bundle and Task client)."""
-        return await self._shim(await self._live_task(task_id))
-
-    # --- facts from outside -------------------------------------------------------------
-
-    async def reconcile(self, task: Task) -> bool:
-        """Record an exit that happened while nobody listened; True if anything was recorded."""
-        return await self._reconciler.reconcile(task)
-
-    async def handle_event(self, event: ShimEvent) -> None:
-        """A shim's event, from the sink: recorded once, whoever heard it first."""
-        await self._recorder.handle_event(event)
-
-    async def _live_task(self, task_id: str) -> Task:
-        validate_identifier("task ID", task_id)
-        task = await self._store.current(self.namespace, task_id)
-        if task is None or not task.is_live:
-            raise NotFoundError(f"task {task_id} does not exist in namespace {self.namespace}")
-        return task
 
     def _log_stdio(self, task_id: str, incarnation: int) -> Stdio:
         """stdout and stderr into the task's log file (the shim creates it), or /dev/null."""
@@ -357,42 +354,3 @@ class TaskManager:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         path.unlink(missing_ok=True)  # a leftover of a create that failed: start afresh
         return Stdio(stdout=f"file://{path}", stderr=f"file://{path}")
-
-    async def log_path(self, task_id: str) -> Path:
-        """The log of the ID's latest incarnation, live or deleted."""
-        validate_identifier("task ID", task_id)
-        task = await self._store.current(self.namespace, task_id)
-        if task is None:
-            raise NotFoundError(f"task {task_id} does not exist in namespace {self.namespace}")
-        path = self._shims.config.log_file(task.namespace, task.task_id, task.incarnation)
-        if path is None or not path.exists():
-            raise NotFoundError(
-                f"task {task_id} has no log: its output went to a terminal (run in the "
-                "foreground) or nowhere"
-            )
-        return path
-
-    def _forget(self, task: Task) -> None:
-        """Drop a cached connection to a shim that turned out to be gone."""
-        self._live.pop((task.namespace, task.task_id), None)
-
-    def _bundle(self, task: Task) -> Bundle:
-        """The task's working bundle (Created records the user's bundle, as runc shows it)."""
-        return working_bundle(self._state_dir, task.namespace, task.task_id)
-
-    async def _shim(self, task: Task) -> ShimProcess:
-        key = (task.namespace, task.task_id)
-        shim = self._live.get(key)
-        if shim is None:
-            bundle = load_bundle(self._state_dir, task.namespace, task.task_id)
-            if bundle is None:
-                raise UnavailableError(f"task {task.task_id} has no bundle in the state dir")
-            shim = await self._shims.get(bundle, task.runtime)
-            self._live[key] = shim
-        return shim
-
-    async def aclose(self) -> None:
-        """Drop the connections to shims; the shims and their tasks keep running."""
-        for shim in self._live.values():
-            await shim.client.aclose()
-        self._live.clear()

@@ -18,7 +18,20 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from adapters.event_sink import EventSink, decode_event
 from adapters.proto import events_pb2, forward_pb2
 from adapters.ttrpc.client import TtrpcClient
-from shim.ports import ShimEvent, TaskExitEvent, TaskStartEvent
+from domain.errors import InvalidArgumentError
+from shim.ports import (
+    ShimEvent,
+    TaskCheckpointedEvent,
+    TaskCreateEvent,
+    TaskDeleteEvent,
+    TaskExecAddedEvent,
+    TaskExecStartedEvent,
+    TaskExitEvent,
+    TaskOOMEvent,
+    TaskPausedEvent,
+    TaskResumedEvent,
+    TaskStartEvent,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,8 +51,52 @@ def test_exit_and_start_events_decode_to_domain_records() -> None:
     started = events_pb2.TaskStart(container_id="c", pid=42)
     assert decode_event(envelope("containerd.events.TaskStart", started)) == TaskStartEvent(
         namespace="ns", container_id="c", pid=42)  # fmt: skip
-    paused = events_pb2.TaskPaused(container_id="c")
-    assert decode_event(envelope("containerd.events.TaskPaused", paused)) is None
+    unrelated = events_pb2.TaskPaused(container_id="c")
+    assert decode_event(envelope("containerd.events.ImageCreate", unrelated)) is None
+
+
+@pytest.mark.parametrize(
+    ("type_url", "payload", "expected"),
+    [
+        ("containerd.events.TaskCreate", events_pb2.TaskCreate(container_id="c", pid=42),
+         TaskCreateEvent("ns", "c", 42)),
+        ("containerd.events.TaskDelete",
+         events_pb2.TaskDelete(container_id="c", pid=42, exit_status=3, id="c",
+                               exited_at=Timestamp(seconds=1_700_000_000)),
+         TaskDeleteEvent("ns", "c", "", 42, 3, datetime.fromtimestamp(1_700_000_000, tz=UTC))),
+        ("containerd.events.TaskDelete",
+         events_pb2.TaskDelete(container_id="c", pid=43, id="e1",
+                               exited_at=Timestamp(seconds=-62135596800)),
+         TaskDeleteEvent("ns", "c", "e1", 43, 0, None)),
+        ("containerd.events.TaskExecAdded",
+         events_pb2.TaskExecAdded(container_id="c", exec_id="e1"),
+         TaskExecAddedEvent("ns", "c", "e1")),
+        ("containerd.events.TaskExecStarted",
+         events_pb2.TaskExecStarted(container_id="c", exec_id="e1", pid=43),
+         TaskExecStartedEvent("ns", "c", "e1", 43)),
+        ("containerd.events.TaskPaused", events_pb2.TaskPaused(container_id="c"),
+         TaskPausedEvent("ns", "c")),
+        ("containerd.events.TaskResumed", events_pb2.TaskResumed(container_id="c"),
+         TaskResumedEvent("ns", "c")),
+        ("containerd.events.TaskOOM", events_pb2.TaskOOM(container_id="c"),
+         TaskOOMEvent("ns", "c")),
+        ("containerd.events.TaskCheckpointed",
+         events_pb2.TaskCheckpointed(container_id="c", checkpoint="/img"),
+         TaskCheckpointedEvent("ns", "c", "/img")),
+    ],
+)  # fmt: skip
+def test_every_task_topic_decodes_to_a_domain_record(
+    type_url: str, payload: object, expected: ShimEvent
+) -> None:
+    assert decode_event(envelope(type_url, payload)) == expected
+
+
+def test_an_undecodable_payload_is_an_invalid_argument() -> None:
+    bad = forward_pb2.Envelope(
+        namespace="ns", event=AnyProto(type_url="containerd.events.TaskExit", value=b"\xff\xff")
+    )
+    with pytest.raises(InvalidArgumentError, match="undecodable"):
+        decode_event(bad)
 
 
 async def test_a_forwarded_event_reaches_the_handler(tmp_path: Path) -> None:

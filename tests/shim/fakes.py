@@ -120,7 +120,9 @@ class FakeShimBinary:
         self.cleaned.append(bundle.id)
         return Exit(status=137, exited_at=datetime.now(UTC))
 
-    async def connect(self, bundle: Bundle, address: str) -> ShimClient:
+    async def connect(
+        self, bundle: Bundle, address: str, on_close: Callable[[], None] | None = None
+    ) -> ShimClient:
         shim = self.shims.get(bundle.path)
         if shim is None or not shim.alive:
             raise UnavailableError(f"connection refused: {address}")

@@ -1,0 +1,73 @@
+"""`shimledger reconcile`: compare every record and every working bundle with reality.
+
+After a crash (of a command, a shim, or the machine) this says, one line per task, what
+was found and what was recorded or removed: exits nobody heard, lost shims, deletes cut
+short, and working bundles no record knows, adopted or cleaned.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from cli.common import run_command
+from cli.settings import Settings
+
+if TYPE_CHECKING:
+    from shim.reconcile import Reconciliation
+
+
+def reconcile(
+    ctx: typer.Context,
+    all_namespaces: Annotated[
+        bool, typer.Option("--all-namespaces", "-A", help="Every namespace in the state dir.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+) -> None:
+    """Compare each task's record with its shim and the state dir; say what was done.
+
+    Exits nobody heard are recorded with the shim's status and time; a dead shim gets its
+    delete action, ShimLost and Exited(255); a working bundle no record knows is adopted
+    (its shim holds a task) or cleaned (removed with whatever it left).
+    """
+    settings: Settings = ctx.obj
+
+    async def work() -> list[Reconciliation]:
+        from cli.bootstrap import bootstrap
+
+        async with bootstrap(settings) as manager:
+            return await manager.reconcile_all(all_namespaces=all_namespaces)
+
+    report = run_command(work)
+    rows = [
+        {
+            "namespace": r.namespace,
+            "id": r.task_id,
+            "incarnation": r.incarnation,
+            "action": r.action.value,
+            "recorded": list(r.recorded),
+            "detail": r.detail,
+        }
+        for r in report
+    ]
+    failed = any(r["action"] == "failed" for r in rows)
+    if as_json:
+        typer.echo(json.dumps(rows))
+    elif rows:
+        from cli.output import table
+
+        head = ["NAMESPACE", "ID", "INC", "ACTION", "RECORDED", "DETAIL"]
+        cells = [
+            [r["namespace"], r["id"], "" if r["incarnation"] is None else str(r["incarnation"]),
+             r["action"], ",".join(r["recorded"]) or "-", r["detail"]]
+            for r in rows
+        ]  # fmt: skip
+        typer.echo(table([head, *cells]))
+    if failed:
+        raise typer.Exit(code=1)  # the report says which, and why
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(reconcile)

@@ -1,0 +1,91 @@
+"""An extra process in a running task: the shim's exec operations, each recorded once.
+
+containerd hands out a Process for an exec with its own start, wait, kill, state, delete,
+close_io and resize_pty; so does shimledger. The task's history records ExecAdded,
+ExecStarted and ExecExited; an exec's exit is never the task's exit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from domain.values import Cause, Exit
+from shim.ports import ProcessState, ShimClient, TaskExitEvent, TaskLocks
+from shim.recorder import TaskRecorder
+from shim.shim_manager import bounded_cleanup
+
+
+class ExecHandle:
+    """One exec of one task, registered with the shim and recorded as ExecAdded."""
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        task_id: str,
+        exec_id: str,
+        client: ShimClient,
+        recorder: TaskRecorder,
+        locks: TaskLocks,
+        cause: Callable[[], Cause],
+    ) -> None:
+        self.namespace = namespace
+        self.task_id = task_id
+        self.id = exec_id
+        self.pid: int | None = None
+        self._client = client
+        self._recorder = recorder
+        self._locks = locks
+        self._cause = cause
+
+    def __repr__(self) -> str:
+        return f"<ExecHandle {self.namespace}/{self.task_id}/{self.id} pid={self.pid}>"
+
+    async def start(self) -> int:
+        """Run the process; history records ExecStarted with its pid."""
+        key = (self.namespace, self.task_id)
+        async with self._locks.hold(*key):
+            try:
+                pid = await self._client.start(self.task_id, self.id)
+            except BaseException:
+                await bounded_cleanup(self._client.delete(self.task_id, self.id))
+                raise
+            cause = self._cause()
+            await self._recorder.record(
+                key,
+                lambda t: (
+                    t.start_exec(self.id, pid, cause)
+                    if self.id in t.execs and t.execs[self.id].pid is None
+                    else None
+                ),
+            )
+        self.pid = pid
+        return pid
+
+    async def wait(self) -> Exit:
+        """Block until the process exits; history records ExecExited once."""
+        exit_ = await self._client.wait(self.task_id, self.id)
+        if self.pid is not None:
+            await self._recorder.handle_event(
+                TaskExitEvent(
+                    self.namespace, self.task_id, self.id, self.pid, exit_.status, exit_.exited_at
+                )
+            )
+        return exit_
+
+    async def kill(self, signal: int) -> None:
+        await self._client.kill(self.task_id, signal, exec_id=self.id)
+
+    async def state(self) -> ProcessState:
+        return await self._client.state(self.task_id, self.id)
+
+    async def close_io(self) -> None:
+        """Close the process's stdin, so that it reads EOF."""
+        await self._client.close_io(self.task_id, self.id)
+
+    async def resize_pty(self, width: int, height: int) -> None:
+        await self._client.resize_pty(self.task_id, width, height, self.id)
+
+    async def delete(self) -> Exit | None:
+        """Remove the exited process from the shim (bounded: it is a cleanup step)."""
+        return await bounded_cleanup(self._client.delete(self.task_id, self.id))
