@@ -1,23 +1,151 @@
-"""What every command shares: running its coroutine, and mapping errors to exit codes."""
+"""What every command shares: running its coroutine, logging, and mapping errors to exit codes.
+
+As with runc: every error is one line on stderr and exit status 1; with ``--log FILE`` the
+error is also a record in that file. ``--debug`` adds the traceback of expected errors to
+the log; only a bug prints a traceback without being asked.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import json
+import logging
 import signal as signals
+import sys
+import traceback
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TypeVar
 
 import typer
 
 from domain.errors import ShimledgerError
 
+try:  # typer vendors click from 0.20 on
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # pragma: no cover - an older typer, with click itself
+    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore
+
 T = TypeVar("T")
+
+logger = logging.getLogger("shimledger")
+# Our modules' loggers, named by their package (and the shims' logs, "shimledger.shim.log").
+OUR_LOGGERS = ("shimledger", "cli", "shim", "adapters", "projections", "domain")
 
 
 class Format(enum.StrEnum):
     table = "table"
     json = "json"
+
+
+class LogFormat(enum.StrEnum):
+    text = "text"
+    json = "json"
+
+
+# --- logging --------------------------------------------------------------------------------
+
+
+def _time(record: logging.LogRecord) -> str:
+    """RFC 3339 in UTC, as runc's logrus writes it (with microseconds)."""
+    moment = datetime.fromtimestamp(record.created, tz=UTC)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _level(record: logging.LogRecord) -> str:
+    return record.levelname.lower()
+
+
+class TextFormatter(logging.Formatter):
+    """logrus's text format: time="..." level=error msg="..." (the traceback on lines after)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = (f'time="{_time(record)}" level={_level(record)} '
+                f"msg={json.dumps(record.getMessage())} logger={record.name}")  # fmt: skip
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: level, msg, time, logger (and traceback, when there is one)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"level": _level(record), "msg": record.getMessage(), "time": _time(record),
+                 "logger": record.name}  # fmt: skip
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry, separators=(",", ":"))
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is when a record comes (test runners swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
+class _Logging:
+    handler: logging.Handler | None = None
+    to_file = False
+
+
+def configure_logging(*, debug: bool, log_file: Path | None, log_format: LogFormat) -> None:
+    """Send log records to ``log_file`` (or stderr) in runc's text or JSON format.
+
+    Levels: debug with --debug; otherwise info into a file (it was asked for) and warnings
+    only on stderr (where they would mix with the command's output). Other libraries'
+    records pass at warning and above.
+    """
+    root = logging.getLogger()
+    if _Logging.handler is not None:  # a second command in the same process (tests)
+        root.removeHandler(_Logging.handler)
+        _Logging.handler.close()
+    try:
+        handler: logging.Handler = (
+            logging.FileHandler(log_file, encoding="utf-8") if log_file else
+            _StderrHandler()
+        )  # fmt: skip
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot open {log_file}: {exc.strerror}",
+                                 param_hint="--log") from None  # fmt: skip
+    handler.setFormatter(JsonFormatter() if log_format is LogFormat.json else TextFormatter())
+    root.addHandler(handler)
+    # Levels on our own loggers only: --debug is about shimledger, not aiosqlite's every
+    # statement, and the root logger's (WARNING unless someone changed it) stays as it is.
+    level = logging.DEBUG if debug else logging.INFO if log_file else logging.NOTSET
+    for name in OUR_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    _Logging.handler = handler
+    _Logging.to_file = log_file is not None
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Say what went wrong in one line on stderr (and in the log file); the exit to raise."""
+    if _Logging.to_file:
+        logger.error(message)
+    typer.echo(f"shimledger: {message}", err=True)
+    return typer.Exit(code=code)
+
+
+def report_bug(exc: BaseException) -> int:
+    """An exception nobody expected: the traceback says where, the last line what."""
+    if _Logging.to_file:
+        logger.critical("internal error", exc_info=exc)
+    traceback.print_exception(exc, file=sys.stderr)
+    typer.echo(f"shimledger: internal error (a bug; the traceback above shows where): "
+               f"{type(exc).__name__}: {exc}", err=True)  # fmt: skip
+    return 1
+
+
+# --- running a command ----------------------------------------------------------------------
 
 
 def run_command(work: Callable[[], Awaitable[T]]) -> T:
@@ -37,12 +165,27 @@ def run_command(work: Callable[[], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(cancellable())
-    except ShimledgerError as exc:
-        typer.echo(f"shimledger: {exc}", err=True)
-        raise typer.Exit(code=1) from None
-    except OSError as exc:  # the environment said no: a path, a permission, a limit
-        typer.echo(f"shimledger: {exc}", err=True)
-        raise typer.Exit(code=1) from None
+    except (ShimledgerError, OSError) as exc:  # OSError: a path, a permission, a limit said no
+        logger.debug("%s: %s", type(exc).__name__, exc, exc_info=True)
+        raise fail(str(exc)) from None
     except (asyncio.CancelledError, KeyboardInterrupt):
-        typer.echo("shimledger: interrupted", err=True)
-        raise typer.Exit(code=130) from None
+        raise fail("interrupted", code=130) from None
+
+
+def run_app(app: typer.Typer) -> None:
+    """The console script: usage errors in one line, exit codes as runc's (1 for any error)."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(prog_name="shimledger", standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        typer.echo(exc.format_message())  # plain `shimledger`: help, and success, as runc
+        code = 0
+    except ClickException as exc:
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        code = fail(f"{exc.format_message()}{hint}").exit_code
+    except typer.Abort:
+        code = fail("interrupted", code=130).exit_code
+    except Exception as exc:  # a bug: nothing above expected it
+        code = report_bug(exc)
+    sys.exit(code if isinstance(code, int) else 0)

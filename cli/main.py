@@ -1,15 +1,13 @@
 """The shimledger command line: runc-style lifecycle commands plus history.
 
 Each command is a complete operation that runs without a daemon: it serves the event
-sink while it runs, talks to shims, appends to the history, and exits.
+sink while it runs, talks to shims, appends to the history, and exits. Names, arguments,
+defaults and exit codes follow runc's where runc has the same command.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
-import os
 import signal as signals
 import sys
 from pathlib import Path
@@ -17,8 +15,24 @@ from typing import Annotated
 
 import typer
 
-from cli import history_cmds, projections_cmds
-from cli.common import Format, run_command
+from cli import (
+    history_cmds,
+    inspect_cmds,
+    projections_cmds,
+    reconcile_cmd,
+    serve_cmd,
+    spec_cmd,
+    task_ops_cmds,
+)
+from cli.common import LogFormat, configure_logging, fail, run_app, run_command
+from cli.completion import complete_task_id
+from cli.foreground import (
+    after_create,
+    close_stdin_at_eof,
+    foreground_io,
+    run_in_foreground,
+    write_pid_file,
+)
 from cli.settings import DEFAULT_ROOT, DEFAULT_STATE, Settings
 from domain.errors import InvalidArgumentError, ShimledgerError
 from shim import DEFAULT_RUNTIME
@@ -28,7 +42,9 @@ app = typer.Typer(
     help="Run OCI containers through containerd v2 shims, and keep their history.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
+    # Boxes and colour in --help only for a person at a terminal; plain text when piped.
+    rich_markup_mode="rich" if sys.stdout.isatty() else None,
 )
 
 
@@ -41,24 +57,39 @@ def _global(
     ] = DEFAULT_ROOT,
     state: Annotated[
         Path,
-        typer.Option(envvar="SHIMLEDGER_STATE", readable=False,
-                     help="Where bundles, sockets and runc state live."),
+        typer.Option(
+            envvar="SHIMLEDGER_STATE",
+            readable=False,
+            help="Where bundles, sockets and runc state live.",
+        ),
     ] = DEFAULT_STATE,
     namespace: Annotated[
         str, typer.Option("--namespace", "-n", envvar="SHIMLEDGER_NAMESPACE")
     ] = "default",
     store: Annotated[
         str | None,
-        typer.Option(envvar="SHIMLEDGER_STORE",
-                     help="Event store URL: sqlite:///PATH or postgresql://... "
-                          "(default: <root>/events.db)."),
+        typer.Option(
+            envvar="SHIMLEDGER_STORE",
+            help="Event store URL: sqlite:///PATH or postgresql://... (default: <root>/events.db).",
+        ),
     ] = None,
-    debug: Annotated[bool, typer.Option(help="Log debug output, shim logs included.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Log debug output (shim logs included).")
+    ] = False,
+    log: Annotated[
+        Path | None,
+        typer.Option(
+            "--log",
+            metavar="FILE",
+            dir_okay=False,
+            help="Write log records to FILE (default: stderr).",
+        ),
+    ] = None,
+    log_format: Annotated[
+        LogFormat, typer.Option("--log-format", help="text (logrus style) or json.")
+    ] = LogFormat.text,
 ) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(debug=debug, log_file=log, log_format=log_format)
     ctx.obj = Settings(
         root=root.absolute(), state=state.absolute(), namespace=namespace, store=store
     )
@@ -78,33 +109,42 @@ def parse_signal(text: str) -> int:
     raise InvalidArgumentError(f"unknown signal {text!r}")
 
 
-LOG_POLL = 0.25
-
+TaskArg = Annotated[str, typer.Argument(metavar="ID", autocompletion=complete_task_id)]
 BundleOption = Annotated[
     Path, typer.Option("--bundle", "-b", help="The OCI bundle (default: current directory).")
 ]
 RuntimeOption = Annotated[
     str, typer.Option(help="A v2 shim: a runtime name or the shim binary's absolute path.")
 ]
+PidFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--pid-file", metavar="FILE", dir_okay=False, help="Write the task's init pid to FILE."
+    ),
+]
+InteractiveFlag = Annotated[
+    bool, typer.Option("--interactive", "-i", help="Attach stdin; EOF closes the process's.")
+]
 
 
 @app.command()
-def create(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="ID")],
-           bundle: BundleOption = Path("."),
-           runtime: RuntimeOption = DEFAULT_RUNTIME) -> None:  # fmt: skip
+def create(ctx: typer.Context, task_id: TaskArg, bundle: BundleOption = Path("."),
+           runtime: RuntimeOption = DEFAULT_RUNTIME,
+           pid_file: PidFileOption = None) -> None:  # fmt: skip
     """Create a task from a bundle (its process waits for `start`)."""
 
     async def work() -> None:
         from cli.bootstrap import bootstrap
 
         async with bootstrap(ctx.obj) as tasks:
-            await tasks.create(task_id, bundle, runtime=runtime)
+            created = await tasks.create(task_id, bundle, runtime=runtime)
+            await after_create(tasks, task_id, lambda: write_pid_file(pid_file, created.pid))
 
     run_command(work)
 
 
 @app.command()
-def start(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+def start(ctx: typer.Context, task_id: TaskArg) -> None:
     """Start a created task."""
 
     async def work() -> None:
@@ -119,62 +159,40 @@ def start(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="ID
 @app.command()
 def run(
     ctx: typer.Context,
-    task_id: Annotated[str, typer.Argument(metavar="ID")],
+    task_id: TaskArg,
     bundle: BundleOption = Path("."),
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Do not wait for it.")] = False,
     remove: Annotated[bool, typer.Option("--rm", help="Delete the task when it exits.")] = False,
+    interactive: InteractiveFlag = False,
     runtime: RuntimeOption = DEFAULT_RUNTIME,
+    pid_file: PidFileOption = None,
 ) -> None:
     """Create and start a task; in the foreground, exit with its exit status."""
     settings: Settings = ctx.obj
+    if detach and (remove or interactive):
+        raise fail(f"{'--rm' if remove else '--interactive'} needs the foreground: "
+                   "it cannot go with --detach")  # fmt: skip
 
     async def work() -> int:
-        from adapters.fifo_io import ForegroundIO
         from cli.bootstrap import bootstrap
 
-        if detach and remove:
-            raise InvalidArgumentError("--rm needs the foreground: it cannot go with --detach")
         async with bootstrap(settings) as tasks:
-
-            async def forward(sig: int) -> None:
-                try:
-                    await tasks.kill(task_id, sig)
-                except ShimledgerError as exc:  # it exited meanwhile: nothing to forward to
-                    logging.getLogger(__name__).debug("not forwarding signal %s: %s", sig, exc)
-
             if detach:
-                await tasks.create(task_id, bundle, runtime=runtime)
-                await tasks.start(task_id)
+                created = await tasks.create(task_id, bundle, runtime=runtime)
+                await after_create(tasks, task_id, lambda: write_pid_file(pid_file, created.pid),
+                                   lambda: tasks.start(task_id))  # fmt: skip
                 return 0
-            io_dir = settings.state / "io" / f"{settings.namespace}-{task_id}-{os.getpid()}"
-            io = ForegroundIO(io_dir, sys.stdout.buffer, sys.stderr.buffer)
-            try:
-                await tasks.create(task_id, bundle, runtime=runtime, stdio=io.stdio)
-                io.shim_attached()
-                loop = asyncio.get_running_loop()
-                for sig in (signals.SIGINT, signals.SIGTERM, signals.SIGHUP):
-                    loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(forward(s)))
-                try:
-                    await tasks.start(task_id)
-                except ShimledgerError:
-                    await tasks.delete(task_id, force=True)
-                    raise
-                exit_ = await tasks.wait(task_id)
-                await io.drain(timeout=5.0)
-            finally:
-                io.close()
-            if remove:
-                await tasks.delete(task_id)
-            return exit_.status
+            return await run_in_foreground(tasks, settings, task_id, bundle, runtime,
+                                           interactive=interactive, remove=remove,
+                                           pid_file=pid_file)  # fmt: skip
 
-    code = run_command(work)
-    raise typer.Exit(code=code)
+    raise typer.Exit(code=run_command(work))
 
 
 @app.command()
 def kill(
     ctx: typer.Context,
-    task_id: Annotated[str, typer.Argument(metavar="ID")],
+    task_id: TaskArg,
     signal: Annotated[str, typer.Argument(help="Name or number.")] = "SIGTERM",
     all_: Annotated[bool, typer.Option("--all", "-a", help="Signal every process.")] = False,
 ) -> None:
@@ -193,12 +211,11 @@ def kill(
 @app.command(context_settings={"allow_interspersed_args": False})
 def exec(
     ctx: typer.Context,
-    task_id: Annotated[str, typer.Argument(metavar="ID")],
+    task_id: TaskArg,
     command: Annotated[list[str], typer.Argument(metavar="CMD...", help="After --.")],
-    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="K=V; repeatable.")]
-    = None,
-    cwd: Annotated[str | None, typer.Option(help="Working directory inside the task.")]
-    = None,
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="K=V; repeatable.")] = None,
+    cwd: Annotated[str | None, typer.Option(help="Working directory inside the task.")] = None,
+    interactive: InteractiveFlag = False,
 ) -> None:
     """Run a command in a running task; exit with its exit status."""
     settings: Settings = ctx.obj
@@ -206,20 +223,28 @@ def exec(
         command = command[1:]
     for entry in env or []:
         if "=" not in entry:
-            raise typer.BadParameter(f"--env {entry!r} is not K=V")
+            raise fail(f"--env {entry!r} is not K=V")
 
     async def work() -> int:
-        from adapters.fifo_io import ForegroundIO
         from cli.bootstrap import bootstrap
 
         async with bootstrap(settings) as tasks:
-            io_dir = settings.state / "io" / f"{settings.namespace}-{task_id}-{os.getpid()}"
-            io = ForegroundIO(io_dir, sys.stdout.buffer, sys.stderr.buffer)
+            io = foreground_io(settings, task_id, interactive)
+            closer: asyncio.Task[None] | None = None
             try:
-                exit_ = await tasks.exec(task_id, command, env=env, cwd=cwd, stdio=io.stdio)
-                io.shim_attached()  # the exec is over: EOF now means its output is all here
-                await io.drain(timeout=5.0)
+                process = await tasks.add_exec(task_id, command, env=env, cwd=cwd,
+                                               stdio=io.stdio)  # fmt: skip
+                await process.start()  # on failure it removes the exec itself
+                try:
+                    io.shim_attached()  # the shim opened its ends of the FIFOs in Start
+                    closer = asyncio.ensure_future(close_stdin_at_eof(io, process.close_io))
+                    exit_ = await process.wait()
+                    await io.drain(timeout=5.0)
+                finally:
+                    await process.delete()
             finally:
+                if closer is not None:
+                    closer.cancel()
                 io.close()
             return exit_.status
 
@@ -227,45 +252,7 @@ def exec(
 
 
 @app.command()
-def wait(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
-    """Wait for a task to exit; print its exit status and exit with it."""
-
-    async def work() -> int:
-        from cli.bootstrap import bootstrap
-
-        async with bootstrap(ctx.obj) as tasks:
-            return (await tasks.wait(task_id)).status
-
-    status = run_command(work)
-    typer.echo(status)
-    raise typer.Exit(code=status)
-
-
-@app.command()
-def ps(
-    ctx: typer.Context,
-    task_id: Annotated[str, typer.Argument(metavar="ID")],
-    format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
-) -> None:
-    """The processes running in a task."""
-
-    async def work() -> list[tuple[int, str]]:
-        from cli.bootstrap import bootstrap
-
-        async with bootstrap(ctx.obj) as tasks:
-            return await tasks.pids(task_id)
-
-    processes = run_command(work)
-    if format is Format.json:
-        typer.echo(json.dumps([{"pid": pid, "exec_id": e} for pid, e in processes]))
-    else:
-        from cli.output import table
-
-        typer.echo(table([["PID", "EXEC"], *[[str(pid), e] for pid, e in processes]]))
-
-
-@app.command()
-def pause(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+def pause(ctx: typer.Context, task_id: TaskArg) -> None:
     """Freeze every process of a running task."""
 
     async def work() -> None:
@@ -278,7 +265,7 @@ def pause(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="ID
 
 
 @app.command()
-def resume(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+def resume(ctx: typer.Context, task_id: TaskArg) -> None:
     """Thaw a paused task."""
 
     async def work() -> None:
@@ -293,114 +280,56 @@ def resume(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="I
 @app.command()
 def delete(
     ctx: typer.Context,
-    task_ids: Annotated[list[str], typer.Argument(metavar="ID...")],
+    task_ids: Annotated[
+        list[str], typer.Argument(metavar="ID...", autocompletion=complete_task_id)
+    ],
     force: Annotated[bool, typer.Option("--force", "-f", help="Kill it if running.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="What became of each ID.")] = False,
 ) -> None:
-    """Delete stopped (or, with --force, running) tasks."""
+    """Delete stopped (or, with --force, running) tasks; go on past a failure, exit 1 at the end."""
+    from cli.output import DeleteOutput, dump_list
 
-    async def work() -> bool:
-        failed = False
+    settings: Settings = ctx.obj
+
+    async def work() -> list[DeleteOutput]:
         from cli.bootstrap import bootstrap
 
-        async with bootstrap(ctx.obj) as tasks:
+        results = []
+        async with bootstrap(settings) as tasks:
             for task_id in task_ids:
+                result = DeleteOutput(id=task_id, namespace=settings.namespace, deleted=False)
                 try:
-                    await tasks.delete(task_id, force=force)
+                    final = await tasks.delete(task_id, force=force)
                 except ShimledgerError as exc:  # say so, and go on with the others
                     typer.echo(f"shimledger: {exc}", err=True)
-                    failed = True
-        return failed
+                    result.error = str(exc)
+                else:
+                    result.deleted = True
+                    if final is not None:
+                        result.incarnation = final.incarnation
+                        result.exit_status = final.exit_status
+                        result.exited_at = final.exited_at
+                results.append(result)
+        return results
 
-    if run_command(work):
+    results = run_command(work)
+    if as_json:
+        typer.echo(dump_list(results))
+    if not all(r.deleted for r in results):
         raise typer.Exit(code=1)
 
 
-@app.command()
-def logs(
-    ctx: typer.Context,
-    task_id: Annotated[str, typer.Argument(metavar="ID")],
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Until the task exits.")]
-    = False,
-    tail: Annotated[int | None, typer.Option(help="Only the last N lines first.")] = None,
-) -> None:
-    """Print a detached task's stdout and stderr (kept under the root dir)."""
-
-    async def work() -> None:
-        from cli.bootstrap import bootstrap
-
-        async with bootstrap(ctx.obj) as tasks:
-            path = await tasks.log_path(task_id)
-            with open(path, "rb") as log:
-                data = log.read()
-                if tail is not None:
-                    data = b"".join(data.splitlines(keepends=True)[-tail:] if tail > 0 else [])
-                sys.stdout.buffer.write(data)
-                sys.stdout.flush()
-                while follow:
-                    try:
-                        state = await tasks.get(task_id)
-                    except ShimledgerError:
-                        state = None  # deleted meanwhile
-                    await asyncio.sleep(LOG_POLL)
-                    sys.stdout.buffer.write(log.read())
-                    sys.stdout.flush()
-                    if state is None or state.status not in ("created", "running", "paused"):
-                        break
-
-    try:
-        run_command(work)
-    except typer.Exit as exit_:
-        if follow and exit_.exit_code == 130:
-            raise typer.Exit(0) from None  # Ctrl-C is how --follow ends early
-        raise
-
-
-@app.command("list")
-def list_(
-    ctx: typer.Context,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="IDs only.")] = False,
-    format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
-) -> None:
-    """List the live tasks of the namespace."""
-
-    from cli.output import TaskOutput, state_rows
-
-    async def work() -> list[TaskOutput]:
-        from cli.bootstrap import bootstrap
-
-        async with bootstrap(ctx.obj) as tasks:
-            return [TaskOutput.of(s) for s in await tasks.tasks()]
-
-    outputs = run_command(work)
-    if quiet:
-        for out in outputs:
-            typer.echo(out.id)
-    elif format is Format.json:
-        typer.echo(json.dumps([o.model_dump(mode="json") for o in outputs]))
-    else:
-        typer.echo(state_rows(outputs))
-
-
-@app.command()
-def state(ctx: typer.Context, task_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
-    """Print a task's state as JSON."""
-    from cli.output import TaskOutput
-
-    async def work() -> TaskOutput:
-        from cli.bootstrap import bootstrap
-
-        async with bootstrap(ctx.obj) as tasks:
-            return TaskOutput.of(await tasks.get(task_id))
-
-    typer.echo(run_command(work).model_dump_json(indent=2))
-
-
+inspect_cmds.register(app)
+spec_cmd.register(app)
 history_cmds.register(app)
+reconcile_cmd.register(app)
+serve_cmd.register(app)
+task_ops_cmds.register(app)
 app.add_typer(projections_cmds.app, name="projections")
 
 
 def main() -> None:
-    app()
+    run_app(app)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,110 @@
+"""A task in the foreground: our stdio connected to its, our signals forwarded to it.
+
+Shared by `run` (the task's init) and `exec` (an extra process), and by `create` and
+`run -d` for what runc does right after Create (the pid file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal as signals
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cli.settings import Settings
+from domain.errors import InvalidArgumentError, ShimledgerError
+
+if TYPE_CHECKING:
+    from adapters.fifo_io import ForegroundIO
+    from shim.task_manager import TaskManager
+
+logger = logging.getLogger(__name__)
+
+
+def write_pid_file(path: Path | None, pid: int) -> None:
+    """The pid, written whole or not at all, as runc's --pid-file is (a reader polls for it)."""
+    if path is None:
+        return
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(str(pid))
+    partial.replace(path)
+
+
+def io_dir(settings: Settings, task_id: str) -> Path:
+    return settings.state / "io" / f"{settings.namespace}-{task_id}-{os.getpid()}"
+
+
+def foreground_io(settings: Settings, task_id: str, interactive: bool) -> ForegroundIO:
+    from adapters.fifo_io import ForegroundIO
+
+    if interactive and sys.stdin is None:
+        raise InvalidArgumentError("--interactive needs a stdin, and this command has none")
+    stdin = sys.stdin.fileno() if interactive else None
+    return ForegroundIO(io_dir(settings, task_id), sys.stdout.buffer, sys.stderr.buffer, stdin)
+
+
+async def close_stdin_at_eof(io: ForegroundIO, close: Callable[[], Awaitable[None]]) -> None:
+    """Once our stdin is all copied, close the process's (the shim keeps it open till then)."""
+    eof = io.stdin_eof
+    if eof is None:
+        return
+    await eof
+    try:
+        await close()
+    except ShimledgerError as exc:  # it exited first: nobody to tell
+        logger.debug("stdin not closed: %s", exc)
+
+
+async def after_create(
+    tasks: TaskManager,
+    task_id: str,
+    then: Callable[[], None],
+    start: Callable[[], Awaitable[object]] | None = None,
+) -> None:
+    """The steps after Create (pid file, Start); if one fails, the task goes, as with runc."""
+    try:
+        then()
+        if start is not None:
+            await start()
+    except (ShimledgerError, OSError):
+        await tasks.delete(task_id, force=True)
+        raise
+
+
+async def run_in_foreground(
+    tasks: TaskManager, settings: Settings, task_id: str, bundle: Path, runtime: str, *,
+    interactive: bool, remove: bool, pid_file: Path | None,
+) -> int:  # fmt: skip
+    """Our stdio connected to the task's, our signals forwarded to it; its exit status."""
+
+    async def forward(sig: int) -> None:
+        try:
+            await tasks.kill(task_id, sig)
+        except ShimledgerError as exc:  # it exited meanwhile: nothing to forward to
+            logger.debug("not forwarding signal %s: %s", sig, exc)
+
+    io = foreground_io(settings, task_id, interactive)
+    closer: asyncio.Task[None] | None = None
+    try:
+        created = await tasks.create(task_id, bundle, runtime=runtime, stdio=io.stdio)
+        io.shim_attached()
+        loop = asyncio.get_running_loop()
+        for sig in (signals.SIGINT, signals.SIGTERM, signals.SIGHUP):
+            loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(forward(s)))
+        await after_create(tasks, task_id, lambda: write_pid_file(pid_file, created.pid),
+                           lambda: tasks.start(task_id))  # fmt: skip
+        if interactive:
+            closer = asyncio.ensure_future(close_stdin_at_eof(io, lambda: tasks.close_io(task_id)))
+        exit_ = await tasks.wait(task_id)
+        await io.drain(timeout=5.0)
+    finally:
+        if closer is not None:
+            closer.cancel()
+        io.close()
+    if remove:
+        await tasks.delete(task_id)
+    return exit_.status

@@ -1,0 +1,175 @@
+"""Commands that look at live tasks: list, state, ps, wait, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from cli.common import Format, fail, run_command
+from cli.completion import complete_task_id
+from cli.settings import Settings
+from domain.errors import ShimledgerError
+
+if TYPE_CHECKING:
+    from cli.output import ProcessOutput, TaskOutput
+
+LOG_POLL = 0.25
+LISTED_STATUSES = ("created", "running", "paused", "stopped")
+
+TaskArg = Annotated[str, typer.Argument(metavar="ID", autocompletion=complete_task_id)]
+FormatOption = Annotated[
+    Format, typer.Option("--format", "-f", help="table (plain when piped) or json.")
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Same as --format json.")]
+
+
+def list_(
+    ctx: typer.Context,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="IDs only.")] = False,
+    format: FormatOption = Format.table,
+    as_json: JsonFlag = False,
+    status: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--status",
+            "-s",
+            metavar="STATUS",
+            help="Only tasks in this status (created, running, paused, stopped); repeatable.",
+        ),
+    ] = None,
+    all_namespaces: Annotated[
+        bool, typer.Option("--all-namespaces", "-A", help="Tasks of every namespace.")
+    ] = False,
+) -> None:
+    """List the live tasks of the namespace (or of all namespaces)."""
+    from cli.output import TaskOutput, dump_list, state_rows
+
+    wanted = set(status or ())
+    if unknown := wanted - set(LISTED_STATUSES):
+        raise fail(f"unknown status {', '.join(sorted(unknown))}: use one of "
+                   f"{', '.join(LISTED_STATUSES)}")  # fmt: skip
+
+    async def work() -> list[TaskOutput]:
+        from cli.bootstrap import bootstrap
+
+        async with bootstrap(ctx.obj) as tasks:
+            states = await tasks.tasks(all_namespaces=all_namespaces)
+        return [TaskOutput.of(s) for s in states if not wanted or s.status in wanted]
+
+    outputs = run_command(work)
+    if quiet:
+        for out in outputs:
+            typer.echo(f"{out.namespace}/{out.id}" if all_namespaces else out.id)
+    elif as_json or format is Format.json:
+        typer.echo(dump_list(outputs))
+    else:
+        typer.echo(state_rows(outputs, with_namespace=all_namespaces))
+
+
+def state(ctx: typer.Context, task_id: TaskArg) -> None:
+    """Print a task's state as JSON (as runc state does)."""
+    from cli.output import TaskOutput
+
+    async def work() -> TaskOutput:
+        from cli.bootstrap import bootstrap
+
+        async with bootstrap(ctx.obj) as tasks:
+            return TaskOutput.of(await tasks.get(task_id))
+
+    typer.echo(run_command(work).model_dump_json(indent=2))
+
+
+def _command_line(pid: int) -> str:
+    """What the process runs, from /proc (the CLI shares the host's pid namespace)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""  # it exited meanwhile
+    return " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
+
+
+def ps(ctx: typer.Context, task_id: TaskArg, format: FormatOption = Format.table,
+       as_json: JsonFlag = False) -> None:  # fmt: skip
+    """The processes running in a task."""
+    from cli.output import ProcessOutput, dump_list, process_rows
+
+    async def work() -> list[ProcessOutput]:
+        from cli.bootstrap import bootstrap
+
+        async with bootstrap(ctx.obj) as tasks:
+            found = await tasks.pids(task_id)
+        return [ProcessOutput(pid=pid, exec_id=e, command=_command_line(pid)) for pid, e in found]
+
+    processes = run_command(work)
+    if as_json or format is Format.json:
+        typer.echo(dump_list(processes))
+    else:
+        typer.echo(process_rows(processes))
+
+
+def wait(ctx: typer.Context, task_id: TaskArg, as_json: JsonFlag = False) -> None:
+    """Wait for a task to exit; print its exit status and exit with it."""
+    from cli.output import WaitOutput
+
+    settings: Settings = ctx.obj
+
+    async def work() -> WaitOutput:
+        from cli.bootstrap import bootstrap
+
+        async with bootstrap(settings) as tasks:
+            exit_ = await tasks.wait(task_id)
+        return WaitOutput.of(task_id, settings.namespace, exit_)
+
+    waited = run_command(work)
+    typer.echo(waited.model_dump_json() if as_json else waited.exit_status)
+    raise typer.Exit(code=waited.exit_status)
+
+
+def logs(
+    ctx: typer.Context,
+    task_id: TaskArg,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Until the task exits.")] = False,
+    tail: Annotated[int | None, typer.Option(help="Only the last N lines first.")] = None,
+) -> None:
+    """Print a detached task's stdout and stderr (kept under the root dir)."""
+
+    async def work() -> None:
+        from cli.bootstrap import bootstrap
+
+        async with bootstrap(ctx.obj) as tasks:
+            path = await tasks.log_path(task_id)
+            with open(path, "rb") as log:
+                data = log.read()
+                if tail is not None:
+                    data = b"".join(data.splitlines(keepends=True)[-tail:] if tail > 0 else [])
+                sys.stdout.buffer.write(data)
+                sys.stdout.flush()
+                while follow:
+                    try:
+                        state = await tasks.get(task_id)
+                    except ShimledgerError:
+                        state = None  # deleted meanwhile
+                    await asyncio.sleep(LOG_POLL)
+                    sys.stdout.buffer.write(log.read())
+                    sys.stdout.flush()
+                    if state is None or state.status not in ("created", "running", "paused"):
+                        break
+
+    try:
+        run_command(work)
+    except typer.Exit as exit_:
+        if follow and exit_.exit_code == 130:
+            raise typer.Exit(0) from None  # Ctrl-C is how --follow ends early
+        raise
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(ps)
+    app.command()(wait)
+    app.command()(logs)
+    app.command("list")(list_)
+    app.command()(state)

@@ -1,0 +1,128 @@
+"""Resource commands: `stats` (podman's name), `update` and `checkpoint` (runc's flags)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli.common import run_command
+from cli.settings import Settings
+from domain.errors import InvalidArgumentError
+
+TaskArg = Annotated[str, typer.Argument(metavar="ID")]
+
+
+def stats(
+    ctx: typer.Context,
+    task_id: TaskArg,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False,
+) -> None:
+    """A running task's cgroup counters: pids, CPU time, memory."""
+    settings: Settings = ctx.obj
+
+    async def work() -> Any:
+        from cli.bootstrap import bootstrap
+
+        async with bootstrap(settings) as manager:
+            return await manager.stats(task_id)
+
+    from cli.output import StatsOutput
+
+    output = StatsOutput.from_stats(task_id, run_command(work))
+    if as_json:
+        typer.echo(output.model_dump_json())
+        return
+    for key, value in output.model_dump().items():
+        typer.echo(f"{key}\t{value}")
+
+
+def update(
+    ctx: typer.Context,
+    task_id: TaskArg,
+    resources: Annotated[
+        Path | None,
+        typer.Option("--resources", "-r", help="OCI LinuxResources JSON file ('-' for stdin)."),
+    ] = None,
+    memory: Annotated[int | None, typer.Option(help="Memory limit in bytes.")] = None,
+    pids_limit: Annotated[int | None, typer.Option("--pids-limit", help="Max processes.")] = None,
+    cpu_quota: Annotated[int | None, typer.Option("--cpu-quota", help="CFS quota (µs).")] = None,
+    cpu_period: Annotated[int | None, typer.Option("--cpu-period", help="CFS period (µs).")] = None,
+    cpu_shares: Annotated[int | None, typer.Option("--cpu-shares", help="CPU weight.")] = None,
+) -> None:
+    """Change a task's cgroup limits, as `runc update` does; history records them."""
+    settings: Settings = ctx.obj
+    wanted = _resources(resources, memory, pids_limit, cpu_quota, cpu_period, cpu_shares)
+
+    async def work() -> None:
+        from cli.bootstrap import bootstrap
+
+        async with bootstrap(settings) as manager:
+            await manager.update(task_id, wanted)
+
+    run_command(work)
+
+
+def _resources(
+    path: Path | None,
+    memory: int | None,
+    pids_limit: int | None,
+    cpu_quota: int | None,
+    cpu_period: int | None,
+    cpu_shares: int | None,
+) -> dict[str, Any]:
+    """runc update's flags folded into an OCI LinuxResources object (flags win over -r)."""
+    from cli.common import fail
+
+    resources: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = typer.get_text_stream("stdin").read() if str(path) == "-" else path.read_text()
+            resources = json.loads(text)
+        except (OSError, ValueError) as exc:
+            raise fail(f"cannot read resources from {path}: {exc}") from None
+        if not isinstance(resources, dict):
+            raise fail(f"resources in {path} must be a JSON object (OCI LinuxResources)")
+    if memory is not None:
+        resources.setdefault("memory", {})["limit"] = memory
+    if pids_limit is not None:
+        resources.setdefault("pids", {})["limit"] = pids_limit
+    cpu = {"quota": cpu_quota, "period": cpu_period, "shares": cpu_shares}
+    for key, value in cpu.items():
+        if value is not None:
+            resources.setdefault("cpu", {})[key] = value
+    if not resources:
+        raise fail(str(InvalidArgumentError("update needs -r FILE or at least one limit")))
+    return resources
+
+
+def checkpoint(
+    ctx: typer.Context,
+    task_id: TaskArg,
+    image_path: Annotated[
+        Path | None,
+        typer.Option("--image-path", help="Where CRIU writes the image (default: ./checkpoint)."),
+    ] = None,
+    leave_running: Annotated[
+        bool, typer.Option("--leave-running", help="Keep the task running after the dump.")
+    ] = False,
+) -> None:
+    """Dump a running task with CRIU (runc checkpoint); by default the task then stops."""
+    settings: Settings = ctx.obj
+    image = (image_path or Path("checkpoint")).absolute()
+
+    async def work() -> None:
+        from cli.bootstrap import bootstrap
+
+        async with bootstrap(settings) as manager:
+            await manager.checkpoint(task_id, image, exit=not leave_running)
+
+    run_command(work)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(stats)
+    app.command()(update)
+    app.command()(checkpoint)

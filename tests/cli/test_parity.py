@@ -1,0 +1,434 @@
+"""runc parity through the real CLI: spec, stdin, logging, JSON shapes, filters, terminals."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from busybox_bundle import make_rootfs
+
+from cli.bootstrap import Settings
+from cli.common import run_app
+
+SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
+ANSI = "\x1b["
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def env_of(settings: Settings) -> dict[str, str]:
+    return dict(
+        os.environ,
+        SHIMLEDGER_ROOT=str(settings.root),
+        SHIMLEDGER_STATE=str(settings.state),
+        SHIMLEDGER_NAMESPACE=settings.namespace,
+    )
+
+
+@pytest.fixture
+def cli(settings: Settings) -> Cli:
+    """The CLI as a pipe sees it; ``input`` is its stdin (default: /dev/null)."""
+
+    def run(*args: str, input: str | None = None, cwd: Path | None = None
+            ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        return subprocess.run(
+            [SHIMLEDGER, *args], env=env_of(settings), cwd=cwd, capture_output=True, text=True,
+            timeout=60, input=input, stdin=None if input is not None else subprocess.DEVNULL,
+        )  # fmt: skip
+
+    return run
+
+
+def plain(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Commands that need no root dir of a test: spec, --help, completion, usage errors."""
+    return subprocess.run([SHIMLEDGER, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
+
+
+def key_paths(value: Any, prefix: str = "") -> set[str]:
+    """Every key of a JSON document as a path (lists merged): its shape, without values."""
+    paths: set[str] = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            paths.add(f"{prefix}/{key}")
+            paths |= key_paths(inner, f"{prefix}/{key}")
+    elif isinstance(value, list):
+        for inner in value:
+            paths |= key_paths(inner, f"{prefix}[]")
+    return paths
+
+
+# --- spec -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rootless", [False, True])
+def test_spec_writes_runcs_default_without_a_terminal(real, tmp_path, rootless) -> None:
+    flags = ["--rootless"] if rootless else []
+    (tmp_path / "ours").mkdir()
+    (tmp_path / "runcs").mkdir()
+    result = plain("spec", "--bundle", str(tmp_path / "ours"), *flags)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    subprocess.run(["runc", "spec", *flags], cwd=tmp_path / "runcs", check=True)
+    ours = json.loads((tmp_path / "ours" / "config.json").read_text())
+    runcs = json.loads((tmp_path / "runcs" / "config.json").read_text())
+
+    assert key_paths(ours) == key_paths(runcs)
+    assert ours["process"]["terminal"] is False and runcs["process"]["terminal"] is True
+    types = [n["type"] for n in ours["linux"]["namespaces"]]
+    assert types == [n["type"] for n in runcs["linux"]["namespaces"]]
+    assert ("user" in types, "network" in types) == (rootless, not rootless)
+    assert [m["destination"] for m in ours["mounts"]] == [m["destination"] for m in runcs["mounts"]]
+
+
+def test_spec_refuses_to_overwrite_like_runc(real, tmp_path) -> None:
+    assert plain("spec", cwd=tmp_path).returncode == 0  # --bundle defaults to the cwd
+    (tmp_path / "config.json").write_text("mine")
+    again = plain("spec", "-b", str(tmp_path))
+    assert again.returncode == 1
+    assert again.stderr == "shimledger: File config.json exists. Remove it first\n"
+    assert (tmp_path / "config.json").read_text() == "mine"
+    runc = subprocess.run(["runc", "spec"], cwd=tmp_path, capture_output=True, text=True)
+    assert runc.returncode == 1 and "File config.json exists. Remove it first" in runc.stderr
+
+    missing = plain("spec", "--bundle", str(tmp_path / "nope"))
+    assert missing.returncode == 1 and "is not a directory" in missing.stderr
+
+
+@pytest.mark.parametrize("rootless", [False, True])
+def test_a_spec_bundle_runs_under_runc_and_under_shimledger(cli, tmp_path, rootless) -> None:
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    make_rootfs(bundle / "rootfs")
+    assert plain("spec", "-b", str(bundle), *(["--rootless"] if rootless else [])).returncode == 0
+
+    runc = subprocess.run(
+        ["runc", "--root", str(tmp_path / "runc"), "run", "--bundle", str(bundle), "specced"],
+        input="echo under-runc; exit 4", capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (runc.returncode, runc.stdout) == (4, "under-runc\n"), runc.stderr
+
+    # The default args are `sh`: with stdin attached, it runs what we type.
+    ours = cli("run", "-i", "--rm", "specced", input="echo under-shimledger; exit 5", cwd=bundle)
+    assert (ours.returncode, ours.stdout, ours.stderr) == (5, "under-shimledger\n", "")
+
+
+# --- run -i / exec -i --------------------------------------------------------------------------
+
+
+def test_run_interactive_passes_stdin_and_its_eof(cli, bundle) -> None:
+    result = cli("run", "-i", "--rm", "--bundle", str(bundle("cat")), "cat1", input="hello\n")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "hello\n", "")
+
+    # More than a pipe holds, and the count proves EOF came after the last byte.
+    big = "".join(f"line {n}\n" for n in range(100_000))
+    counted = cli("run", "-i", "--rm", "-b", str(bundle("wc", "-c")), "wc1", input=big)
+    assert (counted.returncode, counted.stdout.strip()) == (0, str(len(big)))
+
+
+def test_without_interactive_the_task_reads_no_stdin(cli, bundle) -> None:
+    result = cli("run", "--rm", "-b", str(bundle("cat")), "cat2", input="not for it\n")
+    assert (result.returncode, result.stdout) == (0, "")
+
+
+def test_a_task_that_ignores_its_stdin_still_ends_the_run(cli, bundle, settings) -> None:
+    # `yes` never ends: the run must end with the task, not with our stdin.
+    producer = subprocess.Popen(["yes"], stdout=subprocess.PIPE)
+    try:
+        result = subprocess.run(
+            [SHIMLEDGER, "run", "-i", "--rm", "-b", str(bundle("sh", "-c", "exit 3")), "deaf"],
+            stdin=producer.stdout, env=env_of(settings), capture_output=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        producer.kill()
+        producer.wait()
+        assert producer.stdout is not None
+        producer.stdout.close()
+    assert result.returncode == 3, result.stderr
+
+
+def test_exec_interactive_passes_stdin(cli, bundle) -> None:
+    assert cli("run", "-d", "-b", str(bundle("sleep", "300")), "host").returncode == 0
+    result = cli("exec", "-i", "host", "--", "wc", "-l", input="a\nb\nc\n")
+    assert (result.returncode, result.stdout.strip()) == (0, "3")
+    without = cli("exec", "host", "--", "cat", input="ignored\n")
+    assert (without.returncode, without.stdout) == (0, "")
+    assert cli("delete", "-f", "host").returncode == 0
+
+
+def test_interactive_needs_the_foreground(cli) -> None:
+    result = cli("run", "-d", "-i", "x")
+    assert result.returncode == 1
+    assert (
+        result.stderr
+        == "shimledger: --interactive needs the foreground: it cannot go with --detach\n"
+    )
+
+
+# --- --log, --log-format, --debug, errors ----------------------------------------------------
+
+
+def test_log_file_gets_json_records_and_stderr_one_line(cli, tmp_path) -> None:
+    log = tmp_path / "shimledger.log"
+    result = cli("--log", str(log), "--log-format", "json", "state", "nope")
+    assert result.returncode == 1
+    assert result.stderr == "shimledger: task nope does not exist in namespace test\n"
+    [record] = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {"level", "msg", "time"} <= record.keys()
+    assert (record["level"], record["msg"]) == (
+        "error",
+        "task nope does not exist in namespace test",
+    )
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", record["time"])
+
+
+def test_log_file_in_text_format_and_debug_adds_the_traceback(cli, tmp_path) -> None:
+    log = tmp_path / "text.log"
+    assert cli("--log", str(log), "state", "nope").returncode == 1
+    [line] = log.read_text().splitlines()
+    assert re.fullmatch(r'time="[^"]+Z" level=error msg="task nope does not exist in '
+                        r'namespace test" logger=shimledger', line)  # fmt: skip
+
+    debug_log = tmp_path / "debug.log"
+    result = cli("--debug", "--log", str(debug_log), "--log-format", "json", "state", "nope")
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1
+    records = [json.loads(line) for line in debug_log.read_text().splitlines()]
+    assert "debug" in {r["level"] for r in records}
+    assert any("NotFoundError" in r.get("traceback", "") for r in records)
+    assert not any(r["logger"].startswith("aiosqlite") for r in records)
+
+
+def test_debug_without_a_log_file_shows_the_traceback_on_stderr(cli) -> None:
+    result = cli("--debug", "state", "nope")
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "level=debug" in result.stderr
+    assert (
+        result.stderr.splitlines()[-1] == "shimledger: task nope does not exist in namespace test"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["list", "--format", "xml"], "'xml' is not one of 'table', 'json'"),
+        (["kill"], "Missing argument 'ID'"),
+        (["--bogus", "list"], "No such option: --bogus"),
+        (["nosuch"], "No such command 'nosuch'"),
+        (["--log-format", "xml", "list"], "'xml' is not one of 'text', 'json'"),
+        (["--log", "/does/not/exist/x.log", "list"], "cannot open /does/not/exist/x.log"),
+        (["list", "--status", "zombie"], "unknown status zombie"),
+    ],
+)
+def test_usage_errors_are_one_plain_line_and_exit_1_like_runc(args, message) -> None:
+    result = plain(*args)
+    assert result.returncode == 1, result.stderr
+    assert message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("shimledger: ") and ANSI not in result.stderr
+    assert "╭" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_no_arguments_prints_help_and_succeeds_like_runc() -> None:
+    result = plain()
+    assert result.returncode == 0 and "Usage: shimledger" in result.stdout
+    assert "╭" not in result.stdout and ANSI not in result.stdout  # plain: it is piped
+
+
+def test_a_bug_shows_its_traceback_and_one_line(monkeypatch, capsys) -> None:
+    broken = typer.Typer()
+
+    @broken.command()
+    def explode() -> None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(sys, "argv", ["shimledger"])
+    with pytest.raises(SystemExit) as exit_:
+        run_app(broken)
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "explode" in err
+    assert err.splitlines()[-1] == ("shimledger: internal error (a bug; the traceback above "
+                                    "shows where): ZeroDivisionError: a bug")  # fmt: skip
+
+
+# --- completion ---------------------------------------------------------------------------------
+
+
+def bash_complete(words: str, env: dict[str, str], script: Path) -> list[str]:
+    """What bash offers after ``words`` (a trailing space: a new word), with our script loaded."""
+    bin_dir = str(Path(SHIMLEDGER).parent)
+    completed = subprocess.run(
+        ["bash", "-c", f'source {script}; COMP_WORDS=({words}); '
+                       'COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 )); '
+                       '_shimledger_completion shimledger; echo "${COMPREPLY[@]}"'],
+        env=env | {"PATH": f"{bin_dir}:{env['PATH']}"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout.split()
+
+
+def test_shell_completion_completes_commands_in_bash(tmp_path) -> None:
+    script = plain("--show-completion", "bash")
+    assert script.returncode == 0
+    assert "complete -o default -F _shimledger_completion shimledger" in script.stdout
+    (tmp_path / "completion.bash").write_text(script.stdout)
+    assert bash_complete("shimledger li", dict(os.environ), tmp_path / "completion.bash") == [
+        "list"]  # fmt: skip
+
+
+def test_shell_completion_offers_the_namespaces_task_ids(cli, bundle, settings, tmp_path) -> None:
+    for task_id in ("alpha", "alps", "beta"):
+        assert cli("create", "-b", str(bundle("true")), task_id).returncode == 0
+    script = tmp_path / "completion.bash"
+    script.write_text(plain("--show-completion", "bash").stdout)
+    env = env_of(settings)
+    assert bash_complete("shimledger state al", env, script) == ["alpha", "alps"]
+    assert bash_complete("shimledger kill ''", env, script) == ["alpha", "alps", "beta"]
+    assert bash_complete("shimledger -n elsewhere state ''", env, script) == []
+    assert cli("delete", "alpha", "alps", "beta").returncode == 0
+
+
+# --- JSON shapes, filters, pid files -------------------------------------------------------------
+
+TASK_KEYS = {"id", "namespace", "incarnation", "pid", "status", "bundle", "created", "started",
+             "exit_status", "exited_at"}  # fmt: skip
+
+
+def test_json_shapes_have_stable_keys(cli, bundle, tmp_path) -> None:
+    pid_file = tmp_path / "pid"
+    path = bundle("sleep", "300")
+    assert cli("run", "-d", "--pid-file", str(pid_file), "-b", str(path), "shape").returncode == 0
+    state = json.loads(cli("state", "shape").stdout)
+    assert set(state) == TASK_KEYS and int(pid_file.read_text()) == state["pid"]
+
+    [entry] = json.loads(cli("list", "--json").stdout)
+    assert set(entry) == TASK_KEYS
+    assert json.loads(cli("list", "--format", "json").stdout) == [entry]
+
+    processes = json.loads(cli("ps", "--json", "shape").stdout)
+    assert all(set(p) == {"pid", "exec_id", "command"} for p in processes)
+    assert "sleep 300" in {p["command"] for p in processes}
+
+    assert cli("kill", "shape", "KILL").returncode == 0
+    waited = cli("wait", "--json", "shape")
+    assert waited.returncode == 137
+    assert json.loads(waited.stdout).keys() == {"id", "namespace", "exit_status", "exited_at"}
+    assert json.loads(waited.stdout)["exit_status"] == 137
+
+    deleted = cli("delete", "--json", "shape", "ghost")
+    assert deleted.returncode == 1 and "ghost" in deleted.stderr
+    first, second = json.loads(deleted.stdout)
+    assert set(first) == set(second) == {"id", "namespace", "deleted", "incarnation",
+                                         "exit_status", "exited_at", "error"}  # fmt: skip
+    assert (first["id"], first["deleted"], first["exit_status"], first["error"]) == (
+        "shape", True, 137, None)  # fmt: skip
+    assert (second["id"], second["deleted"]) == ("ghost", False) and "ghost" in second["error"]
+
+
+def test_create_writes_the_pid_file(cli, bundle, tmp_path) -> None:
+    pid_file = tmp_path / "created.pid"
+    assert (
+        cli("create", "--pid-file", str(pid_file), "-b", str(bundle("true")), "pf").returncode == 0
+    )
+    assert int(pid_file.read_text()) == json.loads(cli("state", "pf").stdout)["pid"]
+    assert cli("delete", "pf").returncode == 0
+
+
+def test_a_pid_file_that_cannot_be_written_leaves_no_task(cli, bundle) -> None:
+    result = cli("create", "--pid-file", "/does/not/exist/pid", "-b", str(bundle("true")), "pf2")
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1
+    assert cli("list", "-q").stdout == ""
+
+
+def test_list_filters_by_status_and_namespace(cli, bundle) -> None:
+    assert cli("create", "-b", str(bundle("sleep", "300")), "waiting").returncode == 0
+    assert cli("run", "-d", "-b", str(bundle("sleep", "300")), "busy").returncode == 0
+    assert cli("-n", "other", "create", "-b", str(bundle("true")), "elsewhere").returncode == 0
+
+    def ids(*args: str) -> list[str]:
+        result = cli("list", "-q", *args)
+        assert result.returncode == 0, result.stderr
+        return sorted(result.stdout.split())
+
+    assert ids() == ["busy", "waiting"]
+    assert ids("--status", "created") == ["waiting"]
+    either = ids("-s", "running", "-s", "created")
+    assert either == ["busy", "waiting"], cli("history", "busy").stdout
+    assert ids("--status", "stopped") == []
+    assert ids("--all-namespaces") == ["other/elsewhere", "test/busy", "test/waiting"]
+    everywhere = json.loads(cli("list", "-A", "--status", "created", "--json").stdout)
+    assert sorted((e["namespace"], e["id"]) for e in everywhere) == [
+        ("other", "elsewhere"), ("test", "waiting")]  # fmt: skip
+    header = cli("list", "-A").stdout.splitlines()[0]
+    assert header.split("\t")[0] == "NAMESPACE"
+
+
+# --- terminals and pipes -------------------------------------------------------------------------
+
+
+def on_a_terminal(settings: Settings, *args: str, **extra_env: str) -> str:
+    """Run the CLI with its stdout on a pseudo-terminal; what a person would see."""
+    controller, terminal = pty.openpty()
+    env = env_of(settings) | {"TERM": "xterm"}
+    env.pop("NO_COLOR", None)
+    env |= extra_env
+    process = subprocess.Popen([SHIMLEDGER, *args], stdout=terminal, stderr=subprocess.PIPE,
+                               stdin=subprocess.DEVNULL, env=env)  # fmt: skip
+    os.close(terminal)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([controller], [], [], 60)
+        if not ready:
+            break
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the other side is closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(controller)
+    assert process.wait(timeout=60) == 0, process.stderr.read() if process.stderr else ""
+    if process.stderr:
+        process.stderr.close()
+    return b"".join(chunks).decode()
+
+
+def test_tables_and_colour_on_a_terminal_plain_tabs_when_piped(cli, bundle, settings) -> None:
+    assert cli("run", "-d", "-b", str(bundle("sleep", "300")), "shown").returncode == 0
+
+    piped = cli("list").stdout
+    assert ANSI not in piped
+    rows = [line.split("\t") for line in piped.splitlines()]
+    assert rows[0] == ["ID", "PID", "STATUS", "EXIT", "BUNDLE", "CREATED"]
+    assert rows[1][0] == "shown" and rows[1][2] == "running" and rows[1][3] == ""  # empty kept
+
+    for args in (["ps", "shown"], ["history", "shown"], ["state", "shown"], ["--help"],
+                 ["list", "--help"], ["events"]):  # fmt: skip
+        result = cli(*args)
+        assert result.returncode == 0 and ANSI not in result.stdout + result.stderr, args
+        assert "╭" not in result.stdout, args
+
+    shown = on_a_terminal(settings, "list")
+    assert ANSI in shown and "\t" not in shown
+    assert re.search(r"ID\s+PID\s+STATUS", re.sub(r"\x1b\[[0-9;]*m", "", shown))
+
+    monochrome = on_a_terminal(settings, "--help")
+    assert "Usage" in monochrome
+    assert cli("delete", "-f", "shown").returncode == 0
+
+
+def test_no_color_keeps_the_terminal_table_but_drops_the_colour(cli, bundle, settings) -> None:
+    assert cli("create", "-b", str(bundle("true")), "grey").returncode == 0
+    shown = on_a_terminal(settings, "list", NO_COLOR="1")
+    assert ANSI not in shown and "\t" not in shown and "grey" in shown
+    assert cli("delete", "grey").returncode == 0
