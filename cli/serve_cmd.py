@@ -1,0 +1,64 @@
+"""`shimledger serve`: the long-running service beside the commands.
+
+It owns the event sink of the state dir, so the shims started by any command deliver their
+events to it; commands run without it as before when it is not there. SIGTERM or SIGINT
+stops it cleanly (exit 0): containers and shims keep running, and what happens while it is
+down is found by reconciliation when it (or any command) next looks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal as signals
+
+import typer
+
+from cli.common import run_command
+from cli.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def serve(ctx: typer.Context) -> None:
+    """Serve shims' events, watch every shim, keep history and views current.
+
+    On start, reconcile the state dir with the shims already running; stop with SIGTERM.
+    """
+    settings: Settings = ctx.obj
+
+    async def work() -> None:
+        from cli.bootstrap import wire
+        from shim.supervisor import Supervisor
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signals.SIGTERM, signals.SIGINT, signals.SIGHUP):
+            loop.add_signal_handler(sig, stop.set)  # a clean stop, not a cancellation
+        async with wire(settings, sink="own") as wiring:
+            views = list(wiring.ledger.views.values())
+
+            async def catch_up() -> None:
+                for view in views:
+                    await view.catch_up()
+
+            supervisor = Supervisor(wiring.manager, wiring.shims, catch_up)
+            try:
+                for entry in await supervisor.start():
+                    line = f"{entry.namespace}/{entry.task_id}: {entry.action.value} {entry.detail}"
+                    typer.echo(f"reconciled {line}".rstrip(), err=True)
+                typer.echo(
+                    f"shimledger serve: events on {wiring.sink.path}, watching "
+                    f"{len(supervisor.watched)} shim(s)",
+                    err=True,
+                )
+                await supervisor.run(stop)
+            finally:
+                await supervisor.aclose()
+        typer.echo("shimledger serve: stopped; containers keep running", err=True)
+
+    run_command(work)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)

@@ -1,0 +1,120 @@
+"""What `shimledger serve` does while it runs: watch every shim, keep the views current.
+
+On start it reconciles the whole state dir (exits and lost shims from while nobody was
+listening, bundles no record knows). Then it holds a connection to every shim, which
+drains the shim's log and tells, by closing, when the shim goes away; a task whose shim
+vanished is reconciled at once instead of at the next command. The read models are caught
+up continuously, so `events --follow` and `list` see what happened within a moment.
+Stopping never touches a task: shims and containers keep running without us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from domain.errors import ShimledgerError
+from shim import DEFAULT_RUNTIME
+from shim.bundle import bundle_runtime, existing_bundles
+from shim.reconcile import Reconciliation
+from shim.shim_manager import ShimManager, ShimProcess
+from shim.task_access import TaskAccess
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+
+class Supervisor:
+    """Watches the shims of one state dir on behalf of a long-running process."""
+
+    def __init__(
+        self,
+        manager: TaskAccess,
+        shims: ShimManager,
+        catch_up: Callable[[], Awaitable[Any]],
+        *,
+        interval: float = 0.2,
+        rescan: float = 1.0,
+    ) -> None:
+        self._manager = manager
+        self._shims = shims
+        self._catch_up = catch_up
+        self._interval = interval
+        self._rescan = rescan
+        self._watched: dict[Key, ShimProcess] = {}
+        self._gone: asyncio.Queue[Key] = asyncio.Queue()
+
+    @property
+    def watched(self) -> set[Key]:
+        return set(self._watched)
+
+    async def start(self) -> list[Reconciliation]:
+        """Reconcile everything, then connect to every shim still there."""
+        report = await self._manager.reconcile_all(all_namespaces=True)
+        await self.watch_new()
+        await self._catch_up()
+        return report
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until ``stop`` is set: reconcile lost shims, watch new ones, catch up the views."""
+        loop = asyncio.get_running_loop()
+        next_scan = loop.time() + self._rescan
+        while not stop.is_set():
+            await self._reconcile_gone()
+            if loop.time() >= next_scan:
+                await self.watch_new()
+                next_scan = loop.time() + self._rescan
+            try:
+                await self._catch_up()
+            except (ShimledgerError, OSError) as exc:
+                logger.warning("views not caught up: %s", exc)
+            try:
+                async with asyncio.timeout(self._interval):
+                    await stop.wait()
+            except TimeoutError:
+                pass
+
+    async def watch_new(self) -> None:
+        """Connect to the shim of every working bundle not watched yet."""
+        for bundle in existing_bundles(self._shims.config.state):
+            key = (bundle.namespace, bundle.id)
+            if key in self._watched:
+                continue
+            runtime = bundle_runtime(bundle, DEFAULT_RUNTIME)
+            try:
+                shim = await self._shims.load_shim(
+                    bundle, runtime, on_close=lambda key=key: self._lost(key)
+                )
+            except (ShimledgerError, OSError) as exc:
+                # Being created right now (no address yet), or dead: a task with a record
+                # is reconciled; a bundle without one is the next scan's or `reconcile`'s.
+                logger.debug("shim of %s/%s does not answer: %s", *key, exc)
+                continue
+            self._watched[key] = shim
+            logger.info("watching the shim of %s/%s (pid %d)", *key, shim.shim_pid)
+
+    def _lost(self, key: Key) -> None:
+        self._watched.pop(key, None)
+        self._gone.put_nowait(key)
+
+    async def _reconcile_gone(self) -> None:
+        """A watched shim closed its connection: deleted on purpose, or died."""
+        while not self._gone.empty():
+            namespace, task_id = self._gone.get_nowait()
+            task = await self._manager.current(namespace, task_id)
+            if task is None or not task.is_live:
+                continue
+            try:
+                if await self._manager.reconcile(task):
+                    logger.warning("task %s/%s: its shim went away; recorded", namespace, task_id)
+            except (ShimledgerError, OSError) as exc:
+                logger.warning("reconciling %s/%s failed: %s", namespace, task_id, exc)
+
+    async def aclose(self) -> None:
+        """Drop the connections; the shims and their tasks keep running."""
+        watched, self._watched = self._watched, {}
+        for shim in watched.values():
+            await shim.client.aclose()
