@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -37,7 +38,7 @@ def _dump(records: list[EventRecord]) -> str:
 def history(ctx: typer.Context, task_id: TaskArg, as_json: JsonFlag = False) -> None:
     """Every event of a task ID, across all its incarnations, oldest first."""
     from cli.bootstrap import open_ledger
-    from cli.output import event_rows
+    from cli.output import colour_enabled, event_rows, on_terminal
     from projections.records import history_records
 
     settings: Settings = ctx.obj
@@ -51,22 +52,36 @@ def history(ctx: typer.Context, task_id: TaskArg, as_json: JsonFlag = False) -> 
         return history_records(events)
 
     records = run_command(work)
+    if not as_json and on_terminal():
+        # A person is reading: a timeline per incarnation. Pipes keep the parseable table.
+        import shutil
+
+        from cli.history_text import timeline_text
+
+        width = shutil.get_terminal_size().columns
+        now = datetime.now().astimezone()
+        typer.echo(timeline_text(records, now=now, width=width, colour=colour_enabled()))
+        return
     typer.echo(_dump(records) if as_json else event_rows(records, with_task=False))
 
 
 def events(
     ctx: typer.Context,
-    since: Annotated[str | None, typer.Option(help="ISO 8601 time, or a duration ago: 10m, 2h.")]
-    = None,
+    since: Annotated[
+        str | None, typer.Option(help="ISO 8601 time, or a duration ago: 10m, 2h.")
+    ] = None,
     until: Annotated[str | None, typer.Option(help="ISO 8601 time, or a duration ago.")] = None,
-    types: Annotated[list[str] | None, typer.Option("--type", help="Event type; repeatable.")]
-    = None,
-    namespace: Annotated[str | None, typer.Option("--namespace", help="Only this namespace.")]
-    = None,
+    types: Annotated[
+        list[str] | None, typer.Option("--type", help="Event type; repeatable.")
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", help="Only this namespace.")
+    ] = None,
     task_id: Annotated[str | None, typer.Option("--id", help="Only this task ID.")] = None,
     as_json: JsonFlag = False,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events.")]
-    = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events.")
+    ] = False,
 ) -> None:
     """Events of every task, filtered by time, type, namespace and ID."""
     from cli.bootstrap import open_ledger
@@ -121,8 +136,7 @@ def events(
 def replay(
     ctx: typer.Context,
     at: Annotated[str | None, typer.Option(help="The table as it stood at this time.")] = None,
-    position: Annotated[int | None, typer.Option(help="... or after this event position.")]
-    = None,
+    position: Annotated[int | None, typer.Option(help="... or after this event position.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """The whole task table as it stood then, computed from the events themselves."""
@@ -153,11 +167,24 @@ def audit_command(
     ctx: typer.Context,
     since: Annotated[str | None, typer.Option(help="ISO 8601 time, or a duration ago.")] = None,
     until: Annotated[str | None, typer.Option(help="ISO 8601 time, or a duration ago.")] = None,
-    stuck_after: Annotated[str, typer.Option(help="Created or running longer is an anomaly.")]
-    = "1h",
+    stuck_after: Annotated[
+        str, typer.Option(help="Created or running longer is an anomaly.")
+    ] = "1h",
     as_json: JsonFlag = False,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            metavar="FILE",
+            dir_okay=False,
+            help="Write a self-contained HTML page (timeline, counts, anomalies).",
+        ),
+    ] = None,
 ) -> None:
-    """Lifetimes, exit statuses and anomalies: failures, signals, OOMs, lost shims, stuck tasks."""
+    """Lifetimes, exit statuses and anomalies: failures, signals, OOMs, lost shims, stuck tasks.
+
+    With --html the report goes to FILE as a page to look at, instead of the table.
+    """
     from cli.bootstrap import open_ledger
     from cli.output import table
     from projections.audit import audit
@@ -175,8 +202,12 @@ def audit_command(
         return audit(records, since=start, until=end, stuck_after=threshold)
 
     report = run_command(work)
+    if html is not None:
+        _write_page(report, html)
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
+        return
+    if html is not None:
         return
     typer.echo(table([[k, str(v)] for k, v in report.summary.items()]))
     counts = ", ".join(f"{status}: {n}" for status, n in report.exit_statuses.items())
@@ -185,6 +216,21 @@ def audit_command(
         typer.echo("\n" + table([["AT", "KIND", "NAMESPACE", "ID", "INC", "DETAIL"]] + [
             [a.at.isoformat(), a.kind, a.namespace, a.id, str(a.incarnation), a.detail]
             for a in report.anomalies]))  # fmt: skip
+
+
+def _write_page(report: AuditReport, path: Path) -> None:
+    """Write the page whole or not at all: a browser never opens half of it."""
+    from projections.audit_html import audit_page
+
+    page = audit_page(report)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(page, encoding="utf-8")
+        partial.replace(path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        typer.echo(f"shimledger: cannot write {path}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(code=1) from None
 
 
 def register(app: typer.Typer) -> None:

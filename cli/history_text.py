@@ -1,0 +1,171 @@
+"""`history ID` for a person at a terminal: each incarnation as a timeline, not a log table.
+
+Piped output stays the plain table (scripts parse it); on a terminal people want to see how
+long each step took and how each incarnation ended, so times become offsets from Created,
+a small bar shows where in the incarnation's life each event fell, and outcomes get colour.
+"""
+
+from __future__ import annotations
+
+import signal as signals
+from datetime import datetime, timedelta
+from itertools import groupby
+
+import typer
+
+from cli.output import describe, who
+from projections.audit import Lifetime, audit
+from projections.audit_html import duration, ending_of, outcome
+from projections.records import EventRecord
+
+BAR_WIDTH = 20
+_NEVER = timedelta(days=36500)  # history shows no "stuck" anomalies: the threshold is moot
+
+# Terminal colours by ending (see projections.audit_html.ENDINGS for the page's palette).
+_ENDING_COLOUR = {
+    "ok": "green", "failed": "yellow", "signal": "red", "oom": "magenta", "lost": "red",
+    "deleted": "bright_black", "running": "blue", "created": "cyan",
+}  # fmt: skip
+_EVENT_COLOUR = {
+    "Created": "cyan", "Started": "blue", "Killed": "yellow", "OOM": "magenta",
+    "ShimLost": "red",
+}  # fmt: skip
+
+
+def _signal_name(number: int | None) -> str:
+    known = {s.value: s.name for s in signals.Signals}
+    return f" ({known[number]})" if number in known else ""
+
+
+def details(record: EventRecord) -> str:
+    """The fields that matter, in words where a key=value would make people decode."""
+    fields = record.fields()
+    if record.type == "Exited":
+        text = f"exit {fields.get('exit_status')}"
+        signal = fields.get("signal")
+        return text + (f", signal {signal}{_signal_name(signal)}" if signal is not None else "")
+    if record.type == "Killed":
+        signal = fields.get("signal")
+        return f"signal {signal}{_signal_name(signal)}" + (" to all" if fields.get("all") else "")
+    return describe(record)
+
+
+def bar(offset: float, span: float, width: int = BAR_WIDTH) -> str:
+    """Where in the life an event fell: the past drawn heavy, the event a dot, the rest thin."""
+    at = 0 if span <= 0 else min(width - 1, int(offset / span * (width - 1) + 0.5))
+    return "\u2501" * at + "\u25cf" + "\u2500" * (width - 1 - at)
+
+
+def _style(
+    text: str, colour: str | None, use_colour: bool, *, bold: bool = False, dim: bool = False
+) -> str:
+    if not use_colour or (colour is None and not bold and not dim):
+        return text
+    return typer.style(text, fg=colour, bold=bold or None, dim=dim or None)
+
+
+def _fit(text: str, room: int) -> str:
+    if room <= 1:
+        return ""
+    return text if len(text) <= room else text[: room - 1] + "\u2026"
+
+
+def timeline_text(
+    records: list[EventRecord], *, now: datetime, width: int = 120, colour: bool = True
+) -> str:
+    """One ID's history, oldest first, grouped by incarnation, with offsets and outcomes."""
+    if not records:
+        return ""
+    report = audit(records, since=None, until=now, stuck_after=_NEVER)
+    lives = {life.incarnation: life for life in report.lifetimes}
+    first = records[0]
+    count = len({r.incarnation for r in records})
+    lines = [
+        _style(first.id, None, colour, bold=True)
+        + f"  namespace {first.namespace}, {count} incarnation{'s' if count != 1 else ''}"
+    ]
+    previous_end: datetime | None = None
+    for incarnation, group in groupby(records, key=lambda r: r.incarnation):
+        events = list(group)
+        life = lives.get(incarnation)
+        lines.append("")
+        lines.append(_heading(incarnation, events, life, previous_end, now, width, colour))
+        start = events[0].timestamp
+        span = (_last_moment(life, events, now) - start).total_seconds()
+        offsets = ["+0", *(f"+{duration((e.timestamp - start).total_seconds())}"
+                           for e in events[1:])]  # fmt: skip
+        offset_width = max(len(o) for o in offsets)
+        name_width = max(len(e.type) for e in events)
+        bar_width = BAR_WIDTH if width >= 100 else BAR_WIDTH // 2
+        detail_width = max(len(details(e)) for e in events)
+        shown_cause: str | None = None
+        for event, offset in zip(events, offsets, strict=True):
+            at = (event.timestamp - start).total_seconds()
+            head = f"    {offset.rjust(offset_width)}  {bar(at, span, bar_width)}  "
+            name = _style(event.type.ljust(name_width), _event_colour(event), colour)
+            text = details(event)
+            # Who did it, only when it changes: most steps of a run share one command.
+            by = who(event.cause)
+            room = width - len(head) - name_width - 2
+            if by == shown_cause:
+                lines.append(f"{head}{name}  {_fit(text, room)}".rstrip())
+                continue
+            shown_cause = by
+            said = f"by {by}"
+            # Causes line up in a column, unless a long detail pushes one further right.
+            column = max(min(detail_width, 40), len(text)) + 2
+            if room - column >= 20:
+                cause = _style(_fit(said, room - column), None, colour, dim=True)
+                lines.append(f"{head}{name}  {text.ljust(column)}{cause}")
+            else:  # too narrow: the cause gets its own, indented line
+                lines.append(f"{head}{name}  {_fit(text, room)}".rstrip())
+                indent = len(head) + name_width + 2
+                lines.append(
+                    " " * indent + _style(_fit(said, width - indent), None, colour, dim=True)
+                )
+        previous_end = life.deleted if life else None
+    return "\n".join(lines)
+
+
+def _last_moment(life: Lifetime | None, events: list[EventRecord], now: datetime) -> datetime:
+    """The right end of an incarnation's bars: deleted, or its last event, or now if live."""
+    if life is not None and life.deleted:
+        return life.deleted
+    if life is None or life.exited:
+        return events[-1].timestamp
+    return now
+
+
+def _event_colour(record: EventRecord) -> str | None:
+    if record.type == "Exited":
+        return "green" if record.fields().get("exit_status") == 0 else "red"
+    return _EVENT_COLOUR.get(record.type)
+
+
+def _heading(
+    incarnation: int,
+    events: list[EventRecord],
+    life: Lifetime | None,
+    previous_end: datetime | None,
+    now: datetime,
+    width: int,
+    colour: bool,
+) -> str:
+    created = events[0].timestamp
+    text = f"#{incarnation}  created {created.isoformat(sep=' ', timespec='milliseconds')}"
+    if previous_end is not None:
+        text += f" ({duration((created - previous_end).total_seconds())} after the last delete)"
+    if life is None:
+        return text
+    if life.deleted:
+        lived = f"lived {duration((life.deleted - created).total_seconds())}"
+    elif life.exited:
+        lived = f"ran {duration((life.exited - created).total_seconds())}, not deleted yet"
+    else:
+        lived = f"alive for {duration((now - created).total_seconds())}"
+    ending = ending_of(life)
+    said = outcome(life)
+    styled = _style(said, _ENDING_COLOUR.get(ending), colour, bold=ending != "ok")
+    if len(text) + len(lived) + len(said) + 6 <= width:
+        return f"{text}   {lived}   {styled}"
+    return f"{_fit(text, width)}\n    {_fit(lived, width - 4)}   {styled}"  # a narrow terminal
