@@ -21,10 +21,18 @@ from pathlib import Path
 POLL_INTERVAL = 0.005
 
 
+def make_private_dirs(directory: Path) -> None:
+    """Create ``directory`` and any missing parent with mode 0700 (mkdir's ``parents``
+    would give the parents the umask's 0755)."""
+    missing = [d for d in (directory, *directory.parents) if not d.exists()]
+    for each in reversed(missing):
+        each.mkdir(mode=0o700, exist_ok=True)
+
+
 @asynccontextmanager
 async def file_lock(path: Path) -> AsyncIterator[None]:
     """Hold an exclusive flock on ``path`` (created if missing) for the block's duration."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_dirs(path.parent)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         while True:

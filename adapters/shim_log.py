@@ -62,7 +62,9 @@ class ShimLog:
     def _append(self, data: bytes) -> None:
         assert self._keep is not None
         try:
-            self._keep.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # <logs>/<namespace>/<id>/: the logs dir itself is made by the composition root.
+            self._keep.parent.parent.mkdir(mode=0o700, exist_ok=True)
+            self._keep.parent.mkdir(mode=0o700, exist_ok=True)
             with open(self._keep, "ab") as kept:
                 kept.write(data)
         except OSError as exc:  # a full disk must not stop the drain (the shim would block)

@@ -90,6 +90,7 @@ def _state_saver(settings: Settings) -> Callable[[str, str, dict[str, Any] | Non
 def _prepare_root(settings: Settings) -> None:
     try:
         settings.root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        (settings.root / "logs").mkdir(mode=0o700, exist_ok=True)
     except OSError as exc:
         raise InvalidArgumentError(f"cannot use {settings.root} as a directory: {exc}") from None
 

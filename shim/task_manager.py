@@ -351,6 +351,7 @@ class TaskManager(TaskAccess):
         path = self._shims.config.log_file(self.namespace, task_id, incarnation)
         if path is None:
             return Stdio()
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.parent.parent.mkdir(mode=0o700, exist_ok=True)  # the log dir exists: bootstrap
+        path.parent.mkdir(mode=0o700, exist_ok=True)
         path.unlink(missing_ok=True)  # a leftover of a create that failed: start afresh
         return Stdio(stdout=f"file://{path}", stderr=f"file://{path}")
