@@ -18,7 +18,8 @@ sys.path.insert(0, str(ROOT))
 
 from adapters.event_store import EventStore, sqlite_env  # noqa: E402
 from adapters.shim_binary import search_path  # noqa: E402
-from cli.bootstrap import Settings, bootstrap, open_ledger  # noqa: E402
+from cli.bootstrap import Settings, bootstrap  # noqa: E402
+from cli.ledger import open_ledger  # noqa: E402
 from cli.output import TaskOutput  # noqa: E402
 from projections.event_index import EventFilter  # noqa: E402
 from projections.records import history_records  # noqa: E402

@@ -7,7 +7,6 @@ the log; only a bug prints a traceback without being asked.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import json
 import logging
@@ -154,6 +153,8 @@ def run_command(work: Callable[[], Awaitable[T]]) -> T:
     SIGTERM and SIGHUP cancel the command like Ctrl-C does, so its cleanup steps run and
     nothing half-made is left behind.
     """
+
+    import asyncio  # here, not at the top: --help does not pay for it
 
     async def cancellable() -> T:
         loop = asyncio.get_running_loop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
@@ -30,8 +29,10 @@ def complete_task_id(ctx: typer.Context, incomplete: str) -> list[str]:
     if not (settings.root / "projections").is_dir():
         return []  # never create a root dir just to complete a word
 
+    import asyncio
+
     async def ids() -> list[str]:
-        from cli.bootstrap import open_ledger
+        from cli.ledger import open_ledger
 
         async with open_ledger(settings) as ledger:
             await ledger.task_states.catch_up()

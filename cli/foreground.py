@@ -6,7 +6,6 @@ Shared by `run` (the task's init) and `exec` (an extra process), and by `create`
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal as signals
@@ -19,6 +18,8 @@ from cli.settings import Settings
 from domain.errors import InvalidArgumentError, ShimledgerError
 
 if TYPE_CHECKING:
+    import asyncio
+
     from adapters.fifo_io import ForegroundIO
     from shim.task_manager import TaskManager
 
@@ -80,6 +81,7 @@ async def run_in_foreground(
     interactive: bool, remove: bool, pid_file: Path | None,
 ) -> int:  # fmt: skip
     """Our stdio connected to the task's, our signals forwarded to it; its exit status."""
+    import asyncio
 
     async def forward(sig: int) -> None:
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from datetime import datetime
@@ -37,7 +36,7 @@ def _dump(records: list[EventRecord]) -> str:
 
 def history(ctx: typer.Context, task_id: TaskArg, as_json: JsonFlag = False) -> None:
     """Every event of a task ID, across all its incarnations, oldest first."""
-    from cli.bootstrap import open_ledger
+    from cli.ledger import open_ledger
     from cli.output import colour_enabled, event_rows, on_terminal
     from projections.records import history_records
 
@@ -84,7 +83,7 @@ def events(
     ] = False,
 ) -> None:
     """Events of every task, filtered by time, type, namespace and ID."""
-    from cli.bootstrap import open_ledger
+    from cli.ledger import open_ledger
     from cli.output import event_rows
     from projections.event_index import EventFilter
 
@@ -107,6 +106,8 @@ def events(
         sys.stdout.flush()
 
     async def work() -> None:
+        import asyncio
+
         async with open_ledger(settings) as ledger:
             await ledger.event_index.catch_up()
             records = await ledger.event_index.query(selection)
@@ -142,7 +143,7 @@ def replay(
     """The whole task table as it stood then, computed from the events themselves."""
     if (at is None) == (position is None):
         raise typer.BadParameter("give exactly one of --at and --position")
-    from cli.bootstrap import open_ledger
+    from cli.ledger import open_ledger
     from cli.output import TaskOutput, state_rows
     from projections.task_states import replay_table
 
@@ -185,7 +186,7 @@ def audit_command(
 
     With --html the report goes to FILE as a page to look at, instead of the table.
     """
-    from cli.bootstrap import open_ledger
+    from cli.ledger import open_ledger
     from cli.output import table
     from projections.audit import audit
     from projections.event_index import EventFilter

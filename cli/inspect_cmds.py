@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -138,6 +137,8 @@ def logs(
     """Print a detached task's stdout and stderr (kept under the root dir)."""
 
     async def work() -> None:
+        import asyncio
+
         from cli.bootstrap import bootstrap
 
         async with bootstrap(ctx.obj) as tasks:

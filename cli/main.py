@@ -7,7 +7,6 @@ defaults and exit codes follow runc's where runc has the same command.
 
 from __future__ import annotations
 
-import asyncio
 import signal as signals
 import sys
 from pathlib import Path
@@ -226,6 +225,8 @@ def exec(
             raise fail(f"--env {entry!r} is not K=V")
 
     async def work() -> int:
+        import asyncio
+
         from cli.bootstrap import bootstrap
 
         async with bootstrap(settings) as tasks:

@@ -13,7 +13,7 @@ from cli.settings import Settings
 from domain.errors import NotFoundError
 
 if TYPE_CHECKING:
-    from cli.bootstrap import Ledger
+    from cli.ledger import Ledger
 
 app = typer.Typer(help="The views derived from the history: status, rebuild, verify.")
 
@@ -21,7 +21,7 @@ app = typer.Typer(help="The views derived from the history: status, rebuild, ver
 @app.command()
 def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Each view's position against the head of the event store, and its lag."""
-    from cli.bootstrap import open_ledger
+    from cli.ledger import open_ledger
 
     settings: Settings = ctx.obj
 
@@ -50,7 +50,7 @@ def rebuild(
     name: Annotated[str | None, typer.Argument(help="One view; all when omitted.")] = None,
 ) -> None:
     """Replay the history into a fresh file per view and swap it in atomically."""
-    from cli.bootstrap import open_ledger
+    from cli.ledger import open_ledger
 
     settings: Settings = ctx.obj
 
@@ -75,7 +75,7 @@ def rebuild(
 @app.command()
 def verify(ctx: typer.Context) -> None:
     """Compare each view with a fresh replay of the history; exit 1 if any differs."""
-    from cli.bootstrap import open_ledger
+    from cli.ledger import open_ledger
     from projections.verify import verify_views
 
     settings: Settings = ctx.obj

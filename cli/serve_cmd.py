@@ -8,7 +8,6 @@ down is found by reconciliation when it (or any command) next looks.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal as signals
 
@@ -26,6 +25,8 @@ def serve(ctx: typer.Context) -> None:
     On start, reconcile the state dir with the shims already running; stop with SIGTERM.
     """
     settings: Settings = ctx.obj
+
+    import asyncio
 
     async def work() -> None:
         from cli.bootstrap import wire

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from adapters.shim_binary import search_path
-from cli.bootstrap import Settings, bootstrap, open_ledger
+from cli.bootstrap import Settings, bootstrap
+from cli.ledger import open_ledger
 from shim.task_manager import TaskManager
 
 ROOT = Path(__file__).resolve().parent.parent

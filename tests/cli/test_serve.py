@@ -62,8 +62,12 @@ class Service:
 
 @pytest.fixture
 def env(settings: Settings) -> dict[str, str]:
-    return dict(os.environ, SHIMLEDGER_ROOT=str(settings.root),
-                SHIMLEDGER_STATE=str(settings.state), SHIMLEDGER_NAMESPACE=settings.namespace)  # fmt: skip
+    return dict(
+        os.environ,
+        SHIMLEDGER_ROOT=str(settings.root),
+        SHIMLEDGER_STATE=str(settings.state),
+        SHIMLEDGER_NAMESPACE=settings.namespace,
+    )
 
 
 @pytest.fixture
