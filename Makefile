@@ -4,9 +4,12 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 SYSTEM_PACKAGES := runc containerd busybox-static
+# Only the tests need these: headless Chromium renders `audit --html`; CRIU is what runc
+# calls for `checkpoint` (on kernels where it cannot dump, the tests check the clean error).
+TEST_PACKAGES := chromium criu
 PROTO_FILES := $(wildcard adapters/proto/*.proto)
 
-.PHONY: demo test setup setup-dev system-packages proto bench lint
+.PHONY: demo test setup setup-dev system-packages test-packages proto bench bench-history lint
 
 demo: setup
 	@work=$$(mktemp -d /tmp/shimledger-demo.XXXXXX); id=demo-$$(date +%s); \
@@ -22,7 +25,7 @@ test: setup-dev
 	$(VENV)/bin/pytest -q
 
 setup: system-packages $(VENV)/.installed
-setup-dev: system-packages $(VENV)/.installed-dev
+setup-dev: system-packages test-packages $(VENV)/.installed-dev
 
 system-packages:
 	@if [ "$$(id -u)" != 0 ]; then \
@@ -34,7 +37,15 @@ system-packages:
 	command -v containerd-shim-runc-v2 >/dev/null 2>&1 || missing="$$missing containerd"; \
 	[ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || missing="$$missing busybox-static"; \
 	python3 -c 'import ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+test-packages: system-packages
+	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v criu >/dev/null 2>&1 || [ -x /usr/sbin/criu ] || missing="$$missing criu"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -54,8 +65,15 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 proto: $(VENV)/.installed-dev
 	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. $(PROTO_FILES)
 
+# Every benchmark prints ratios against references measured in the same run (~6 min).
 bench: setup-dev
 	$(PY) bench/run.py
+	$(PY) bench/startup.py
+	$(PY) bench/ttrpc_calls.py
+	$(PY) bench/concurrency.py
+
+bench-history: setup-dev
+	$(PY) bench/history.py --small 100000 --large 1000000 --runs 3
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .

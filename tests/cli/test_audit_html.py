@@ -194,7 +194,7 @@ def chromium() -> str:
     if found:
         return found
     if os.environ.get("CI"):
-        pytest.fail("chromium is not installed (make system-packages installs it)")
+        pytest.fail("chromium is not installed (make test-packages installs it)")
     pytest.skip("needs chromium: apt-get install chromium")
 
 
