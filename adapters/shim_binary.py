@@ -87,13 +87,12 @@ class ShimBinaryLauncher:
 
     def __init__(
         self,
-        state: Path,
+        address: str,
         publish_binary: str = "shimledger",
         shim_log: Callable[[Bundle], Path | None] | None = None,
     ) -> None:
-        # -address is only hashed into the shim's socket name: a path in our state dir
-        # keeps the sockets of two state dirs (and of a real containerd) apart.
-        self._address_flag = str(state / "shimledger.sock")
+        # -address is only hashed into the shim's socket name (ManagerConfig.address).
+        self._address_flag = address
         self._publish_binary = publish_binary
         self._logs: dict[str, ShimLog] = {}  # opened by start, handed to connect
         self._shim_log = shim_log or (lambda bundle: None)  # where a shim's log is kept

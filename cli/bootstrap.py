@@ -108,12 +108,13 @@ async def wire(settings: Settings, *, sink: str = "serve") -> AsyncIterator[Wiri
         ttrpc_address=events.address,
         runc_binary=shutil.which("runc", path=search_path()) or "",
         log_dir=settings.root / "logs",
+        address=str(settings.state / "shimledger.sock"),
     )
     async with open_ledger(settings) as ledger:
         shims = ShimManager(
             config,
             ShimBinaryLauncher(
-                settings.state,
+                config.address,
                 shim_log=lambda b: settings.root / "logs" / b.namespace / b.id / "shim.log",
             ),
         )

@@ -35,7 +35,10 @@ class ManagerConfig:
     """Where shimledger keeps its ephemeral state, and where shims send their events."""
 
     state: Path
-    ttrpc_address: str
+    ttrpc_address: str  # the event sink every shim publishes to (its TTRPC_ADDRESS)
+    # containerd's own -address, which the shim only hashes into its socket's name: one in
+    # our state dir keeps two state dirs (and a real containerd) from sharing a shim.
+    address: str = ""
     runc_binary: str = ""
     # Detached tasks' stdout and stderr go to <log_dir>/<ns>/<id>/<incarnation>.log, which
     # outlives the state dir (it is under the root dir, with the history).

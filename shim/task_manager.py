@@ -36,12 +36,17 @@ from shim.ports import (
 )
 from shim.process_spec import exec_process
 from shim.task_access import TaskAccess
+from shim.task_handle import TaskHandle
 
 logger = logging.getLogger(__name__)
 
 
 class TaskManager(TaskAccess):
     """Creates, starts, kills, waits for and deletes tasks; serves their states."""
+
+    def task(self, task_id: str) -> TaskHandle:
+        """A handle on one task: every Task operation without repeating its ID."""
+        return TaskHandle(self, validate_identifier("task ID", task_id))
 
     # --- lifecycle ----------------------------------------------------------------------
 

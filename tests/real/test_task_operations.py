@@ -190,3 +190,27 @@ async def test_checkpoint_dumps_the_task_where_criu_works_and_fails_cleanly_wher
     assert types(await manager.history("saved")) == ["Created", "Started"]
     assert (await manager.get("saved")).status is Status.RUNNING
     await manager.delete("saved", force=True)
+
+
+async def test_a_task_handle_offers_every_operation_on_one_task(
+    manager: TaskManager, bundle: Bundle
+) -> None:
+    await manager.create("handled", bundle("sleep", "300"))
+    task = manager.task("handled")
+    assert (await task.start()).status is Status.RUNNING
+    assert [pid for pid, _ in await task.pids()] == [(await task.state()).pid]
+    assert (await task.pause()).status is Status.PAUSED
+    assert (await task.resume()).status is Status.RUNNING
+    await task.update({"pids": {"limit": 16}})
+    assert (await task.stats()).pids_limit == 16
+    process = await task.exec(["true"], exec_id="probe")
+    await process.start()
+    assert (await process.wait()).status == 0
+    await process.delete()
+    await task.kill(9)
+    assert (await task.wait()).status == 137
+    assert (await task.delete()) is not None
+    assert types(await manager.history("handled")) == [
+        "Created", "Started", "Paused", "Resumed", "Updated", "ExecAdded", "ExecStarted",
+        "ExecExited", "Killed", "Exited", "Deleted",
+    ]  # fmt: skip
