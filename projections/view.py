@@ -59,6 +59,10 @@ class View:
         self.path = directory / f"{self.name}.db"
         self._source = source
         self._db: aiosqlite.Connection | None = None
+        # One connection is shared by every coroutine of the process: one opens it, and
+        # one transaction at a time runs on it (SQLite has no nested BEGIN).
+        self._opening = asyncio.Lock()
+        self._writing = asyncio.Lock()
 
     async def apply(self, db: aiosqlite.Connection, position: int, event: Any) -> None:
         """Change the view's rows for one event, inside the caller's transaction."""
@@ -87,8 +91,9 @@ class View:
         return db
 
     async def connection(self) -> aiosqlite.Connection:
-        if self._db is None:
-            self._db = await self._open(self.path)
+        async with self._opening:
+            if self._db is None:
+                self._db = await self._open(self.path)
         return self._db
 
     async def aclose(self) -> None:
@@ -109,7 +114,9 @@ class View:
 
     async def catch_up(self, progress: Progress | None = None) -> int:
         """Apply every event recorded since the stored position; return the new position."""
-        return await self._catch_up(await self.connection(), progress)
+        db = await self.connection()
+        async with self._writing:
+            return await self._catch_up(db, progress)
 
     async def _catch_up(self, db: aiosqlite.Connection, progress: Progress | None) -> int:
         position = await self._position(db)
@@ -156,14 +163,15 @@ class View:
             position = await self._catch_up(db, progress)
         finally:
             await db.close()
-        await self.aclose()
-        if self.path.exists():
-            # Opening the old file once rolls back a hot journal a crashed writer left,
-            # so that journal can never be applied to the new file.
-            old = await aiosqlite.connect(self.path)
-            await old.execute("SELECT count(*) FROM sqlite_master")
-            await old.close()
-        os.replace(fresh, self.path)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{self.path}-journal")
+        async with self._writing:  # not while this process's catch-up writes the old file
+            await self.aclose()
+            if self.path.exists():
+                # Opening the old file once rolls back a hot journal a crashed writer left,
+                # so that journal can never be applied to the new file.
+                old = await aiosqlite.connect(self.path)
+                await old.execute("SELECT count(*) FROM sqlite_master")
+                await old.close()
+            os.replace(fresh, self.path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self.path}-journal")
         return position

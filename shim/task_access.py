@@ -171,6 +171,6 @@ class TaskAccess:
 
     async def aclose(self) -> None:
         """Drop the connections to shims; the shims and their tasks keep running."""
-        for shim in self._live.values():
+        live, self._live = list(self._live.values()), {}
+        for shim in live:
             await shim.client.aclose()
-        self._live.clear()

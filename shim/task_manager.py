@@ -311,8 +311,11 @@ class TaskManager(TaskAccess):
                     f"task {task_id} is {task.status.value}: kill it first, or use delete --force"
                 )
             if task.status is Status.PAUSED:
-                await self.resume(task_id)  # frozen processes cannot die until thawed
-            await self.kill(task_id, 9, all=True)
+                with contextlib.suppress(FailedPreconditionError):  # resumed meanwhile
+                    await self.resume(task_id)  # frozen processes cannot die until thawed
+            # It may die of itself (or of another command's kill) after the check above.
+            with contextlib.suppress(FailedPreconditionError):
+                await self.kill(task_id, 9, all=True)
             await self.wait(task_id)
             crash_point("delete.process-stopped")
         elif task.status is Status.CREATED:
