@@ -21,7 +21,7 @@ from adapters.proto import (
     task_types_pb2,
 )
 from adapters.shim_log import ShimLog
-from adapters.ttrpc.client import TtrpcClient
+from adapters.ttrpc.client import ClientState, TtrpcClient
 from domain.errors import NotImplementedError_
 from domain.values import Exit, Status
 from shim.ports import ProcessState, RuncOptions, Stdio, TaskStats
@@ -109,6 +109,11 @@ class ShimTaskClient:
 
     def __repr__(self) -> str:
         return f"<ShimTaskClient {self._client!r}>"
+
+    @property
+    def closed(self) -> bool:
+        """The connection is gone (the shim exited or died): reconnect, do not reuse."""
+        return self._client.state is not ClientState.OPEN
 
     async def _call(
         self, method: str, request: Message, response_type: type[M], timeout: float | None

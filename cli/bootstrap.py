@@ -78,12 +78,14 @@ async def bootstrap(settings: Settings, *, serve_events: bool = True) -> AsyncIt
 
 
 @asynccontextmanager
-async def wire(settings: Settings, *, sink: str = "serve") -> AsyncIterator[Wiring]:
+async def wire(
+    settings: Settings, *, sink: str = "serve", stop: asyncio.Event | None = None
+) -> AsyncIterator[Wiring]:
     """The composition of every concrete class.
 
     ``sink``: "serve" serves the event sink unless another process does; "own" waits
-    until no other process serves it, then serves it (``serve``); "refuse" leaves a
-    socket that refuses shims' events.
+    until no other process serves it (or ``stop`` is set), then serves it (``serve``);
+    "refuse" leaves a socket that refuses shims' events.
     """
     require_root("running containers")
     sink_path = settings.state / "events.sock"
@@ -131,6 +133,8 @@ async def wire(settings: Settings, *, sink: str = "serve") -> AsyncIterator[Wiri
                 await events.leave_refusing_socket()
             elif sink == "own":
                 while not await events.start():
+                    if stop is not None and stop.is_set():
+                        break  # asked to stop before the sink came free: never served
                     await asyncio.sleep(SINK_RETRY)  # a command serves it: it ends soon
             else:
                 await events.start()

@@ -91,12 +91,19 @@ async def run_in_foreground(
 
     io = foreground_io(settings, task_id, interactive)
     closer: asyncio.Task[None] | None = None
+    forwarding: set[asyncio.Future[None]] = set()  # strong references until each is done
+
+    def on_signal(sig: int) -> None:
+        future = asyncio.ensure_future(forward(sig))
+        forwarding.add(future)
+        future.add_done_callback(forwarding.discard)
+
     try:
         created = await tasks.create(task_id, bundle, runtime=runtime, stdio=io.stdio)
         io.shim_attached()
         loop = asyncio.get_running_loop()
         for sig in (signals.SIGINT, signals.SIGTERM, signals.SIGHUP):
-            loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(forward(s)))
+            loop.add_signal_handler(sig, on_signal, sig)
         await after_create(tasks, task_id, lambda: write_pid_file(pid_file, created.pid),
                            lambda: tasks.start(task_id))  # fmt: skip
         if interactive:

@@ -69,8 +69,7 @@ def new_bundle(state: Path, namespace: str, task_id: str, user_bundle: Path) -> 
         path.mkdir(mode=0o711)
     except FileExistsError:
         raise AlreadyExistsError(
-            f"task {task_id} already exists in namespace {namespace} "
-            f"(its bundle {path} is in use)"
+            f"task {task_id} already exists in namespace {namespace} (its bundle {path} is in use)"
         ) from None
     try:
         (path / "config.json").write_text(json.dumps(spec, indent=2))
@@ -113,15 +112,16 @@ def existing_bundles(state: Path) -> list[Bundle]:
     directory named as a namespace, holding a config.json."""
     found = []
     for namespace_dir in sorted(state.iterdir()) if state.is_dir() else []:
-        if namespace_dir.name in NOT_NAMESPACES or not _is_identifier(namespace_dir.name):
+        if namespace_dir.name in NOT_NAMESPACES or not is_identifier(namespace_dir.name):
             continue
         for path in sorted(namespace_dir.iterdir()) if namespace_dir.is_dir() else []:
-            if _is_identifier(path.name) and (path / "config.json").is_file():
+            if is_identifier(path.name) and (path / "config.json").is_file():
                 found.append(Bundle(id=path.name, namespace=namespace_dir.name, path=str(path)))
     return found
 
 
-def _is_identifier(name: str) -> bool:
+def is_identifier(name: str) -> bool:
+    """True if ``name`` passes containerd's identifier rules (a task ID, a namespace)."""
     try:
         validate_identifier("name", name)
     except InvalidArgumentError:

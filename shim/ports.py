@@ -160,6 +160,9 @@ class TaskStats:
 class ShimClient(Protocol):
     """The containerd.task.v2.Task service of one shim."""
 
+    @property
+    def closed(self) -> bool: ...
+
     async def connect(self, task_id: str) -> int: ...
     async def create(
         self, task_id: str, bundle: str, stdio: Stdio, options: RuncOptions

@@ -21,16 +21,22 @@ from datetime import datetime
 from pathlib import Path
 
 from domain.errors import (
-    InvalidArgumentError,
+    InvalidTransitionError,
     NotFoundError,
     ShimledgerError,
     UnavailableError,
 )
-from domain.identifiers import validate_identifier
 from domain.task import HAS_PROCESS, Task
 from domain.values import Bundle, Cause, Exit, Status
 from shim import DEFAULT_RUNTIME
-from shim.bundle import load_bundle, remove_bundle, working_bundle
+from shim.bundle import (
+    NOT_NAMESPACES,
+    bundle_runtime,
+    is_identifier,
+    load_bundle,
+    remove_bundle,
+    working_bundle,
+)
 from shim.ports import ProcessState, TaskLocks, TaskStore
 from shim.recorder import TaskRecorder
 from shim.shim_manager import ShimManager, ShimProcess, bounded_cleanup
@@ -38,8 +44,6 @@ from shim.shim_manager import ShimManager, ShimProcess, bounded_cleanup
 logger = logging.getLogger(__name__)
 
 UNKNOWN_EXIT_STATUS = 255  # containerd's status for an exit nobody saw (cleanupAfterDeadShim)
-# Directories of the state dir that are not namespaces (see bootstrap and the adapters).
-NOT_NAMESPACES = frozenset({"runc", "io", "locks"})
 DELETING = ".deleting."  # remove_bundle renames a bundle to .<id>.deleting.<pid> first
 
 
@@ -228,7 +232,7 @@ class Reconciler:
         found = set(recorded)
         if self._state.is_dir():
             for path in self._state.iterdir():
-                if path.is_dir() and path.name not in NOT_NAMESPACES and _valid_id(path.name):
+                if path.is_dir() and path.name not in NOT_NAMESPACES and is_identifier(path.name):
                     found.add(path.name)
         return sorted(found)
 
@@ -317,7 +321,7 @@ class Reconciler:
     async def _probe(self, bundle: Bundle) -> tuple[ShimProcess | None, ProcessState | None]:
         """The bundle's shim, if it answers, and the task it holds, if any."""
         try:
-            shim = await self._shims.get(bundle, DEFAULT_RUNTIME)
+            shim = await self._shims.get(bundle, bundle_runtime(bundle, DEFAULT_RUNTIME))
         except (UnavailableError, NotFoundError, OSError) as exc:
             logger.info("bundle %s has no live shim: %s", bundle.path, exc)
             return None, None
@@ -329,7 +333,9 @@ class Reconciler:
 
     async def _clean(self, bundle: Bundle, shim: ShimProcess | None) -> None:
         if shim is None:
-            await self._shims.cleanup_after_dead_shim(bundle, DEFAULT_RUNTIME)
+            await self._shims.cleanup_after_dead_shim(
+                bundle, bundle_runtime(bundle, DEFAULT_RUNTIME)
+            )
         else:
             await self.discard_shim(shim)
         remove_bundle(bundle)
@@ -345,7 +351,7 @@ class Reconciler:
             incarnation=previous.incarnation + 1 if previous else 1,
             bundle=_user_bundle(bundle),
             pid=process.pid,
-            runtime=_runtime_of(shim.shim_pid),
+            runtime=bundle_runtime(bundle, _runtime_of(shim.shim_pid)),
             cause=cause,
         )
         task.adopt(cause)
@@ -358,15 +364,28 @@ class Reconciler:
             task.record_exit(process.exit_status, exited_at, cause)
         return task
 
-    async def remove_leftovers(self, namespace: str, task_id: str) -> bool:
-        """Clean a working bundle that no history knows; True if there was one."""
+    async def remove_leftovers(self, namespace: str, task_id: str, *, force: bool) -> bool:
+        """Clean a working bundle that no history knows; True if there was one.
+
+        A process still running in it is only killed with ``force``, as `delete` asks of
+        a recorded task: it may be a create whose record was lost, which `reconcile` adopts.
+        """
         async with self._locks.hold(namespace, task_id):
             bundle = load_bundle(self._state, namespace, task_id)
             task = await self._store.current(namespace, task_id)
             if bundle is None or (task is not None and task.is_live):
                 return False
+            shim, process = await self._probe(bundle)
+            if not force and process is not None and process.status in (
+                Status.RUNNING, Status.PAUSED,
+            ):  # fmt: skip
+                if shim is not None:
+                    await shim.client.aclose()
+                raise InvalidTransitionError(
+                    f"task {task_id} has no history but runs in {bundle.path}: adopt it "
+                    "with `shimledger reconcile`, or remove it with delete --force"
+                )
             logger.warning("task %s has no history: removing what a failed create left", task_id)
-            shim, _ = await self._probe(bundle)
             await self._clean(bundle, shim)
             return True
 
@@ -379,14 +398,6 @@ class Reconciler:
 
 def _same(current: Task, task: Task) -> bool:
     return current.incarnation == task.incarnation
-
-
-def _valid_id(name: str) -> bool:
-    try:
-        validate_identifier("task ID", name)
-    except InvalidArgumentError:
-        return False
-    return True
 
 
 def _listed(entry: Reconciliation | None) -> list[Reconciliation]:
@@ -404,7 +415,9 @@ def _candidates(directory: Path) -> list[Path]:
         if path.name.startswith("."):
             if DELETING in path.name:
                 found.append(path)
-        elif _valid_id(path.name) and ((path / "config.json").is_file() or not any(path.iterdir())):
+        elif is_identifier(path.name) and (
+            (path / "config.json").is_file() or not any(path.iterdir())
+        ):
             found.append(path)
     return found
 

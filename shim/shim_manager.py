@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 CLEANUP_TIMEOUT = 5.0  # containerd's io.containerd.timeout.shim.cleanup
 SHUTDOWN_TIMEOUT = 3.0  # containerd's io.containerd.timeout.shim.shutdown
+LOAD_TIMEOUT = 2.0  # a live shim answers Connect in milliseconds
 
 T = TypeVar("T")
 
@@ -144,17 +145,23 @@ class ShimManager:
         return await self._connect(bundle, runtime, address, on_close)
 
     async def load_existing_shims(
-        self, on_close: Callable[[ShimProcess], None] | None = None
+        self,
+        on_close: Callable[[ShimProcess], None] | None = None,
+        *,
+        skip: Container[tuple[str, str]] = (),
+        timeout: float = LOAD_TIMEOUT,
     ) -> tuple[list[ShimProcess], list[Bundle]]:
-        """Connect to every shim whose working bundle is in the state dir.
+        """Connect to every shim whose working bundle is in the state dir (but ``skip``).
 
-        Returns the shims that answered and the bundles whose shim did not (dead, or never
-        started): reconciliation decides what those mean. Like containerd's loadShims,
-        nothing is removed here.
+        Returns the shims that answered and the bundles whose shim did not within
+        ``timeout`` (dead, hung, or not started yet): reconciliation decides what those
+        mean. Like containerd's loadShims, nothing is removed here.
         """
         alive: list[ShimProcess] = []
         silent: list[Bundle] = []
         for bundle in existing_bundles(self.config.state):
+            if (bundle.namespace, bundle.id) in skip:
+                continue
             runtime = bundle_runtime(bundle, DEFAULT_RUNTIME)
             holder: list[ShimProcess] = []
 
@@ -163,8 +170,9 @@ class ShimManager:
                     on_close(holder[0])
 
             try:
-                shim = await self.load_shim(bundle, runtime, closed)
-            except (ShimledgerError, OSError) as exc:
+                async with asyncio.timeout(timeout):  # one hung shim must not stall the rest
+                    shim = await self.load_shim(bundle, runtime, closed)
+            except (ShimledgerError, OSError, TimeoutError) as exc:
                 logger.info("shim of %s/%s does not answer: %s", bundle.namespace, bundle.id, exc)
                 silent.append(bundle)
                 continue

@@ -16,8 +16,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from domain.errors import ShimledgerError
-from shim import DEFAULT_RUNTIME
-from shim.bundle import bundle_runtime, existing_bundles
 from shim.reconcile import Reconciliation
 from shim.shim_manager import ShimManager, ShimProcess
 from shim.task_access import TaskAccess
@@ -63,14 +61,14 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         next_scan = loop.time() + self._rescan
         while not stop.is_set():
-            await self._reconcile_gone()
-            if loop.time() >= next_scan:
-                await self.watch_new()
-                next_scan = loop.time() + self._rescan
             try:
+                await self._reconcile_gone()
+                if loop.time() >= next_scan:
+                    await self.watch_new()
+                    next_scan = loop.time() + self._rescan
                 await self._catch_up()
-            except (ShimledgerError, OSError) as exc:
-                logger.warning("views not caught up: %s", exc)
+            except Exception:  # the service goes on; the next round tries again
+                logger.exception("serve: a round of watching failed")
             try:
                 async with asyncio.timeout(self._interval):
                     await stop.wait()
@@ -78,27 +76,23 @@ class Supervisor:
                 pass
 
     async def watch_new(self) -> None:
-        """Connect to the shim of every working bundle not watched yet."""
-        for bundle in existing_bundles(self._shims.config.state):
-            key = (bundle.namespace, bundle.id)
-            if key in self._watched:
-                continue
-            runtime = bundle_runtime(bundle, DEFAULT_RUNTIME)
-            try:
-                shim = await self._shims.load_shim(
-                    bundle, runtime, on_close=lambda key=key: self._lost(key)
-                )
-            except (ShimledgerError, OSError) as exc:
-                # Being created right now (no address yet), or dead: a task with a record
-                # is reconciled; a bundle without one is the next scan's or `reconcile`'s.
-                logger.debug("shim of %s/%s does not answer: %s", *key, exc)
-                continue
-            self._watched[key] = shim
-            logger.info("watching the shim of %s/%s (pid %d)", *key, shim.shim_pid)
+        """Connect to the shim of every working bundle not watched yet.
 
-    def _lost(self, key: Key) -> None:
-        self._watched.pop(key, None)
-        self._gone.put_nowait(key)
+        A bundle whose shim does not answer (being created right now, dead, or hung) is
+        left to reconciliation: a task with a record is reconciled by the next command or
+        `reconcile`, and a shim that answers later is picked up by a later scan.
+        """
+        alive, _ = await self._shims.load_existing_shims(self._lost, skip=self._watched)
+        for shim in alive:
+            self._watched[(shim.namespace, shim.id)] = shim
+            logger.info("watching the shim of %s/%s (pid %d)", shim.namespace, shim.id,
+                        shim.shim_pid)  # fmt: skip
+
+    def _lost(self, shim: ShimProcess) -> None:
+        key = (shim.namespace, shim.id)
+        if self._watched.get(key) is shim:  # not a newer incarnation's watcher
+            del self._watched[key]
+            self._gone.put_nowait(key)
 
     async def _reconcile_gone(self) -> None:
         """A watched shim closed its connection: deleted on purpose, or died."""

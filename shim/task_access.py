@@ -161,6 +161,12 @@ class TaskAccess:
     async def _shim(self, task: Task) -> ShimProcess:
         key = (task.namespace, task.task_id)
         shim = self._live.get(key)
+        if shim is not None and shim.client.closed:
+            # That shim went away (deleted by another command, or dead): never reuse its
+            # connection, or a new incarnation's healthy shim would be taken for dead.
+            del self._live[key]
+            await shim.client.aclose()
+            shim = None
         if shim is None:
             bundle = load_bundle(self._state_dir, task.namespace, task.task_id)
             if bundle is None:

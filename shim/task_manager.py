@@ -168,7 +168,16 @@ class TaskManager(TaskAccess):
         if task.exit is not None:
             return task.exit
         shim = await self._shim(task)
-        exit_ = await shim.client.wait(task_id)
+        try:
+            exit_ = await shim.client.wait(task_id)
+        except UnavailableError:
+            # The shim died under us: reconciliation cleans up after it and records
+            # ShimLost and Exited(255); the caller gets that exit, not a dropped connection.
+            await self.reconcile(task)
+            fresh = await self._store.current(self.namespace, task_id)
+            if fresh is not None and fresh.incarnation == task.incarnation and fresh.exit:
+                return fresh.exit
+            raise
         async with self._locks.hold(self.namespace, task_id):
             await self._recorder.record_exit(task, exit_, Cause(kind="shim", detail="Wait"))
         return exit_
@@ -300,7 +309,7 @@ class TaskManager(TaskAccess):
         try:
             task = await self._live_task(task_id)
         except NotFoundError:
-            if await self._reconciler.remove_leftovers(self.namespace, task_id):
+            if await self._reconciler.remove_leftovers(self.namespace, task_id, force=force):
                 return None
             raise
         if task.status in HAS_PROCESS and await self.reconcile(task):

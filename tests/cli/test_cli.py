@@ -284,3 +284,30 @@ def test_ps_lists_the_processes_and_wait_returns_the_exit_status(cli, bundle) ->
     gone = cli("ps", "busy")
     assert gone.returncode == 1 and "no processes" in gone.stderr
     assert cli("delete", "busy").returncode == 0
+
+
+def test_a_foreground_run_whose_shim_dies_exits_255_and_leaves_nothing(
+    cli, bundle, settings
+) -> None:
+    from tests.conftest import processes_in
+
+    env = dict(os.environ, SHIMLEDGER_ROOT=str(settings.root),
+               SHIMLEDGER_STATE=str(settings.state), SHIMLEDGER_NAMESPACE=settings.namespace)
+    path = bundle("sleep", "300")
+    process = subprocess.Popen([SHIMLEDGER, "run", "--rm", "--bundle", str(path), "fg-lost"],
+                               env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not (shims := processes_in(settings.state)):
+        assert time.monotonic() < deadline and process.poll() is None, "no shim appeared"
+        time.sleep(0.05)
+    while cli("state", "fg-lost").returncode != 0 or json.loads(
+        cli("state", "fg-lost").stdout)["status"] != "running":  # fmt: skip
+        assert time.monotonic() < deadline, "the task never ran"
+        time.sleep(0.05)
+    [(shim_pid, _)] = shims
+    os.kill(shim_pid, signal.SIGKILL)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 255, err
+    events = [e["type"] for e in json.loads(cli("history", "--json", "fg-lost").stdout)]
+    assert events == ["Created", "Started", "ShimLost", "Exited", "Deleted"]

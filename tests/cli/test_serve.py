@@ -24,16 +24,16 @@ READY = "shimledger serve: events on"
 class Service:
     """One `serve` process; its stderr is collected line by line."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], *, wait: bool = True) -> None:
         self.process = subprocess.Popen(
-            [SHIMLEDGER, "serve"], env=env, stdin=subprocess.DEVNULL,
+            [SHIMLEDGER, "--debug", "serve"], env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         self.lines: list[str] = []
         self._ready = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        if not self._ready.wait(30):
+        if wait and not self._ready.wait(30):
             self.process.kill()
             raise AssertionError(f"serve did not become ready: {self.lines}")
 
@@ -83,8 +83,8 @@ def cli(env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess[str]]:
 def services(env: dict[str, str]) -> Iterator[Callable[[], Service]]:
     started: list[Service] = []
 
-    def start() -> Service:
-        service = Service(env)
+    def start(wait: bool = True) -> Service:
+        service = Service(env, wait=wait)
         started.append(service)
         return service
 
@@ -124,10 +124,11 @@ def test_serve_records_exits_itself_and_survives_a_restart_losing_nothing(
 
     later = bundle("sh", "-c", "sleep 3; exit 5")
     assert cli("run", "-d", "--bundle", str(later), "later").returncode == 0
+    later_pid = json.loads(cli("state", "later").stdout)["pid"]
     assert service.stop() == 0
     assert any("containers keep running" in line for line in service.lines)
     os.kill(pid, 0)  # stopping serve did not disturb the running container
-    time.sleep(4)  # `later` exits while nobody listens
+    wait_for(lambda: not Path(f"/proc/{later_pid}").exists(), "later to exit unheard")
     assert [e["type"] for e in history(cli, "later")] == ["Created", "Started"]
 
     restarted = services()
@@ -146,10 +147,11 @@ def test_serve_records_exits_itself_and_survives_a_restart_losing_nothing(
 
 
 def test_serve_notices_a_killed_shim_without_any_command(cli, bundle, services, settings) -> None:
-    services()
+    service = services()
     assert cli("run", "-d", "--bundle", str(bundle("sleep", "300")), "doomed").returncode == 0
     [(shim_pid, _)] = processes_in(settings.state)  # the shim runs in its bundle
-    time.sleep(1.5)  # serve's next scan connects to the new shim
+    watching = f"watching the shim of {settings.namespace}/doomed"
+    wait_for(lambda: any(watching in line for line in service.lines), "serve to watch it")
     os.kill(shim_pid, signal.SIGKILL)
     wait_for(lambda: "ShimLost" in [e["type"] for e in history(cli, "doomed")], "ShimLost")
     wait_for(lambda: history(cli, "doomed")[-1]["type"] == "Exited", "Exited(255)")
@@ -183,3 +185,26 @@ def test_events_follow_shows_new_events_while_serve_runs(cli, bundle, services, 
         for stream in (follower.stdout, follower.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_serve_stops_cleanly_while_a_command_still_holds_the_event_sink(
+    bundle, services, env, settings
+) -> None:
+    """A foreground run serves the sink for its whole life; SIGTERM must not wait for it."""
+    path = bundle("sh", "-c", "trap 'exit 0' TERM; sleep 60 & wait")
+    holder = subprocess.Popen([SHIMLEDGER, "run", "--bundle", str(path), "holder"], env=env,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        # Its shim exists once it serves the sink (no other command may run meanwhile: a
+        # `state` here could take the sink first).
+        wait_for(lambda: bool(processes_in(settings.state)), "the foreground run")
+        service = services(wait=False)
+        time.sleep(0.5)
+        assert service.process.poll() is None  # still waiting for the sink
+        assert service.stop() == 0
+        assert any("stopped before the event sink was free" in line for line in service.lines)
+    finally:
+        holder.send_signal(signal.SIGTERM)  # forwarded to the container, which exits 0
+        out, err = holder.communicate(timeout=30)
+    assert holder.returncode == 0, err

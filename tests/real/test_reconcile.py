@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from cli.bootstrap import Settings, bootstrap
+from domain.errors import InvalidTransitionError
 from domain.values import Status
 from shim import DEFAULT_RUNTIME
 from shim.bundle import new_bundle
@@ -105,6 +106,10 @@ async def test_a_running_task_no_record_knows_is_adopted(
     finally:
         await shim.client.aclose()
 
+    # delete without --force must not kill what it knows nothing about...
+    with pytest.raises(InvalidTransitionError, match="reconcile"):
+        await manager.delete("stray")
+    # ... and the refusal changed nothing: reconcile still finds it running and adopts it.
     [entry] = await scan(manager)
     assert (entry.task_id, entry.incarnation, entry.action, entry.recorded) == (
         "stray", 1, Action.ADOPTED, ("Created", "Adopted", "Started"))  # fmt: skip

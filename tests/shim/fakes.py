@@ -40,6 +40,10 @@ class FakeClient:
     def __init__(self, shim: FakeShim) -> None:
         self.shim = shim
 
+    @property
+    def closed(self) -> bool:
+        return not self.shim.alive
+
     def _process(self, task_id: str) -> FakeProcess:
         if not self.shim.alive:
             raise UnavailableError("ttrpc: closed")
