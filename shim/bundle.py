@@ -63,6 +63,11 @@ def new_bundle(state: Path, namespace: str, task_id: str, user_bundle: Path) -> 
     validate_identifier("namespace", namespace)
     validate_identifier("task ID", task_id)
     spec = read_spec(user_bundle.resolve())
+    # As containerd does: without a cgroupsPath runc would use /<id>, shared by the same ID
+    # in every namespace (and with a real containerd's tasks).
+    linux = spec.setdefault("linux", {})
+    if isinstance(linux, dict) and not linux.get("cgroupsPath"):
+        linux["cgroupsPath"] = f"/{namespace}/{task_id}"
     path = bundle_path(state, namespace, task_id)
     path.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
     try:

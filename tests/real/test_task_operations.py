@@ -214,3 +214,13 @@ async def test_a_task_handle_offers_every_operation_on_one_task(
         "Created", "Started", "Paused", "Resumed", "Updated", "ExecAdded", "ExecStarted",
         "ExecExited", "Killed", "Exited", "Deleted",
     ]  # fmt: skip
+
+
+async def test_a_task_gets_a_cgroup_of_its_namespace_as_containerd_gives_it(
+    manager: TaskManager, bundle: Bundle
+) -> None:
+    """runc's default is /<id>: the same ID in two namespaces would share one cgroup."""
+    state = await manager.create("grouped", bundle("sleep", "300"))
+    cgroups = Path(f"/proc/{state.pid}/cgroup").read_text().splitlines()
+    assert any(line.endswith(f"/{manager.namespace}/grouped") for line in cgroups), cgroups
+    await manager.delete("grouped")
