@@ -137,6 +137,7 @@ class ShimBinaryLauncher:
         if code != 0:
             log.close()
             message = (stderr or stdout).decode(errors="replace").strip()
+            message = message or f"{argv[0]} exited with status {code} and said nothing"
             raise UnknownError(f"failed to start shim for task {bundle.id}: {message}")
         self._logs[bundle.path] = log
         text = stdout.decode().strip()

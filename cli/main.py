@@ -98,7 +98,7 @@ def parse_signal(text: str) -> int:
     """A signal by number, name or SIG-name, as runc's kill accepts it."""
     if text.isdigit():
         number = int(text)
-        if number in {s.value for s in signals.Signals}:
+        if number in signals.valid_signals():  # real-time signals too, as runc sends them
             return number
     else:
         name = text.upper()

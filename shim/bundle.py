@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,13 @@ def read_spec(user_bundle: Path) -> dict[str, Any]:
     if not user_bundle.is_dir():
         raise NotFoundError(f"bundle {user_bundle} does not exist or is not a directory")
     try:
-        spec = json.loads(config.read_text())
+        # Non-blocking, and only a regular file: a FIFO (or a device) put in its place
+        # must be refused, not waited on inside the event loop.
+        fd = os.open(config, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise InvalidArgumentError(f"{config} is not a regular file")
+            spec = json.loads(file.read())
     except FileNotFoundError:
         raise NotFoundError(f"bundle {user_bundle} has no config.json") from None
     except OSError as exc:

@@ -147,3 +147,13 @@ def bundle(tmp_path: Path) -> Callable[..., Path]:
         return make_bundle(tmp_path / f"bundle{next(counter)}", list(args))
 
     return build
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    """The environment that points a shimledger process at the test's root and state."""
+    return dict(
+        os.environ,
+        SHIMLEDGER_ROOT=str(settings.root),
+        SHIMLEDGER_STATE=str(settings.state),
+        SHIMLEDGER_NAMESPACE=settings.namespace,
+    )

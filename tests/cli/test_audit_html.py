@@ -26,6 +26,7 @@ from cli.main import app
 from projections.audit import Anomaly, AuditReport, Lifetime
 from projections.audit_html import ENDINGS, MIN_BAR, audit_page, duration
 from tests.cli.test_history_cli import build_history
+from tests.conftest import cli_env
 
 SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -258,12 +259,7 @@ def rgb(hex_colour: str) -> tuple[int, int, int]:
 def test_chromium_draws_a_bar_per_incarnation(
     settings: Settings, bundle, chromium: str, tmp_path: Path
 ) -> None:
-    env = dict(
-        os.environ,
-        SHIMLEDGER_ROOT=str(settings.root),
-        SHIMLEDGER_STATE=str(settings.state),
-        SHIMLEDGER_NAMESPACE=settings.namespace,
-    )
+    env = cli_env(settings)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([SHIMLEDGER, *args], env=env, capture_output=True, text=True,

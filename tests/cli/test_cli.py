@@ -17,14 +17,14 @@ from typer.testing import CliRunner
 from cli.bootstrap import Settings
 from cli.main import app, parse_signal
 from domain.errors import InvalidArgumentError
+from tests.conftest import cli_env, processes_in
 
 SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
 
 
 @pytest.fixture
 def cli(settings: Settings) -> Callable[..., subprocess.CompletedProcess[str]]:
-    env = dict(os.environ, SHIMLEDGER_ROOT=str(settings.root),
-               SHIMLEDGER_STATE=str(settings.state), SHIMLEDGER_NAMESPACE=settings.namespace)
+    env = cli_env(settings)
 
     def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run([SHIMLEDGER, *args], env=env, cwd=cwd, capture_output=True,
@@ -182,8 +182,7 @@ def test_delete_goes_on_past_an_unknown_id(cli, bundle) -> None:
 
 
 def test_sigterm_to_a_foreground_run_reaches_the_container(cli, bundle, settings) -> None:
-    env = dict(os.environ, SHIMLEDGER_ROOT=str(settings.root),
-               SHIMLEDGER_STATE=str(settings.state), SHIMLEDGER_NAMESPACE=settings.namespace)
+    env = cli_env(settings)
     # pid 1 of a container ignores signals it has no handler for: give it one.
     path = bundle("sh", "-c", "trap 'exit 42' TERM; while :; do sleep 0.1; done")
     process = subprocess.Popen([SHIMLEDGER, "run", "--bundle", str(path), "fwd"], env=env,
@@ -210,8 +209,7 @@ def test_a_create_killed_at_any_moment_leaves_nothing_untracked(
     cli, bundle, settings, kill_with
 ) -> None:
     """Kill the CLI at a spread of moments; afterwards the ID is either a task or free."""
-    env = dict(os.environ, SHIMLEDGER_ROOT=str(settings.root),
-               SHIMLEDGER_STATE=str(settings.state), SHIMLEDGER_NAMESPACE=settings.namespace)
+    env = cli_env(settings)
     path = bundle("sleep", "300")
     for n, delay in enumerate([0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4]):
         task_id = f"k{n}"
@@ -289,10 +287,7 @@ def test_ps_lists_the_processes_and_wait_returns_the_exit_status(cli, bundle) ->
 def test_a_foreground_run_whose_shim_dies_exits_255_and_leaves_nothing(
     cli, bundle, settings
 ) -> None:
-    from tests.conftest import processes_in
-
-    env = dict(os.environ, SHIMLEDGER_ROOT=str(settings.root),
-               SHIMLEDGER_STATE=str(settings.state), SHIMLEDGER_NAMESPACE=settings.namespace)
+    env = cli_env(settings)
     path = bundle("sleep", "300")
     process = subprocess.Popen([SHIMLEDGER, "run", "--rm", "--bundle", str(path), "fg-lost"],
                                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

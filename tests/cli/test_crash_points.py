@@ -29,7 +29,7 @@ from adapters.shim_binary import search_path
 from cli.bootstrap import Settings, bootstrap
 from cli.main import app
 from shim.crash_points import CRASH_POINTS, ENV, crash_point
-from tests.conftest import processes_in
+from tests.conftest import cli_env, processes_in
 
 SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,9 +48,7 @@ class Cli:
     env: dict[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.env = dict(os.environ, SHIMLEDGER_ROOT=str(self.settings.root),
-                        SHIMLEDGER_STATE=str(self.settings.state),
-                        SHIMLEDGER_NAMESPACE=self.settings.namespace)  # fmt: skip
+        self.env = cli_env(self.settings)
         self.env.pop(ENV, None)
 
     def __call__(self, *args: str, crash_at: str | None = None) -> Result:

@@ -19,6 +19,7 @@ from busybox_bundle import make_rootfs
 
 from cli.bootstrap import Settings
 from cli.common import run_app
+from tests.conftest import cli_env
 
 SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
 ANSI = "\x1b["
@@ -27,12 +28,7 @@ Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def env_of(settings: Settings) -> dict[str, str]:
-    return dict(
-        os.environ,
-        SHIMLEDGER_ROOT=str(settings.root),
-        SHIMLEDGER_STATE=str(settings.state),
-        SHIMLEDGER_NAMESPACE=settings.namespace,
-    )
+    return cli_env(settings)
 
 
 @pytest.fixture

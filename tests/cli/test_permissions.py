@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
 from cli.bootstrap import Settings
+from tests.conftest import cli_env
 
 SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
 
 
 def test_state_and_root_dirs_are_private_and_sockets_owner_only(settings: Settings, bundle) -> None:
-    env = dict(
-        os.environ,
-        SHIMLEDGER_ROOT=str(settings.root),
-        SHIMLEDGER_STATE=str(settings.state),
-        SHIMLEDGER_NAMESPACE=settings.namespace,
-    )
+    env = cli_env(settings)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([SHIMLEDGER, *args], env=env, capture_output=True, text=True,

@@ -11,7 +11,6 @@ and history each event once.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 
 from cli.bootstrap import Settings
+from tests.conftest import cli_env
 
 SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
 TIMEOUT = 120  # per process: the machine is shared, and 8 start at once
@@ -51,12 +51,7 @@ class Cli:
     """Runs shimledger against the test's root and state dirs, alone or several at once."""
 
     def __init__(self, settings: Settings) -> None:
-        self.env = dict(
-            os.environ,
-            SHIMLEDGER_ROOT=str(settings.root),
-            SHIMLEDGER_STATE=str(settings.state),
-            SHIMLEDGER_NAMESPACE=settings.namespace,
-        )
+        self.env = cli_env(settings)
 
     def spawn(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(

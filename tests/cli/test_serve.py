@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cli.bootstrap import Settings
-from tests.conftest import processes_in
+from tests.conftest import cli_env, processes_in
 
 SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
 READY = "shimledger serve: events on"
@@ -62,12 +62,7 @@ class Service:
 
 @pytest.fixture
 def env(settings: Settings) -> dict[str, str]:
-    return dict(
-        os.environ,
-        SHIMLEDGER_ROOT=str(settings.root),
-        SHIMLEDGER_STATE=str(settings.state),
-        SHIMLEDGER_NAMESPACE=settings.namespace,
-    )
+    return cli_env(settings)
 
 
 @pytest.fixture
