@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import PATH, SHIMLEDGER, containerd, make_bundle  # noqa: E402
+from bench.run import PATH, SHIMLEDGER, as_installed, containerd, make_bundle  # noqa: E402
 from cli.bootstrap import Settings, bootstrap  # noqa: E402
 from shim.task_manager import TaskManager  # noqa: E402
 
@@ -309,6 +309,7 @@ def main() -> None:
         return
     if os.geteuid() != 0:
         raise SystemExit("the benchmark runs containers: run it as root")
+    as_installed()
 
     work_dir = Path(tempfile.mkdtemp(prefix="sl-bc-", dir="/tmp"))  # short: socket paths
     try:
