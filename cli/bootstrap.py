@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import pwd
@@ -17,7 +18,7 @@ from adapters.event_sink import EventSink
 from adapters.file_lock import TaskLocks
 from adapters.shim_binary import ShimBinaryLauncher, search_path
 from cli.ledger import Ledger, open_ledger
-from cli.settings import Settings
+from cli.settings import DEFAULT_STATE, Settings
 from domain.errors import FailedPreconditionError, InvalidArgumentError, ShimledgerError
 from domain.values import Cause
 from shim.ports import ShimEvent
@@ -45,6 +46,14 @@ def cli_cause() -> Cause:
         command=" ".join(["shimledger", *sys.argv[1:]]),
         host=socket.gethostname(),
     )
+
+
+def cgroup_parent(settings: Settings) -> str:
+    """ "" for the default state dir; for any other, a parent named after it."""
+    if settings.state == DEFAULT_STATE:
+        return ""
+    digest = hashlib.sha256(str(settings.state).encode()).hexdigest()[:12]
+    return f"/shimledger-{digest}"
 
 
 def require_root(what: str) -> None:
@@ -111,6 +120,7 @@ async def wire(
         runc_binary=shutil.which("runc", path=search_path()) or "",
         log_dir=settings.root / "logs",
         address=str(settings.state / "shimledger.sock"),
+        cgroup_parent=cgroup_parent(settings),
     )
     async with open_ledger(settings) as ledger:
         shims = ShimManager(

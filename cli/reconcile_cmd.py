@@ -16,7 +16,7 @@ from cli.common import run_command
 from cli.settings import Settings
 
 if TYPE_CHECKING:
-    from shim.reconcile import Reconciliation
+    from shim.reconcile_report import Reconciliation
 
 
 def reconcile(

@@ -65,16 +65,21 @@ def read_spec(user_bundle: Path) -> dict[str, Any]:
     return spec
 
 
-def new_bundle(state: Path, namespace: str, task_id: str, user_bundle: Path) -> Bundle:
-    """Make the working bundle; AlreadyExistsError if one is there (the directory is a lock)."""
+def new_bundle(
+    state: Path, namespace: str, task_id: str, user_bundle: Path, cgroup_parent: str = ""
+) -> Bundle:
+    """Make the working bundle; AlreadyExistsError if one is there (the directory is a lock).
+
+    Unless config.json says otherwise, the task's cgroup is ``<cgroup_parent>/<ns>/<id>``.
+    """
     validate_identifier("namespace", namespace)
     validate_identifier("task ID", task_id)
     spec = read_spec(user_bundle.resolve())
-    # As containerd does: without a cgroupsPath runc would use /<id>, shared by the same ID
-    # in every namespace (and with a real containerd's tasks).
+    # Without a cgroupsPath runc would use /<id>, shared by the same ID in every namespace
+    # and every state dir (runc kill --all and delete act on the whole cgroup).
     linux = spec.setdefault("linux", {})
     if isinstance(linux, dict) and not linux.get("cgroupsPath"):
-        linux["cgroupsPath"] = f"/{namespace}/{task_id}"
+        linux["cgroupsPath"] = f"{cgroup_parent}/{namespace}/{task_id}"
     path = bundle_path(state, namespace, task_id)
     path.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
     try:

@@ -10,73 +10,40 @@ says happened since); any other such bundle (a create killed half-way) is remove
 
 from __future__ import annotations
 
-import enum
-import json
 import logging
-import os
 import shutil
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from domain.errors import (
-    InvalidTransitionError,
     NotFoundError,
     ShimledgerError,
     UnavailableError,
 )
 from domain.task import HAS_PROCESS, Task
-from domain.values import Bundle, Cause, Exit, Status
-from shim import DEFAULT_RUNTIME
+from domain.values import Bundle, Exit, Status
+from shim.adoption import BundleAdopter
 from shim.bundle import (
     NOT_NAMESPACES,
-    bundle_runtime,
     is_identifier,
     load_bundle,
-    remove_bundle,
     working_bundle,
 )
 from shim.ports import ProcessState, TaskLocks, TaskStore
+from shim.reconcile_report import (
+    Action,
+    Reconciliation,
+    now,
+    reconciliation_cause,
+    recorded_since,
+)
 from shim.recorder import TaskRecorder
-from shim.shim_manager import ShimManager, ShimProcess, bounded_cleanup
+from shim.shim_manager import ShimManager, ShimProcess
 
 logger = logging.getLogger(__name__)
 
 UNKNOWN_EXIT_STATUS = 255  # containerd's status for an exit nobody saw (cleanupAfterDeadShim)
 DELETING = ".deleting."  # remove_bundle renames a bundle to .<id>.deleting.<pid> first
-
-
-class Action(enum.StrEnum):
-    """What reconciling one task (or one bundle no record knows) did."""
-
-    UNCHANGED = "unchanged"
-    EXIT_RECORDED = "exit-recorded"
-    START_RECORDED = "start-recorded"
-    PAUSE_RECORDED = "pause-recorded"
-    RESUME_RECORDED = "resume-recorded"
-    SHIM_LOST = "shim-lost"
-    LEFTOVERS_REMOVED = "leftovers-removed"
-    DELETE_RECORDED = "delete-recorded"
-    ADOPTED = "adopted"
-    CLEANED = "cleaned"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class Reconciliation:
-    """One line of a scan's report: which task, what was done, which events it appended."""
-
-    namespace: str
-    task_id: str
-    incarnation: int | None  # None: a bundle no history knows, cleaned
-    action: Action
-    detail: str
-    recorded: tuple[str, ...] = ()
-
-
-def _cause(detail: str) -> Cause:
-    return Cause(kind="reconciliation", detail=detail)
 
 
 class Reconciler:
@@ -98,6 +65,10 @@ class Reconciler:
         self._store = store
         self._connect = connect
         self._forget = forget
+        self._adopter = BundleAdopter(shims, locks, store)
+        self.adopt_or_clean = self._adopter.adopt_or_clean
+        self.remove_leftovers = self._adopter.remove_leftovers
+        self.discard_shim = self._adopter.discard_shim
 
     @property
     def _state(self) -> Path:
@@ -144,12 +115,12 @@ class Reconciler:
         """Record what the shim reports and history does not know yet."""
         key = (task.namespace, task.task_id)
         if process.status is Status.STOPPED:
-            exit_ = Exit(status=process.exit_status, exited_at=process.exited_at or _now())
-            cause = _cause("shim reports stopped")
+            exit_ = Exit(status=process.exit_status, exited_at=process.exited_at or now())
+            cause = reconciliation_cause("shim reports stopped")
             if await self._recorder.record_exit(task, exit_, cause):
                 return Action.EXIT_RECORDED, f"exited with {exit_.status} while nobody listened"
             return Action.UNCHANGED, "stopped"
-        cause = _cause(f"shim reports {process.status.value}")
+        cause = reconciliation_cause(f"shim reports {process.status.value}")
         if task.status is Status.CREATED and process.status in (Status.RUNNING, Status.PAUSED):
             paused = process.status is Status.PAUSED
 
@@ -172,7 +143,7 @@ class Reconciler:
     async def cleanup_dead(self, task: Task, bundle: Bundle) -> None:
         """The shim is gone: its own cleanup, then ShimLost and Exited(255) in history."""
         await self._shims.cleanup_after_dead_shim(bundle, task.runtime)
-        lost = _cause("shim lost")
+        lost = reconciliation_cause("shim lost")
         await self._recorder.record(
             (task.namespace, task.task_id),
             lambda t: (
@@ -183,8 +154,8 @@ class Reconciler:
         )
         await self._recorder.record_exit(
             task,
-            Exit(status=UNKNOWN_EXIT_STATUS, exited_at=_now()),
-            _cause("shim lost; exit status unknown"),
+            Exit(status=UNKNOWN_EXIT_STATUS, exited_at=now()),
+            reconciliation_cause("shim lost; exit status unknown"),
         )
 
     # --- the whole state dir -------------------------------------------------------------
@@ -250,7 +221,7 @@ class Reconciler:
                 action, detail = await self._stopped(task, action, detail)
             return Reconciliation(
                 namespace, task_id, task.incarnation, action, detail,
-                await self._recorded(task, before),
+                await recorded_since(self._store, task, before),
             )  # fmt: skip
 
     async def _stopped(self, task: Task, action: Action, detail: str) -> tuple[Action, str]:
@@ -258,7 +229,7 @@ class Reconciler:
         leftovers (its runc container, its mounts) so that only the record remains."""
         bundle = load_bundle(self._state, task.namespace, task.task_id)
         if bundle is None:
-            cause = _cause("working bundle gone: the task no longer exists")
+            cause = reconciliation_cause("working bundle gone: the task no longer exists")
             await self._recorder.record(
                 (task.namespace, task.task_id),
                 lambda t: t.delete(cause) if _same(t, task) and t.is_live else None,
@@ -278,122 +249,6 @@ class Reconciler:
         except NotFoundError:
             return Action.UNCHANGED, "stopped; the shim holds no container (delete finishes it)"
         return Action.UNCHANGED, "stopped"
-
-    async def _recorded(self, task: Task, after_version: int) -> tuple[str, ...]:
-        """The types of the events this incarnation got after ``after_version``."""
-        events = await self._store.history(task.namespace, task.task_id)
-        return tuple(
-            type(e).__name__
-            for e in events
-            if e.originator_id == task.id and e.originator_version > after_version
-        )
-
-    # --- bundles no record knows ---------------------------------------------------------
-
-    async def adopt_or_clean(self, namespace: str, task_id: str) -> Reconciliation | None:
-        """A working bundle with no live record: adopt the task its shim holds, or remove
-        the bundle and whatever a dead or empty shim left. None if a live record knows it."""
-        async with self._locks.hold(namespace, task_id):
-            previous = await self._store.current(namespace, task_id)
-            bundle = load_bundle(self._state, namespace, task_id)
-            if bundle is None or (previous is not None and previous.is_live):
-                return None
-            shim, process = await self._probe(bundle)
-            if shim is None or process is None:
-                await self._clean(bundle, shim)
-                why = "no shim" if shim is None else "its shim held no task"
-                return Reconciliation(
-                    namespace, task_id, None, Action.CLEANED,
-                    f"working bundle with no record and {why}: removed",
-                )  # fmt: skip
-            try:
-                task = self._adopted(bundle, shim, process, previous)
-                await self._store.save(task)
-            finally:
-                await shim.client.aclose()
-            return Reconciliation(
-                namespace, task_id, task.incarnation, Action.ADOPTED,
-                f"its shim (pid {shim.shim_pid}) holds a {process.status.value} task, "
-                f"pid {process.pid}",
-                await self._recorded(task, 0),
-            )  # fmt: skip
-
-    async def _probe(self, bundle: Bundle) -> tuple[ShimProcess | None, ProcessState | None]:
-        """The bundle's shim, if it answers, and the task it holds, if any."""
-        try:
-            shim = await self._shims.get(bundle, bundle_runtime(bundle, DEFAULT_RUNTIME))
-        except (UnavailableError, NotFoundError, OSError) as exc:
-            logger.info("bundle %s has no live shim: %s", bundle.path, exc)
-            return None, None
-        try:
-            return shim, await shim.client.state(bundle.id)
-        except (UnavailableError, NotFoundError) as exc:
-            logger.info("the shim in %s holds no task: %s", bundle.path, exc)
-            return shim, None
-
-    async def _clean(self, bundle: Bundle, shim: ShimProcess | None) -> None:
-        if shim is None:
-            await self._shims.cleanup_after_dead_shim(
-                bundle, bundle_runtime(bundle, DEFAULT_RUNTIME)
-            )
-        else:
-            await self.discard_shim(shim)
-        remove_bundle(bundle)
-
-    def _adopted(
-        self, bundle: Bundle, shim: ShimProcess, process: ProcessState, previous: Task | None
-    ) -> Task:
-        """A new incarnation for the task a shim holds: Created, Adopted, then its state."""
-        cause = _cause("adopted: a live shim held a task no record knew")
-        task = Task(
-            namespace=bundle.namespace,
-            task_id=bundle.id,
-            incarnation=previous.incarnation + 1 if previous else 1,
-            bundle=_user_bundle(bundle),
-            pid=process.pid,
-            runtime=bundle_runtime(bundle, _runtime_of(shim.shim_pid)),
-            cause=cause,
-        )
-        task.adopt(cause)
-        if process.status in (Status.RUNNING, Status.PAUSED):
-            task.start(process.pid, cause)
-        if process.status is Status.PAUSED:
-            task.pause(cause)
-        if process.status is Status.STOPPED:
-            exited_at = process.exited_at or _now()
-            task.record_exit(process.exit_status, exited_at, cause)
-        return task
-
-    async def remove_leftovers(self, namespace: str, task_id: str, *, force: bool) -> bool:
-        """Clean a working bundle that no history knows; True if there was one.
-
-        A process still running in it is only killed with ``force``, as `delete` asks of
-        a recorded task: it may be a create whose record was lost, which `reconcile` adopts.
-        """
-        async with self._locks.hold(namespace, task_id):
-            bundle = load_bundle(self._state, namespace, task_id)
-            task = await self._store.current(namespace, task_id)
-            if bundle is None or (task is not None and task.is_live):
-                return False
-            shim, process = await self._probe(bundle)
-            if not force and process is not None and process.status in (
-                Status.RUNNING, Status.PAUSED,
-            ):  # fmt: skip
-                if shim is not None:
-                    await shim.client.aclose()
-                raise InvalidTransitionError(
-                    f"task {task_id} has no history but runs in {bundle.path}: adopt it "
-                    "with `shimledger reconcile`, or remove it with delete --force"
-                )
-            logger.warning("task %s has no history: removing what a failed create left", task_id)
-            await self._clean(bundle, shim)
-            return True
-
-    async def discard_shim(self, shim: ShimProcess) -> None:
-        """Undo a half-made task: remove what runc made, then stop the shim."""
-        await bounded_cleanup(shim.client.delete(shim.id))
-        await self._shims.delete(shim)
-        await self._shims.cleanup_after_dead_shim(shim.bundle, shim.runtime)
 
 
 def _same(current: Task, task: Task) -> bool:
@@ -431,33 +286,3 @@ def _remove_half_deleted(namespace: str, path: Path) -> Reconciliation | None:
     return Reconciliation(
         namespace, task_id, None, Action.CLEANED, f"half-removed bundle {path.name}: removed"
     )
-
-
-def _user_bundle(bundle: Bundle) -> str:
-    """The bundle to record for an adopted task: the user's, if its config.json says where.
-
-    The working bundle's root.path is the user's rootfs made absolute; a config.json next
-    to it marks the user's bundle. Otherwise the working bundle is all there is to name.
-    """
-    try:
-        spec = json.loads((Path(bundle.path) / "config.json").read_text())
-        parent = Path(spec["root"]["path"]).parent
-    except (OSError, ValueError, KeyError, TypeError):
-        return bundle.path
-    return str(parent) if (parent / "config.json").is_file() else bundle.path
-
-
-def _runtime_of(shim_pid: int) -> str:
-    """The runtime to record for an adopted task: the default shim's name, or the path of
-    the executable that serves it (what ``create --runtime /abs/path`` records)."""
-    try:
-        executable = os.readlink(f"/proc/{shim_pid}/exe")
-    except OSError:
-        return DEFAULT_RUNTIME
-    if os.path.basename(executable) == "containerd-shim-runc-v2":
-        return DEFAULT_RUNTIME
-    return executable
-
-
-def _now() -> datetime:
-    return datetime.now().astimezone()

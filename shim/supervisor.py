@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from domain.errors import ShimledgerError
-from shim.reconcile import Reconciliation
+from shim.reconcile_report import Reconciliation
 from shim.shim_manager import ShimManager, ShimProcess
 from shim.task_access import TaskAccess
 

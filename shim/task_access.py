@@ -18,7 +18,8 @@ from domain.task import HAS_PROCESS, Task
 from domain.values import Bundle, Cause, State, Status
 from shim.bundle import load_bundle, working_bundle
 from shim.ports import ShimEvent, TaskLocks, TaskStore, TaskView
-from shim.reconcile import Reconciler, Reconciliation
+from shim.reconcile import Reconciler
+from shim.reconcile_report import Reconciliation
 from shim.recorder import TaskRecorder
 from shim.shim_manager import ShimManager, ShimProcess
 

@@ -71,7 +71,10 @@ class TaskManager(TaskAccess):
             incarnation = previous.incarnation + 1 if previous else 1
             if stdio is None:
                 stdio = self._log_stdio(task_id, incarnation)
-            bundle = new_bundle(self._state_dir, self.namespace, task_id, user_bundle)
+            bundle = new_bundle(
+                self._state_dir, self.namespace, task_id, user_bundle,
+                self._shims.config.cgroup_parent,
+            )  # fmt: skip
             crash_point("create.bundle-made")
             async with AsyncExitStack() as undo:
                 undo.callback(remove_bundle, bundle)

@@ -22,7 +22,7 @@ from domain.values import Status
 from shim import DEFAULT_RUNTIME
 from shim.bundle import new_bundle
 from shim.ports import ProcessState, RuncOptions, Stdio
-from shim.reconcile import Action, Reconciliation
+from shim.reconcile_report import Action, Reconciliation
 from shim.shim_manager import ShimProcess
 from shim.task_manager import TaskManager
 

@@ -219,8 +219,12 @@ async def test_a_task_handle_offers_every_operation_on_one_task(
 async def test_a_task_gets_a_cgroup_of_its_namespace_as_containerd_gives_it(
     manager: TaskManager, bundle: Bundle
 ) -> None:
-    """runc's default is /<id>: the same ID in two namespaces would share one cgroup."""
+    """runc's default is /<id>: the same ID in two namespaces or state dirs would share one."""
     state = await manager.create("grouped", bundle("sleep", "300"))
     cgroups = Path(f"/proc/{state.pid}/cgroup").read_text().splitlines()
-    assert any(line.endswith(f"/{manager.namespace}/grouped") for line in cgroups), cgroups
+    parent = manager._shims.config.cgroup_parent
+    assert parent.startswith("/shimledger-")  # a state dir of its own: a parent of its own
+    assert any(line.endswith(f"{parent}/{manager.namespace}/grouped") for line in cgroups), (
+        cgroups
+    )
     await manager.delete("grouped")

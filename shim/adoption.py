@@ -1,0 +1,176 @@
+"""Working bundles no record knows: adopt the task their shim still holds, or clean them.
+
+A create killed between its Create RPC and its Created (or a store restored from an
+older backup) leaves a working bundle whose shim may hold a live task. Reconciliation
+adopts it as a new incarnation (Created, Adopted, and what the shim says happened since);
+a bundle whose shim is dead or empty is removed with whatever it left. `delete` without
+--force refuses to kill such a task: it may be exactly the one the user wants back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from domain.errors import InvalidTransitionError, NotFoundError, UnavailableError
+from domain.task import Task
+from domain.values import Bundle, Status
+from shim import DEFAULT_RUNTIME
+from shim.bundle import bundle_runtime, load_bundle, remove_bundle
+from shim.ports import ProcessState, TaskLocks, TaskStore
+from shim.reconcile_report import (
+    Action,
+    Reconciliation,
+    now,
+    reconciliation_cause,
+    recorded_since,
+)
+from shim.shim_manager import ShimManager, ShimProcess, bounded_cleanup
+
+logger = logging.getLogger(__name__)
+
+
+class BundleAdopter:
+    """Adopts or cleans the working bundles of the state dir that no live record knows."""
+
+    def __init__(self, shims: ShimManager, locks: TaskLocks, store: TaskStore) -> None:
+        self._shims = shims
+        self._locks = locks
+        self._store = store
+
+    @property
+    def _state(self) -> Path:
+        return self._shims.config.state
+
+    async def adopt_or_clean(self, namespace: str, task_id: str) -> Reconciliation | None:
+        """A working bundle with no live record: adopt the task its shim holds, or remove
+        the bundle and whatever a dead or empty shim left. None if a live record knows it."""
+        async with self._locks.hold(namespace, task_id):
+            previous = await self._store.current(namespace, task_id)
+            bundle = load_bundle(self._state, namespace, task_id)
+            if bundle is None or (previous is not None and previous.is_live):
+                return None
+            shim, process = await self._probe(bundle)
+            if shim is None or process is None:
+                await self._clean(bundle, shim)
+                why = "no shim" if shim is None else "its shim held no task"
+                return Reconciliation(
+                    namespace, task_id, None, Action.CLEANED,
+                    f"working bundle with no record and {why}: removed",
+                )  # fmt: skip
+            try:
+                task = self._adopted(bundle, shim, process, previous)
+                await self._store.save(task)
+            finally:
+                await shim.client.aclose()
+            return Reconciliation(
+                namespace, task_id, task.incarnation, Action.ADOPTED,
+                f"its shim (pid {shim.shim_pid}) holds a {process.status.value} task, "
+                f"pid {process.pid}",
+                await recorded_since(self._store, task, 0),
+            )  # fmt: skip
+
+    async def _probe(self, bundle: Bundle) -> tuple[ShimProcess | None, ProcessState | None]:
+        """The bundle's shim, if it answers, and the task it holds, if any."""
+        try:
+            shim = await self._shims.get(bundle, bundle_runtime(bundle, DEFAULT_RUNTIME))
+        except (UnavailableError, NotFoundError, OSError) as exc:
+            logger.info("bundle %s has no live shim: %s", bundle.path, exc)
+            return None, None
+        try:
+            return shim, await shim.client.state(bundle.id)
+        except (UnavailableError, NotFoundError) as exc:
+            logger.info("the shim in %s holds no task: %s", bundle.path, exc)
+            return shim, None
+
+    async def _clean(self, bundle: Bundle, shim: ShimProcess | None) -> None:
+        if shim is None:
+            await self._shims.cleanup_after_dead_shim(
+                bundle, bundle_runtime(bundle, DEFAULT_RUNTIME)
+            )
+        else:
+            await self.discard_shim(shim)
+        remove_bundle(bundle)
+
+    def _adopted(
+        self, bundle: Bundle, shim: ShimProcess, process: ProcessState, previous: Task | None
+    ) -> Task:
+        """A new incarnation for the task a shim holds: Created, Adopted, then its state."""
+        cause = reconciliation_cause("adopted: a live shim held a task no record knew")
+        task = Task(
+            namespace=bundle.namespace,
+            task_id=bundle.id,
+            incarnation=previous.incarnation + 1 if previous else 1,
+            bundle=_user_bundle(bundle),
+            pid=process.pid,
+            runtime=bundle_runtime(bundle, _runtime_of(shim.shim_pid)),
+            cause=cause,
+        )
+        task.adopt(cause)
+        if process.status in (Status.RUNNING, Status.PAUSED):
+            task.start(process.pid, cause)
+        if process.status is Status.PAUSED:
+            task.pause(cause)
+        if process.status is Status.STOPPED:
+            exited_at = process.exited_at or now()
+            task.record_exit(process.exit_status, exited_at, cause)
+        return task
+
+    async def remove_leftovers(self, namespace: str, task_id: str, *, force: bool) -> bool:
+        """Clean a working bundle that no history knows; True if there was one.
+
+        A process still running in it is only killed with ``force``, as `delete` asks of
+        a recorded task: it may be a create whose record was lost, which `reconcile` adopts.
+        """
+        async with self._locks.hold(namespace, task_id):
+            bundle = load_bundle(self._state, namespace, task_id)
+            task = await self._store.current(namespace, task_id)
+            if bundle is None or (task is not None and task.is_live):
+                return False
+            shim, process = await self._probe(bundle)
+            if not force and process is not None and process.status in (
+                Status.RUNNING, Status.PAUSED,
+            ):  # fmt: skip
+                if shim is not None:
+                    await shim.client.aclose()
+                raise InvalidTransitionError(
+                    f"task {task_id} has no history but runs in {bundle.path}: adopt it "
+                    "with `shimledger reconcile`, or remove it with delete --force"
+                )
+            logger.warning("task %s has no history: removing what a failed create left", task_id)
+            await self._clean(bundle, shim)
+            return True
+
+    async def discard_shim(self, shim: ShimProcess) -> None:
+        """Undo a half-made task: remove what runc made, then stop the shim."""
+        await bounded_cleanup(shim.client.delete(shim.id))
+        await self._shims.delete(shim)
+        await self._shims.cleanup_after_dead_shim(shim.bundle, shim.runtime)
+
+
+def _user_bundle(bundle: Bundle) -> str:
+    """The bundle to record for an adopted task: the user's, if its config.json says where.
+
+    The working bundle's root.path is the user's rootfs made absolute; a config.json next
+    to it marks the user's bundle. Otherwise the working bundle is all there is to name.
+    """
+    try:
+        spec = json.loads((Path(bundle.path) / "config.json").read_text())
+        parent = Path(spec["root"]["path"]).parent
+    except (OSError, ValueError, KeyError, TypeError):
+        return bundle.path
+    return str(parent) if (parent / "config.json").is_file() else bundle.path
+
+
+def _runtime_of(shim_pid: int) -> str:
+    """The runtime to record for an adopted task: the default shim's name, or the path of
+    the executable that serves it (what ``create --runtime /abs/path`` records)."""
+    try:
+        executable = os.readlink(f"/proc/{shim_pid}/exe")
+    except OSError:
+        return DEFAULT_RUNTIME
+    if os.path.basename(executable) == "containerd-shim-runc-v2":
+        return DEFAULT_RUNTIME
+    return executable

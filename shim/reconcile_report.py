@@ -1,0 +1,57 @@
+"""What reconciliation says it did: one entry per task, for `reconcile` and `serve`."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+from domain.task import Task
+from domain.values import Cause
+from shim.ports import TaskStore
+
+
+class Action(enum.StrEnum):
+    """What reconciling one task (or one bundle no record knows) did."""
+
+    UNCHANGED = "unchanged"
+    EXIT_RECORDED = "exit-recorded"
+    START_RECORDED = "start-recorded"
+    PAUSE_RECORDED = "pause-recorded"
+    RESUME_RECORDED = "resume-recorded"
+    SHIM_LOST = "shim-lost"
+    LEFTOVERS_REMOVED = "leftovers-removed"
+    DELETE_RECORDED = "delete-recorded"
+    ADOPTED = "adopted"
+    CLEANED = "cleaned"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """One line of a scan's report: which task, what was done, which events it appended."""
+
+    namespace: str
+    task_id: str
+    incarnation: int | None  # None: a bundle no history knows, cleaned
+    action: Action
+    detail: str
+    recorded: tuple[str, ...] = ()
+
+
+def reconciliation_cause(detail: str) -> Cause:
+    return Cause(kind="reconciliation", detail=detail)
+
+
+async def recorded_since(store: TaskStore, task: Task, after_version: int) -> tuple[str, ...]:
+    """The types of the events this incarnation got after ``after_version``."""
+    events = await store.history(task.namespace, task.task_id)
+    return tuple(
+        type(e).__name__
+        for e in events
+        if e.originator_id == task.id and e.originator_version > after_version
+    )
+
+
+def now() -> datetime:
+    return datetime.now().astimezone()

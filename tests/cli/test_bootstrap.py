@@ -1,0 +1,17 @@
+"""The composition root's own decisions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cli.bootstrap import cgroup_parent
+from cli.settings import DEFAULT_STATE, Settings
+
+
+def test_cgroups_are_containerds_for_the_default_state_dir_and_apart_for_others() -> None:
+    assert cgroup_parent(Settings(state=DEFAULT_STATE)) == ""
+    one = cgroup_parent(Settings(state=Path("/tmp/a")))
+    other = cgroup_parent(Settings(state=Path("/tmp/b")))
+    assert one.startswith("/shimledger-") and other.startswith("/shimledger-")
+    assert one != other
+    assert one == cgroup_parent(Settings(state=Path("/tmp/a")))  # stable across commands
