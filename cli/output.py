@@ -97,6 +97,33 @@ class StatsOutput(BaseModel):
         return cls(id=task_id, **dataclasses.asdict(stats))
 
 
+class ReconcileOutput(BaseModel):
+    """Each `reconcile --json` entry: a task (or a bundle no record knew) and what was done."""
+
+    namespace: str
+    id: str
+    incarnation: int | None
+    action: str
+    recorded: list[str]
+    detail: str
+
+
+class ViewStatusOutput(BaseModel):
+    """Each `projections status --json` entry: how far a view has caught up."""
+
+    name: str
+    position: int
+    head: int
+    lag: int
+
+
+class VerifyOutput(BaseModel):
+    """Each `projections verify --json` entry: a view and how it differs from a replay."""
+
+    name: str
+    differences: list[str]
+
+
 def dump_list(items: Sequence[BaseModel]) -> str:
     """A JSON array of models, on one line."""
     return "[" + ",".join(item.model_dump_json() for item in items) + "]"

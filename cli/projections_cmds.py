@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,22 +24,22 @@ def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
 
     settings: Settings = ctx.obj
 
-    async def work() -> list[dict[str, Any]]:
+    from cli.output import ViewStatusOutput, dump_list, table
+
+    async def work() -> list[ViewStatusOutput]:
         async with open_ledger(settings) as ledger:
             head = await ledger.store.head()
             return [
-                {"name": name, "position": (p := await view.position()), "head": head,
-                 "lag": head - p}
+                ViewStatusOutput(name=name, position=(p := await view.position()), head=head,
+                                 lag=head - p)
                 for name, view in ledger.views.items()
             ]  # fmt: skip
 
-    from cli.output import table
-
     rows = run_command(work)
     if as_json:
-        typer.echo(json.dumps(rows))
+        typer.echo(dump_list(rows))
     else:
-        cells = [[r["name"], str(r["position"]), str(r["head"]), str(r["lag"])] for r in rows]
+        cells = [[r.name, str(r.position), str(r.head), str(r.lag)] for r in rows]
         typer.echo(table([["VIEW", "POSITION", "HEAD", "LAG"], *cells]))
 
 
@@ -73,7 +72,7 @@ def rebuild(
 
 
 @app.command()
-def verify(ctx: typer.Context) -> None:
+def verify(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Compare each view with a fresh replay of the history; exit 1 if any differs."""
     from cli.ledger import open_ledger
     from projections.verify import verify_views
@@ -87,7 +86,11 @@ def verify(ctx: typer.Context) -> None:
             )
 
     differences = run_command(work)
-    for name, lines in differences.items():
+    if as_json:
+        from cli.output import VerifyOutput, dump_list
+
+        typer.echo(dump_list([VerifyOutput(name=n, differences=d) for n, d in differences.items()]))
+    for name, lines in {} if as_json else differences.items():
         typer.echo(f"{name}: {'ok' if not lines else f'{len(lines)} difference(s)'}")
         for line in lines[:50]:
             typer.echo(f"  {line}")

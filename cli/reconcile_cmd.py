@@ -7,7 +7,6 @@ short, and working bundles no record knows, adopted or cleaned.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -40,28 +39,24 @@ def reconcile(
         async with bootstrap(settings) as manager:
             return await manager.reconcile_all(all_namespaces=all_namespaces)
 
+    from cli.output import ReconcileOutput, dump_list, table
+
     report = run_command(work)
     rows = [
-        {
-            "namespace": r.namespace,
-            "id": r.task_id,
-            "incarnation": r.incarnation,
-            "action": r.action.value,
-            "recorded": list(r.recorded),
-            "detail": r.detail,
-        }
+        ReconcileOutput(
+            namespace=r.namespace, id=r.task_id, incarnation=r.incarnation,
+            action=r.action.value, recorded=list(r.recorded), detail=r.detail,
+        )
         for r in report
-    ]
-    failed = any(r["action"] == "failed" for r in rows)
+    ]  # fmt: skip
+    failed = any(r.action == "failed" for r in rows)
     if as_json:
-        typer.echo(json.dumps(rows))
+        typer.echo(dump_list(rows))
     elif rows:
-        from cli.output import table
-
         head = ["NAMESPACE", "ID", "INC", "ACTION", "RECORDED", "DETAIL"]
         cells = [
-            [r["namespace"], r["id"], "" if r["incarnation"] is None else str(r["incarnation"]),
-             r["action"], ",".join(r["recorded"]) or "-", r["detail"]]
+            [r.namespace, r.id, "" if r.incarnation is None else str(r.incarnation),
+             r.action, ",".join(r.recorded) or "-", r.detail]
             for r in rows
         ]  # fmt: skip
         typer.echo(table([head, *cells]))

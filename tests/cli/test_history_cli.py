@@ -158,6 +158,9 @@ def test_verify_reports_a_view_that_lies(root) -> None:
         db.execute("UPDATE task_states SET state = replace(state, '\"running\"', '\"paused\"')")
     code, out = cli(path, "projections", "verify")
     assert code == 1 and "task_states: 1 difference(s)" in out and "event_index: ok" in out
+    code, out = cli(path, "projections", "verify", "--json")
+    verdicts = {view["name"]: view["differences"] for view in json.loads(out)}
+    assert code == 1 and len(verdicts["task_states"]) == 1 and verdicts["event_index"] == []
     assert cli(path, "projections", "rebuild", "task_states")[0] == 0
     assert cli(path, "projections", "verify")[0] == 0
 
