@@ -65,7 +65,8 @@ class ShimLog:
             # <logs>/<namespace>/<id>/: the logs dir itself is made by the composition root.
             self._keep.parent.parent.mkdir(mode=0o700, exist_ok=True)
             self._keep.parent.mkdir(mode=0o700, exist_ok=True)
-            with open(self._keep, "ab") as kept:
+            fd = os.open(self._keep, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "ab") as kept:
                 kept.write(data)
         except OSError as exc:  # a full disk must not stop the drain (the shim would block)
             logger.warning("cannot keep the shim log of %s: %s", self._task_id, exc)

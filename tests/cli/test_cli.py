@@ -304,3 +304,11 @@ def test_a_foreground_run_whose_shim_dies_exits_255_and_leaves_nothing(
     assert process.returncode == 255, err
     events = [e["type"] for e in json.loads(cli("history", "--json", "fg-lost").stdout)]
     assert events == ["Created", "Started", "ShimLost", "Exited", "Deleted"]
+
+
+def test_the_shims_own_log_is_kept_beside_the_tasks(cli, bundle, settings) -> None:
+    assert cli("run", "--rm", "--bundle", str(bundle("true")), "logged").returncode == 0
+    kept = settings.root / "logs" / settings.namespace / "logged" / "shim.log"
+    text = kept.read_text()
+    assert 'msg="starting signal loop"' in text and "runtime=io.containerd.runc.v2" in text
+    assert kept.stat().st_mode & 0o777 == 0o600

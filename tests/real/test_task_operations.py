@@ -17,7 +17,7 @@ import pytest
 
 from domain.errors import FailedPreconditionError, InvalidTransitionError, ShimledgerError
 from domain.values import Status
-from shim.ports import Stdio, TaskPausedEvent, TaskResumedEvent
+from shim.ports import ShimEvent, Stdio, TaskPausedEvent, TaskResumedEvent
 from shim.task_manager import TaskManager
 
 Bundle = Callable[..., Path]
@@ -31,6 +31,27 @@ def types(events: list[object]) -> list[str]:
 async def settle(manager: TaskManager) -> None:
     """Give the shim's events a moment to arrive, so that a duplicate would show."""
     await asyncio.sleep(0.3)
+
+
+class Heard:
+    """The shim events the manager's sink delivered, by record type, as they arrive."""
+
+    def __init__(self, manager: TaskManager) -> None:
+        self.types: list[str] = []
+        handle = manager.handle_event
+
+        async def spy(event: ShimEvent) -> None:
+            self.types.append(type(event).__name__)
+            await handle(event)
+
+        manager.handle_event = spy  # type: ignore[method-assign]  # the sink calls it by name
+
+    async def until(self, *wanted: str) -> None:
+        """Wait (30 s guard, not a threshold) until every ``wanted`` event was delivered."""
+        deadline = asyncio.get_running_loop().time() + 30
+        while not (Counter(wanted) <= Counter(self.types)):
+            assert asyncio.get_running_loop().time() < deadline, f"heard only {self.types}"
+            await asyncio.sleep(0.02)
 
 
 async def test_stats_show_the_task_and_update_changes_its_limits(
@@ -73,6 +94,7 @@ async def test_update_of_a_stopped_task_is_refused_and_records_nothing(
 async def test_an_exec_has_its_own_start_state_kill_wait_and_delete(
     manager: TaskManager, bundle: Bundle
 ) -> None:
+    heard = Heard(manager)
     await manager.create("host", bundle("sleep", "300"))
     await manager.start("host")
     process = await manager.add_exec("host", ["sleep", "200"])
@@ -88,7 +110,7 @@ async def test_an_exec_has_its_own_start_state_kill_wait_and_delete(
 
     # The exec's exit is not the task's: the task still runs.
     assert (await manager.get("host")).status is Status.RUNNING
-    await settle(manager)
+    await heard.until("TaskExecAddedEvent", "TaskExecStartedEvent", "TaskExitEvent")
     counts = Counter(types(await manager.history("host")))
     assert counts == Counter(Created=1, Started=1, ExecAdded=1, ExecStarted=1, ExecExited=1)
     await manager.delete("host", force=True)
@@ -124,15 +146,23 @@ async def test_close_io_gives_an_exec_end_of_file_on_stdin(
 async def test_pause_resume_and_exec_are_recorded_once_each(
     manager: TaskManager, bundle: Bundle
 ) -> None:
-    """The manager records from the RPC replies; the shim's events for them must add nothing."""
+    """The manager records from the RPC replies; the shim's events for them must add nothing.
+
+    The test waits until the shim's event for every step has really been delivered to
+    the manager's sink, so both paths have run for each fact before history is read.
+    """
+    heard = Heard(manager)
     await manager.create("once", bundle("sleep", "300"))
     await manager.start("once")
     await manager.pause("once")
     await manager.resume("once")
     assert (await manager.exec("once", ["true"])).status == 0
-    await settle(manager)
     await manager.delete("once", force=True)
-    await settle(manager)
+    await heard.until(
+        "TaskCreateEvent", "TaskStartEvent", "TaskPausedEvent", "TaskResumedEvent",
+        "TaskExecAddedEvent", "TaskExecStartedEvent", "TaskExitEvent", "TaskExitEvent",
+        "TaskDeleteEvent",
+    )  # fmt: skip
     assert types(await manager.history("once")) == [
         "Created", "Started", "Paused", "Resumed", "ExecAdded", "ExecStarted", "ExecExited",
         "Killed", "Exited", "Deleted",
