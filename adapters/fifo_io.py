@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
+from adapters.file_lock import make_private_dirs
 from shim.ports import Stdio
 
 _CHUNK = 65536
@@ -142,7 +143,8 @@ class ForegroundIO:
     def __init__(
         self, directory: Path, stdout: BinaryIO, stderr: BinaryIO, stdin: int | None = None
     ) -> None:
-        directory.mkdir(mode=0o700, parents=True)
+        make_private_dirs(directory.parent)
+        directory.mkdir(mode=0o700)
         self._directory = directory
         self._in: _Feeder | None = None
         try:

@@ -36,7 +36,8 @@ def write_pid_file(path: Path | None, pid: int) -> None:
 
 
 def io_dir(settings: Settings, task_id: str) -> Path:
-    return settings.state / "io" / f"{settings.namespace}-{task_id}-{os.getpid()}"
+    # <state>/io/<ns>/<id>-<pid>: reconciliation removes those whose command died.
+    return settings.state / "io" / settings.namespace / f"{task_id}-{os.getpid()}"
 
 
 def foreground_io(settings: Settings, task_id: str, interactive: bool) -> ForegroundIO:

@@ -183,6 +183,7 @@ class Reconciler:
                     report += _listed(_remove_half_deleted(ns, path))
                 elif (ns, path.name) not in keys:
                     report += await self._guarded(ns, path.name, self._unknown(ns, path.name))
+            report += _remove_dead_commands_fifos(ns, self._state / "io" / ns)
         return report
 
     async def _unknown(self, namespace: str, task_id: str) -> Reconciliation | None:
@@ -275,6 +276,21 @@ def _candidates(directory: Path) -> list[Path]:
         ):
             found.append(path)
     return found
+
+
+def _remove_dead_commands_fifos(namespace: str, directory: Path) -> list[Reconciliation]:
+    """Foreground FIFO dirs (``<id>-<pid>``) of commands that died without cleaning up."""
+    report = []
+    for path in sorted(directory.iterdir()) if directory.is_dir() else []:
+        task_id, _, pid = path.name.rpartition("-")
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue  # not ours, or its command still runs
+        shutil.rmtree(path, ignore_errors=True)
+        report.append(Reconciliation(
+            namespace, task_id, None, Action.CLEANED,
+            f"stdio FIFOs of a foreground command that died (pid {pid}): removed",
+        ))  # fmt: skip
+    return report
 
 
 def _remove_half_deleted(namespace: str, path: Path) -> Reconciliation | None:

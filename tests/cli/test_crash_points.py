@@ -340,3 +340,26 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return "\nState:\tZ" not in status
+
+
+def test_a_killed_foreground_run_leaves_fifos_that_reconcile_removes(cli: Cli) -> None:
+    """The task is tracked (it runs on); the dead command's stdio FIFOs are cleaned."""
+    run = subprocess.Popen([SHIMLEDGER, "run", "--bundle", str(cli.bundle), ID], env=cli.env,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while "Started" not in cli.types():
+        assert time.monotonic() < deadline and run.poll() is None, "the run never started"
+        time.sleep(0.05)
+    run.kill()
+    run.wait()
+    fifos = cli.settings.state / "io" / cli.settings.namespace / f"{ID}-{run.pid}"
+    assert fifos.is_dir()
+
+    report = cli.reconcile()
+    cleaned = [e for e in report if e["action"] == "cleaned" and str(run.pid) in e["detail"]]
+    assert [e["id"] for e in cleaned] == [ID]
+    assert not fifos.exists()
+    assert ID in live_ids(cli)  # still running, still recorded
+    cli.ok("delete", "-f", ID)
+    assert nothing_left(cli) == []
