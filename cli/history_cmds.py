@@ -116,22 +116,20 @@ def events(
                 after = records[-1].position or 0
             else:
                 after = await ledger.event_index.position()
-            while follow:
-                await asyncio.sleep(FOLLOW_INTERVAL)
-                await ledger.event_index.catch_up()
-                fresh = await ledger.event_index.query(
-                    EventFilter(**{**selection.__dict__, "after": after})
-                )
-                if fresh:
-                    show(fresh, header=False)
-                    after = fresh[-1].position or after
+            try:
+                while follow:
+                    await asyncio.sleep(FOLLOW_INTERVAL)
+                    await ledger.event_index.catch_up()
+                    fresh = await ledger.event_index.query(
+                        EventFilter(**{**selection.__dict__, "after": after})
+                    )
+                    if fresh:
+                        show(fresh, header=False)
+                        after = fresh[-1].position or after
+            except asyncio.CancelledError:
+                return  # Ctrl-C or SIGTERM is how --follow ends: quietly, exit 0
 
-    try:
-        run_command(work)
-    except typer.Exit as exit_:
-        if follow and exit_.exit_code == 130:
-            raise typer.Exit(0) from None  # Ctrl-C is how --follow ends
-        raise
+    run_command(work)
 
 
 def replay(

@@ -165,7 +165,7 @@ def test_verify_reports_a_view_that_lies(root) -> None:
     assert cli(path, "projections", "verify")[0] == 0
 
 
-def test_events_follow_shows_new_events_within_a_second(root) -> None:
+def test_events_follow_shows_new_events_as_they_are_recorded(root) -> None:
     import os
     import signal
     import subprocess
@@ -176,7 +176,7 @@ def test_events_follow_shows_new_events_within_a_second(root) -> None:
     shimledger = str(Path(sys.executable).with_name("shimledger"))
     follower = subprocess.Popen(
         [shimledger, "--root", str(path), "events", "--follow", "--json", "--id", "late"],
-        stdout=subprocess.PIPE, text=True, env=dict(os.environ),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
     )  # fmt: skip
     try:
         time.sleep(1.0)  # let it print the (empty) backlog and start following
@@ -188,17 +188,16 @@ def test_events_follow_shows_new_events_within_a_second(root) -> None:
             await store.save(task)
             await store.aclose()
 
-        appended = time.monotonic()
         asyncio.run(append())
         line = follower.stdout.readline()  # type: ignore[union-attr]
-        seen = time.monotonic() - appended
         record = json.loads(line)
         assert (record["type"], record["id"], record["position"]) == ("Created", "late",
                                                                       heads[-1] + 1)  # fmt: skip
-        assert seen < 5, f"took {seen:.1f}s"  # a hang guard, not a timing claim
-        follower.send_signal(signal.SIGINT)
+        follower.send_signal(signal.SIGINT)  # how a user ends it: quietly, exit 0
         assert follower.wait(timeout=10) == 0
+        assert follower.stderr.read() == ""  # type: ignore[union-attr]
     finally:
         follower.kill()
         follower.wait()
         follower.stdout.close()  # type: ignore[union-attr]
+        follower.stderr.close()  # type: ignore[union-attr]
