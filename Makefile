@@ -65,12 +65,12 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 proto: $(VENV)/.installed-dev
 	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. $(PROTO_FILES)
 
-# Every benchmark prints ratios against references measured in the same run (~6 min).
+# Every benchmark prints ratios against references measured in the same run (~7 min).
 bench: setup-dev
 	$(PY) bench/run.py
 	$(PY) bench/startup.py
 	$(PY) bench/ttrpc_calls.py
-	$(PY) bench/concurrency.py
+	$(PY) bench/concurrency.py --runs 5
 
 bench-history: setup-dev
 	$(PY) bench/history.py --small 100000 --large 1000000 --runs 3

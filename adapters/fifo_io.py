@@ -144,6 +144,8 @@ class ForegroundIO:
         self, directory: Path, stdout: BinaryIO, stderr: BinaryIO, stdin: int | None = None
     ) -> None:
         make_private_dirs(directory.parent)
+        # Named after our pid: one left by a killed command whose pid we reuse is stale.
+        shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(mode=0o700)
         self._directory = directory
         self._in: _Feeder | None = None

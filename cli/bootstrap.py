@@ -49,9 +49,10 @@ def cli_cause() -> Cause:
 
 
 def cgroup_parent(settings: Settings) -> str:
-    """ "" for the default state dir; for any other, a parent named after it."""
+    """/shimledger for the default state dir (apart from a real containerd's /<ns>/<id>);
+    for any other state dir, a parent named after it."""
     if settings.state == DEFAULT_STATE:
-        return ""
+        return "/shimledger"
     digest = hashlib.sha256(str(settings.state).encode()).hexdigest()[:12]
     return f"/shimledger-{digest}"
 

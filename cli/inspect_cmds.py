@@ -110,7 +110,11 @@ def ps(ctx: typer.Context, task_id: TaskArg, format: FormatOption = Format.table
         typer.echo(process_rows(processes))
 
 
-def wait(ctx: typer.Context, task_id: TaskArg, as_json: JsonFlag = False) -> None:
+def wait(
+    ctx: typer.Context,
+    task_id: TaskArg,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False,
+) -> None:
     """Wait for a task to exit; print its exit status and exit with it."""
     from cli.output import WaitOutput
 

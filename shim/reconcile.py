@@ -183,7 +183,10 @@ class Reconciler:
                     report += _listed(_remove_half_deleted(ns, path))
                 elif (ns, path.name) not in keys:
                     report += await self._guarded(ns, path.name, self._unknown(ns, path.name))
-            report += _remove_dead_commands_fifos(ns, self._state / "io" / ns)
+        io = self._state / "io"
+        for ns_dir in sorted(io.iterdir()) if io.is_dir() else []:
+            if namespace is None or ns_dir.name == namespace:
+                report += _remove_dead_commands_fifos(ns_dir.name, ns_dir)
         return report
 
     async def _unknown(self, namespace: str, task_id: str) -> Reconciliation | None:

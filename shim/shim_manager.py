@@ -40,8 +40,8 @@ class ManagerConfig:
     # containerd's own -address, which the shim only hashes into its socket's name: one in
     # our state dir keeps two state dirs (and a real containerd) from sharing a shim.
     address: str = ""
-    # Tasks' cgroups go under <cgroup_parent>/<namespace>/<id>: "" for the default state dir
-    # (containerd's layout), a name of its own for any other, so two never share a cgroup.
+    # Tasks' cgroups go under <cgroup_parent>/<namespace>/<id>: a parent per state dir, so
+    # two state dirs (or shimledger and a real containerd) never share a cgroup.
     cgroup_parent: str = ""
     runc_binary: str = ""
     # Detached tasks' stdout and stderr go to <log_dir>/<ns>/<id>/<incarnation>.log, which

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from domain.errors import NotFoundError, UnavailableError
+from domain.errors import InvalidArgumentError, NotFoundError, UnavailableError
 from domain.identifiers import validate_identifier
 from domain.task import HAS_PROCESS, Task
 from domain.values import Bundle, Cause, State, Status
-from shim.bundle import load_bundle, working_bundle
+from shim.bundle import NOT_NAMESPACES, load_bundle, working_bundle
 from shim.ports import ShimEvent, TaskLocks, TaskStore, TaskView
 from shim.reconcile import Reconciler
 from shim.reconcile_report import Reconciliation
@@ -40,6 +40,10 @@ class TaskAccess:
         cause: Callable[[], Cause],
     ) -> None:
         self.namespace = validate_identifier("namespace", namespace)
+        if namespace in NOT_NAMESPACES:
+            raise InvalidArgumentError(
+                f"namespace {namespace} is reserved: the state dir keeps its {namespace}/ there"
+            )
         self._shims = shims
         self._store = store
         self._view = view

@@ -109,6 +109,7 @@ def teardown(settings: Settings) -> list[str]:
             leftovers.append(f"runc container {namespace_dir.name}/{container}")
             subprocess.run(["runc", "--root", str(namespace_dir), "delete", "-f", container],
                            env={"PATH": search_path()})  # fmt: skip
+    leftovers += remove_cgroups(settings)
     # A shim exits within milliseconds of Shutdown; give it a moment before calling it leaked.
     deadline = time.monotonic() + 2
     while (stray := processes_in(settings.state)) and time.monotonic() < deadline:
@@ -116,6 +117,25 @@ def teardown(settings: Settings) -> list[str]:
     for pid, cwd in stray:
         leftovers.append(f"process {pid} in {cwd}")
         os.kill(pid, signal.SIGKILL)
+    return leftovers
+
+
+def remove_cgroups(settings: Settings) -> list[str]:
+    """Remove the test's cgroup parent (runc removes each task's own leaf, not its parents);
+    a cgroup that still holds a process is a leftover."""
+    from cli.bootstrap import cgroup_parent
+
+    name = cgroup_parent(settings).lstrip("/")
+    leftovers = []
+    for top in [Path("/sys/fs/cgroup"), *Path("/sys/fs/cgroup").glob("*")]:
+        parent = top / name
+        if not parent.is_dir():
+            continue
+        for directory, _, _ in sorted(os.walk(parent), key=lambda w: -len(w[0])):
+            try:
+                os.rmdir(directory)
+            except OSError as exc:
+                leftovers.append(f"cgroup {directory}: {exc.strerror}")
     return leftovers
 
 

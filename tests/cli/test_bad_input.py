@@ -317,3 +317,12 @@ def test_the_same_id_twice_leaves_the_first_untouched(cli, settings, sleeper, bu
         "running", before["pid"], str(sleeper))  # fmt: skip
     assert cli("events", "--json").stdout == history
     assert sorted(p.name for p in (settings.state / settings.namespace).iterdir()) == ["twice"]
+
+
+@pytest.mark.parametrize("namespace", ["io", "runc", "locks"])
+def test_a_namespace_named_like_a_state_dir_entry_is_refused(
+    cli: Cli, sleeper: Path, settings: Settings, namespace: str
+) -> None:
+    """<state>/io, runc and locks are shimledger's own: a namespace there would collide."""
+    refused(cli("-n", namespace, "run", "-d", "--bundle", str(sleeper), "x"), "reserved")
+    assert not (settings.state / namespace / "x").exists()
