@@ -142,18 +142,22 @@ def test_racing_processes_serve_the_socket_exactly_once(
             sink = EventSink(Path({str(path)!r}), ignore)
             serving = await sink.start()
             print(serving, flush=True)
-            await asyncio.sleep(1.0)
+            await asyncio.to_thread(sys.stdin.readline)  # until every racer has answered
             await sink.aclose()
         asyncio.run(main())
     """)
     if placeholder_first:
         asyncio.run(EventSink(path, None).leave_refusing_socket())  # type: ignore[arg-type]
         assert refuses(path)
-    processes = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(6)]  # fmt: skip
-    results = [p.communicate(timeout=30) for p in processes]
+    processes = [subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(6)]  # fmt: skip
+    # Every process says whether it serves while all of them still hold on: a barrier, so
+    # a slow starter cannot find the socket free because the winner already left.
+    answers = [p.stdout.readline().strip() for p in processes]  # type: ignore[union-attr]
+    results = [p.communicate("\n", timeout=30) for p in processes]
     assert all(p.returncode == 0 for p in processes), [err for _, err in results]
-    assert sorted(out.strip() for out, _ in results) == ["False"] * 5 + ["True"]
+    assert sorted(answers) == ["False"] * 5 + ["True"]
     assert refuses(path), "with nobody serving, the path must refuse (shims then fail fast)"
 
 
