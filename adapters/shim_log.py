@@ -13,6 +13,8 @@ import os
 import stat
 from pathlib import Path
 
+from adapters.file_lock import make_private_dirs
+
 logger = logging.getLogger("shimledger.shim.log")
 
 _CHUNK = 65536
@@ -62,9 +64,7 @@ class ShimLog:
     def _append(self, data: bytes) -> None:
         assert self._keep is not None
         try:
-            # <logs>/<namespace>/<id>/: the logs dir itself is made by the composition root.
-            self._keep.parent.parent.mkdir(mode=0o700, exist_ok=True)
-            self._keep.parent.mkdir(mode=0o700, exist_ok=True)
+            make_private_dirs(self._keep.parent)
             fd = os.open(self._keep, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "ab") as kept:
                 kept.write(data)

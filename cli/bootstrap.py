@@ -13,6 +13,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 from adapters.event_sink import EventSink
 from adapters.file_lock import TaskLocks
@@ -89,7 +90,10 @@ async def bootstrap(settings: Settings, *, serve_events: bool = True) -> AsyncIt
 
 @asynccontextmanager
 async def wire(
-    settings: Settings, *, sink: str = "serve", stop: asyncio.Event | None = None
+    settings: Settings,
+    *,
+    sink: Literal["serve", "own", "refuse"] = "serve",
+    stop: asyncio.Event | None = None,
 ) -> AsyncIterator[Wiring]:
     """The composition of every concrete class.
 

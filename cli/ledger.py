@@ -35,6 +35,11 @@ class Ledger:
         views = (self.task_states, self.event_index, self.state_files)
         return {view.name: view for view in views}
 
+    async def catch_up(self) -> None:
+        """Bring every view up to the head of the store."""
+        for view in self.views.values():
+            await view.catch_up()
+
 
 def _state_saver(settings: Settings) -> Callable[[str, str, dict[str, Any] | None], None]:
     def save(namespace: str, task_id: str, document: dict[str, Any] | None) -> None:

@@ -40,13 +40,7 @@ def serve(ctx: typer.Context) -> None:
             if not wiring.sink.serving:
                 typer.echo("shimledger serve: stopped before the event sink was free", err=True)
                 return
-            views = list(wiring.ledger.views.values())
-
-            async def catch_up() -> None:
-                for view in views:
-                    await view.catch_up()
-
-            supervisor = Supervisor(wiring.manager, wiring.shims, catch_up)
+            supervisor = Supervisor(wiring.manager, wiring.shims, wiring.ledger.catch_up)
             try:
                 for entry in await supervisor.start():
                     line = f"{entry.namespace}/{entry.task_id}: {entry.action.value} {entry.detail}"

@@ -10,7 +10,6 @@ import typer
 
 from cli.common import run_command
 from cli.settings import Settings
-from domain.errors import InvalidArgumentError
 
 TaskArg = Annotated[str, typer.Argument(metavar="ID")]
 
@@ -94,7 +93,7 @@ def _resources(
         if value is not None:
             resources.setdefault("cpu", {})[key] = value
     if not resources:
-        raise fail(str(InvalidArgumentError("update needs -r FILE or at least one limit")))
+        raise fail("update needs -r FILE or at least one limit")
     return resources
 
 

@@ -19,11 +19,11 @@ from domain.task import Task
 from domain.values import Bundle, Status
 from shim import DEFAULT_RUNTIME
 from shim.bundle import bundle_runtime, load_bundle, remove_bundle
+from shim.clock import now
 from shim.ports import ProcessState, TaskLocks, TaskStore
 from shim.reconcile_report import (
     Action,
     Reconciliation,
-    now,
     reconciliation_cause,
     recorded_since,
 )

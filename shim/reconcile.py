@@ -29,11 +29,11 @@ from shim.bundle import (
     load_bundle,
     working_bundle,
 )
+from shim.clock import now
 from shim.ports import ProcessState, TaskLocks, TaskStore
 from shim.reconcile_report import (
     Action,
     Reconciliation,
-    now,
     reconciliation_cause,
     recorded_since,
 )

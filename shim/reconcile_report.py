@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime
 
 from domain.task import Task
 from domain.values import Cause
@@ -51,7 +50,3 @@ async def recorded_since(store: TaskStore, task: Task, after_version: int) -> tu
         for e in events
         if e.originator_id == task.id and e.originator_version > after_version
     )
-
-
-def now() -> datetime:
-    return datetime.now().astimezone()

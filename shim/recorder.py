@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 
 from domain.errors import ConflictError, NotFoundError
 from domain.task import HAS_PROCESS, Task
 from domain.values import Cause, Exit, Status
+from shim.clock import now
 from shim.ports import (
     ShimEvent,
     TaskCheckpointedEvent,
@@ -118,7 +118,7 @@ class TaskRecorder:
             return
         cause = Cause(kind="shim-event", detail="/tasks/delete")
         async with self._locks.hold(task.namespace, task.task_id):
-            exit_ = Exit(status=event.exit_status, exited_at=event.exited_at or _now())
+            exit_ = Exit(status=event.exit_status, exited_at=event.exited_at or now())
             await self.record_exit(task, exit_, cause)
             await self.record(
                 (task.namespace, task.task_id),
@@ -249,7 +249,3 @@ class TaskRecorder:
 
         async with self._locks.hold(task.namespace, task.task_id):
             await self.record((task.namespace, task.task_id), apply)
-
-
-def _now() -> datetime:
-    return datetime.now().astimezone()

@@ -177,3 +177,8 @@ def cli_env(settings: Settings) -> dict[str, str]:
         SHIMLEDGER_STATE=str(settings.state),
         SHIMLEDGER_NAMESPACE=settings.namespace,
     )
+
+
+def event_types(events: list[object]) -> list[str]:
+    """A history as its event types, oldest first: what most assertions compare."""
+    return [type(e).__name__ for e in events]

@@ -19,12 +19,9 @@ from cli.bootstrap import Settings, bootstrap
 from domain.values import Status
 from projections.task_states import TaskStatesView, replay
 from shim.task_manager import TaskManager
+from tests.conftest import event_types as types
 
 Bundle = Callable[..., Path]
-
-
-def types(events: list[object]) -> list[str]:
-    return [type(e).__name__ for e in events]
 
 
 async def test_exit_status_stdout_and_four_event_history(

@@ -25,12 +25,9 @@ from shim.ports import ProcessState, RuncOptions, Stdio
 from shim.reconcile_report import Action, Reconciliation
 from shim.shim_manager import ShimProcess
 from shim.task_manager import TaskManager
+from tests.conftest import event_types as types
 
 Bundle = Callable[..., Path]
-
-
-def types(events: list[object]) -> list[str]:
-    return [type(e).__name__ for e in events]
 
 
 async def stopped(shim: ShimProcess, task_id: str) -> ProcessState:

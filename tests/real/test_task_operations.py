@@ -19,13 +19,10 @@ from domain.errors import FailedPreconditionError, InvalidTransitionError, Shiml
 from domain.values import Status
 from shim.ports import ShimEvent, Stdio, TaskPausedEvent, TaskResumedEvent
 from shim.task_manager import TaskManager
+from tests.conftest import event_types as types
 
 Bundle = Callable[..., Path]
 MiB = 1024 * 1024
-
-
-def types(events: list[object]) -> list[str]:
-    return [type(e).__name__ for e in events]
 
 
 async def settle(manager: TaskManager) -> None:

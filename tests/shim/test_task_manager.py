@@ -18,6 +18,7 @@ from projections.task_states import TaskStatesView
 from shim.ports import TaskExitEvent, TaskStartEvent
 from shim.shim_manager import ManagerConfig, ShimManager
 from shim.task_manager import TaskManager
+from tests.conftest import event_types as types
 from tests.shim.fakes import FakeShimBinary
 
 
@@ -51,10 +52,6 @@ async def setup(tmp_path: Path) -> AsyncIterator[tuple[TaskManager, FakeShimBina
     manager = new_manager(tmp_path, binary)
     yield manager, binary
     await close(manager)
-
-
-def types(events: list[object]) -> list[str]:
-    return [type(e).__name__ for e in events]
 
 
 def exit_event(task_id: str, pid: int, status: int, exec_id: str = "") -> TaskExitEvent:
