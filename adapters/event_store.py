@@ -109,6 +109,10 @@ class EventStore:
         """The latest incarnation of the ID, live or deleted; None if it never existed."""
         return await self._run(self._current, namespace, task_id)
 
+    async def incarnation(self, namespace: str, task_id: str, incarnation: int) -> Task | None:
+        """One incarnation of the ID, by its aggregate id; None if it never existed."""
+        return await self._run(self._get, Task.create_id(namespace, task_id, incarnation))
+
     async def save(self, task: Task) -> None:
         """Append the task's pending events; ConflictError if another writer got there first."""
         await self._run(self._save, task)
@@ -158,12 +162,14 @@ class EventStore:
         incarnation = self._last_incarnation(namespace, task_id)
         if incarnation == 0:
             return None
+        return self._get(Task.create_id(namespace, task_id, incarnation))
+
+    def _get(self, originator: UUID) -> Task | None:
         try:
-            return self._application().repository.get(
-                Task.create_id(namespace, task_id, incarnation)
-            )
-        except AggregateNotFoundError:  # pragma: no cover - found a moment ago
+            task: Task = self._application().repository.get(originator)
+        except AggregateNotFoundError:
             return None
+        return task
 
     def _save(self, task: Task) -> None:
         try:

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from domain.state_dir import StateDir
+
 POLL_INTERVAL = 0.005
 
 
@@ -49,13 +51,13 @@ async def file_lock(path: Path) -> AsyncIterator[None]:
 class TaskLocks:
     """Implements shim.ports.TaskLocks: ``hold`` excludes every other holder, anywhere."""
 
-    def __init__(self, state: Path) -> None:
-        self._directory = state / "locks"
+    def __init__(self, state: StateDir) -> None:
+        self._state = state
         # flock() is per open file, so tasks of one process queue on an asyncio.Lock first.
         self._local: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
     @asynccontextmanager
     async def hold(self, namespace: str, task_id: str) -> AsyncIterator[None]:
         async with self._local[(namespace, task_id)]:
-            async with file_lock(self._directory / namespace / f"{task_id}.lock"):
+            async with file_lock(self._state.lock_file(namespace, task_id)):
                 yield

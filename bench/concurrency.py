@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.run import PATH, SHIMLEDGER, as_installed, containerd, make_bundle  # noqa: E402
 from cli.bootstrap import Settings, bootstrap  # noqa: E402
-from shim.task_manager import TaskManager  # noqa: E402
+from shim.lifecycle.task_manager import TaskManager  # noqa: E402
 
 SHIM = "containerd-shim-runc-v2"
 

@@ -10,7 +10,7 @@ import pwd
 import shutil
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal
@@ -21,10 +21,18 @@ from adapters.shim_binary import ShimBinaryLauncher, search_path
 from cli.ledger import Ledger, open_ledger
 from cli.settings import DEFAULT_STATE, Settings
 from domain.errors import FailedPreconditionError, InvalidArgumentError, ShimledgerError
+from domain.state_dir import StateDir
 from domain.values import Cause
-from shim.ports import ShimEvent
-from shim.shim_manager import ManagerConfig, ShimManager
-from shim.task_manager import TaskManager
+from shim.lifecycle.bundle import Bundles
+from shim.lifecycle.connections import ShimConnections
+from shim.lifecycle.shim_manager import ManagerConfig, ShimManager
+from shim.lifecycle.task_manager import TaskManager
+from shim.ports import ShimBinary, ShimEvent, TaskStore, TaskView
+from shim.ports import TaskLocks as TaskLocksPort
+from shim.recording.recorder import TaskRecorder
+from shim.recording.shim_events import ShimEventRecorder
+from shim.recovery.adoption import BundleAdopter
+from shim.recovery.reconcile import Reconciler
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +75,60 @@ def require_root(what: str) -> None:
 
 
 @dataclass
+class Components:
+    """The object graph of the task services, each part built here and nowhere else."""
+
+    bundles: Bundles
+    shims: ShimManager
+    connections: ShimConnections
+    recorder: TaskRecorder
+    shim_events: ShimEventRecorder
+    adopter: BundleAdopter
+    reconciler: Reconciler
+    manager: TaskManager
+
+
+def compose(
+    *,
+    namespace: str,
+    config: ManagerConfig,
+    binary: ShimBinary,
+    store: TaskStore,
+    view: TaskView,
+    locks: TaskLocksPort,
+    cause: Callable[[], Cause],
+    cgroup_parent: str = "",
+    bundles: Bundles | None = None,
+    shims: ShimManager | None = None,
+    connections: ShimConnections | None = None,
+    recorder: TaskRecorder | None = None,
+) -> Components:
+    """Build TaskManager and what it stands on from the ports' implementations.
+
+    Every part can be handed in instead (a test's fake, a shared instance), so the graph
+    is visible here and nowhere else reaches into another part's private state.
+    """
+    bundles = bundles or Bundles(config.state, cgroup_parent)
+    shims = shims or ShimManager(config, binary, bundles)
+    connections = connections or ShimConnections(shims, bundles)
+    recorder = recorder or TaskRecorder(store, locks)
+    shim_events = ShimEventRecorder(recorder, connections.probe)
+    adopter = BundleAdopter(shims, recorder, bundles)
+    reconciler = Reconciler(
+        shims=shims, connections=connections, recorder=recorder, bundles=bundles,
+        adopter=adopter,
+    )  # fmt: skip
+    manager = TaskManager(
+        namespace=namespace, shims=shims, bundles=bundles, connections=connections,
+        recorder=recorder, shim_events=shim_events, reconciler=reconciler, adopter=adopter,
+        store=store, view=view, cause=cause,
+    )  # fmt: skip
+    return Components(
+        bundles, shims, connections, recorder, shim_events, adopter, reconciler, manager
+    )
+
+
+@dataclass
 class Wiring:
     """Everything a long-running process needs: the manager, its shims, its views, the sink."""
 
@@ -74,6 +136,7 @@ class Wiring:
     shims: ShimManager
     ledger: Ledger
     sink: EventSink
+    components: Components
 
 
 @asynccontextmanager
@@ -102,7 +165,8 @@ async def wire(
     "refuse" leaves a socket that refuses shims' events.
     """
     require_root("running containers")
-    sink_path = settings.state / "events.sock"
+    state = StateDir(settings.state)
+    sink_path = state.events_socket
     if len(str(sink_path).encode()) > MAX_SOCKET_PATH:
         raise InvalidArgumentError(
             f"state dir {settings.state} is too long: socket paths are limited to "
@@ -120,29 +184,27 @@ async def wire(
 
     events = EventSink(sink_path, on_event)
     config = ManagerConfig(
-        state=settings.state,
+        state=state,
         ttrpc_address=events.address,
         runc_binary=shutil.which("runc", path=search_path()) or "",
         log_dir=settings.root / "logs",
-        address=str(settings.state / "shimledger.sock"),
-        cgroup_parent=cgroup_parent(settings),
+        address=str(state.shim_address),
     )
     async with open_ledger(settings) as ledger:
-        shims = ShimManager(
-            config,
-            ShimBinaryLauncher(
+        components = compose(
+            namespace=settings.namespace,
+            config=config,
+            binary=ShimBinaryLauncher(
                 config.address,
                 shim_log=lambda b: settings.root / "logs" / b.namespace / b.id / "shim.log",
             ),
-        )
-        manager = TaskManager(
-            shims,
-            ledger.store,
-            ledger.task_states,
-            TaskLocks(settings.state),
-            namespace=settings.namespace,
+            store=ledger.store,
+            view=ledger.task_states,
+            locks=TaskLocks(state),
             cause=cli_cause,
+            cgroup_parent=cgroup_parent(settings),
         )
+        manager, shims = components.manager, components.shims
         try:
             if sink == "refuse":
                 await events.leave_refusing_socket()
@@ -153,7 +215,7 @@ async def wire(
                     await asyncio.sleep(SINK_RETRY)  # a command serves it: it ends soon
             else:
                 await events.start()
-            yield Wiring(manager, shims, ledger, events)
+            yield Wiring(manager, shims, ledger, events, components)
         finally:
             await events.aclose()
             await manager.aclose()

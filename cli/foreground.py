@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING
 
 from cli.settings import Settings
 from domain.errors import InvalidArgumentError, ShimledgerError
+from domain.state_dir import StateDir
 
 if TYPE_CHECKING:
     import asyncio
 
     from adapters.fifo_io import ForegroundIO
-    from shim.task_manager import TaskManager
+    from shim.lifecycle.task_manager import TaskManager
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +37,8 @@ def write_pid_file(path: Path | None, pid: int) -> None:
 
 
 def io_dir(settings: Settings, task_id: str) -> Path:
-    # <state>/io/<ns>/<id>-<pid>: reconciliation removes those whose command died.
-    return settings.state / "io" / settings.namespace / f"{task_id}-{os.getpid()}"
+    # Named with our pid: reconciliation removes those whose command died.
+    return StateDir(settings.state).io_dir(settings.namespace, task_id, os.getpid())
 
 
 def foreground_io(settings: Settings, task_id: str, interactive: bool) -> ForegroundIO:

@@ -14,11 +14,12 @@ from typing import Any
 from adapters.event_store import EventStore, store_env
 from cli.settings import Settings
 from domain.errors import InvalidArgumentError
+from domain.state_dir import StateDir
 from projections.event_index import EventIndex
 from projections.state_files import StateFiles
 from projections.task_states import TaskStatesView
 from projections.view import View
-from shim.bundle import remove_container_state, save_container_state, working_bundle
+from shim.lifecycle.bundle import Bundles, remove_container_state, save_container_state
 
 
 @dataclass
@@ -42,8 +43,10 @@ class Ledger:
 
 
 def _state_saver(settings: Settings) -> Callable[[str, str, dict[str, Any] | None], None]:
+    bundles = Bundles(StateDir(settings.state))
+
     def save(namespace: str, task_id: str, document: dict[str, Any] | None) -> None:
-        bundle = working_bundle(settings.state, namespace, task_id)
+        bundle = bundles.working(namespace, task_id)
         if document is None:
             remove_container_state(bundle)
         else:

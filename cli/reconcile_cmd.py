@@ -15,7 +15,7 @@ from cli.common import run_command
 from cli.settings import Settings
 
 if TYPE_CHECKING:
-    from shim.reconcile_report import Reconciliation
+    from shim.recovery.report import Reconciliation
 
 
 def reconcile(

@@ -30,7 +30,7 @@ def serve(ctx: typer.Context) -> None:
 
     async def work() -> None:
         from cli.bootstrap import wire
-        from shim.supervisor import Supervisor
+        from shim.recovery.supervisor import Supervisor
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -181,6 +181,132 @@ class Task(Aggregate):
         self._require(LIVE, "be adopted")
         self._adopted(cause=cause)
 
+    # TEMPORARY (replaced by the events branch): guards and observations ----------------
+
+    def check_start(self) -> None:
+        if self.status is not Status.CREATED:
+            raise InvalidTransitionError(
+                f"task {self.task_id} is {self.status.value}: only a created task can be started"
+            )
+
+    def check_kill(self) -> None:
+        self._require(HAS_PROCESS, "be killed")
+
+    def check_pause(self) -> None:
+        self._require((Status.RUNNING,), "be paused")
+
+    def check_resume(self) -> None:
+        self._require((Status.PAUSED,), "be resumed")
+
+    def check_add_exec(self, exec_id: str) -> None:
+        self._require((Status.RUNNING,), "run an exec")
+        if exec_id in self.execs:
+            raise InvalidTransitionError(f"task {self.task_id} has an exec {exec_id} already")
+
+    def check_update(self) -> None:
+        self._require(HAS_PROCESS, "be updated")
+
+    def check_checkpoint(self) -> None:
+        self._require((Status.RUNNING, Status.PAUSED), "be checkpointed")
+
+    def check_delete(self) -> None:
+        if self.status in (Status.RUNNING, Status.PAUSED):
+            raise InvalidTransitionError(
+                f"task {self.task_id} is {self.status.value}: kill it first, or use delete --force"
+            )
+        self._require((Status.CREATED, Status.STOPPED), "be deleted")
+
+    def require_process(self, missing: str) -> None:
+        from domain.errors import FailedPreconditionError
+
+        if self.status not in HAS_PROCESS:
+            raise FailedPreconditionError(f"task {self.task_id} is {self.status.value}: {missing}")
+
+    def observe_start(self, pid: int, cause: Cause) -> bool:
+        if self.status is not Status.CREATED:
+            return False
+        self.start(pid, cause)
+        return True
+
+    def observe_exit(self, exit_status: int, exited_at: datetime, cause: Cause) -> bool:
+        if self.status not in HAS_PROCESS:
+            return False
+        self.record_exit(exit_status, exited_at, cause)
+        return True
+
+    def observe_paused(self, cause: Cause) -> bool:
+        if self.status is not Status.RUNNING:
+            return False
+        self.pause(cause)
+        return True
+
+    def observe_resumed(self, cause: Cause) -> bool:
+        if self.status is not Status.PAUSED:
+            return False
+        self.resume(cause)
+        return True
+
+    def observe_kill(self, signal: int, all: bool, cause: Cause) -> bool:
+        if self.status not in HAS_PROCESS:
+            return False
+        self.record_kill(signal, all, cause)
+        return True
+
+    def observe_oom(self, cause: Cause) -> bool:
+        if not self.is_live:
+            return False
+        self.record_oom(cause)
+        return True
+
+    def observe_exec_added(self, exec_id: str, cause: Cause) -> bool:
+        if self.status is not Status.RUNNING or exec_id in self.execs:
+            return False
+        self.add_exec(exec_id, cause)
+        return True
+
+    def observe_exec_started(self, exec_id: str, pid: int, cause: Cause) -> bool:
+        if self.status is not Status.RUNNING:
+            return False
+        added = self.observe_exec_added(exec_id, cause)
+        if self.execs[exec_id].pid is not None:
+            return added
+        self.start_exec(exec_id, pid, cause)
+        return True
+
+    def observe_exec_exit(
+        self, exec_id: str, exit_status: int, exited_at: datetime, cause: Cause
+    ) -> bool:
+        process = self.execs.get(exec_id)
+        if (self.status is Status.DELETED or process is None or process.pid is None
+                or process.exit is not None):
+            return False
+        self.record_exec_exit(exec_id, exit_status, exited_at, cause)
+        return True
+
+    def observe_update(self, resources: dict[str, Any], cause: Cause) -> bool:
+        if self.status not in HAS_PROCESS:
+            return False
+        self.record_update(resources, cause)
+        return True
+
+    def observe_checkpoint(self, image_path: str, exit: bool, cause: Cause) -> bool:
+        if self.status not in (Status.RUNNING, Status.PAUSED) or image_path in self.checkpoints:
+            return False
+        self.record_checkpoint(image_path, exit, cause)
+        return True
+
+    def observe_shim_lost(self, cause: Cause) -> bool:
+        if self.status not in HAS_PROCESS:
+            return False
+        self.record_shim_lost(cause)
+        return True
+
+    def observe_deleted(self, cause: Cause) -> bool:
+        if self.status is Status.DELETED:
+            return False
+        self.delete(cause)
+        return True
+
     @property
     def is_live(self) -> bool:
         """True until Deleted: the ID is taken while the incarnation is live."""

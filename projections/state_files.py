@@ -22,7 +22,7 @@ from domain.values import State
 from projections.task_states import evolve
 from projections.view import EventSource, View
 
-# Writes (or, given None, removes) a task's state.json: shim.bundle.save_container_state,
+# Writes (or, given None, removes) a task's state.json: shim.lifecycle.bundle.save_container_state,
 # handed in by the composition root so that this view does not reach into shim/.
 SaveState = Callable[[str, str, dict[str, Any] | None], None]
 

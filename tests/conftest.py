@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from adapters.shim_binary import search_path
-from cli.bootstrap import Settings, bootstrap
+from cli.bootstrap import Settings, Wiring, bootstrap, wire
 from cli.ledger import open_ledger
-from shim.task_manager import TaskManager
+from shim.lifecycle.task_manager import TaskManager
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -87,14 +87,7 @@ def teardown(settings: Settings) -> list[str]:
     async def delete_all() -> None:
         async with bootstrap(settings) as manager:
             for state in await manager.tasks(all_namespaces=True):
-                scoped = TaskManager(
-                    manager._shims, manager._store, manager._view, manager._locks,
-                    namespace=state.namespace, cause=manager._cause,
-                )  # fmt: skip
-                try:
-                    await scoped.delete(state.id, force=True)
-                finally:
-                    await scoped.aclose()
+                await manager.in_namespace(state.namespace).delete(state.id, force=True)
 
     if (settings.root / "events.db").exists():
         asyncio.run(delete_all())
@@ -153,9 +146,15 @@ def processes_in(directory: Path) -> list[tuple[int, str]]:
 
 
 @pytest.fixture
-async def manager(settings: Settings) -> AsyncIterator[TaskManager]:
-    async with bootstrap(settings) as manager:
-        yield manager
+async def wiring(settings: Settings) -> AsyncIterator[Wiring]:
+    """The composition a command has, for tests that need a part besides the manager."""
+    async with wire(settings) as wiring:
+        yield wiring
+
+
+@pytest.fixture
+async def manager(wiring: Wiring) -> TaskManager:
+    return wiring.manager
 
 
 @pytest.fixture

@@ -271,12 +271,15 @@ def test_exec_runs_in_the_task_and_exits_with_its_status(cli, bundle) -> None:
 
 
 def test_ps_lists_the_processes_and_wait_returns_the_exit_status(cli, bundle) -> None:
-    path = bundle("sh", "-c", "sleep 300 & sleep 1; exit 4")
+    # It exits when the test says so (a file appears in its rootfs), never on a timer that
+    # a loaded machine could outrun.
+    path = bundle("sh", "-c", "sleep 300 & until [ -e /go ]; do sleep 0.01; done; exit 4")
     assert cli("run", "-d", "--bundle", str(path), "busy").returncode == 0
     init = json.loads(cli("state", "busy").stdout)["pid"]
     processes = json.loads(cli("ps", "--format", "json", "busy").stdout)
     assert init in {p["pid"] for p in processes} and len(processes) >= 2
     assert all(p["exec_id"] == "" for p in processes)
+    (path / "rootfs" / "go").touch()
     waited = cli("wait", "busy")
     assert (waited.returncode, waited.stdout) == (4, "4\n")
     gone = cli("ps", "busy")

@@ -19,7 +19,7 @@ import pytest
 from cli.bootstrap import Settings
 from domain.task import Task
 from domain.values import Status
-from shim.task_manager import TaskManager
+from shim.lifecycle.task_manager import TaskManager
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 

@@ -18,7 +18,7 @@ from adapters.fifo_io import ForegroundIO
 from cli.bootstrap import Settings, bootstrap
 from domain.values import Status
 from projections.task_states import TaskStatesView, replay
-from shim.task_manager import TaskManager
+from shim.lifecycle.task_manager import TaskManager
 from tests.conftest import event_types as types
 
 Bundle = Callable[..., Path]

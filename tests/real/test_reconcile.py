@@ -16,15 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from cli.bootstrap import Settings, bootstrap
+from cli.bootstrap import Settings, Wiring, bootstrap
 from domain.errors import InvalidTransitionError
 from domain.values import Status
 from shim import DEFAULT_RUNTIME
-from shim.bundle import new_bundle
-from shim.ports import ProcessState, RuncOptions, Stdio
-from shim.reconcile_report import Action, Reconciliation
-from shim.shim_manager import ShimProcess
-from shim.task_manager import TaskManager
+from shim.lifecycle.shim_manager import ShimProcess
+from shim.lifecycle.task_manager import TaskManager
+from shim.ports import ProcessState, Stdio
+from shim.recovery.report import Action, Reconciliation
 from tests.conftest import event_types as types
 
 Bundle = Callable[..., Path]
@@ -89,16 +88,14 @@ async def test_steps_taken_behind_the_managers_back_are_recorded(
 
 
 async def test_a_running_task_no_record_knows_is_adopted(
-    manager: TaskManager, bundle: Bundle, settings: Settings
+    manager: TaskManager, bundle: Bundle, wiring: Wiring
 ) -> None:
     """A shim holding a started task (as a lost event store would leave it) is taken in."""
     user_bundle = bundle("sleep", "300")
-    working = new_bundle(settings.state, settings.namespace, "stray", user_bundle)
-    shims = manager._shims
-    shim = await shims.start(working, DEFAULT_RUNTIME)
-    options = RuncOptions(root=str(shims.config.runc_root), binary_name=shims.config.runc_binary)
+    working = wiring.components.bundles.new(manager.namespace, "stray", user_bundle)
+    shim = await wiring.shims.start(working, DEFAULT_RUNTIME)
     try:
-        await shim.client.create("stray", working.path, Stdio(), options)
+        await shim.client.create("stray", working.path, Stdio(), wiring.shims.config.runc_options)
         pid = await shim.client.start("stray")
     finally:
         await shim.client.aclose()
@@ -121,21 +118,21 @@ async def test_a_running_task_no_record_knows_is_adopted(
 
 
 async def test_a_record_the_view_has_not_caught_up_with_is_reconciled_not_adopted(
-    manager: TaskManager, bundle: Bundle
+    manager: TaskManager, bundle: Bundle, wiring: Wiring
 ) -> None:
     await manager.create("known", bundle("sleep", "300"))
     # An empty listing, as a lagging view would give: the store under the lock decides.
-    [entry] = await manager._reconciler.scan([], manager.namespace)
+    [entry] = await wiring.components.reconciler.scan([], manager.namespace)
     assert (entry.task_id, entry.action, entry.incarnation) == ("known", Action.UNCHANGED, 1)
     assert types(await manager.history("known")) == ["Created"]
 
 
 async def test_leftovers_are_cleaned_in_this_namespace_or_every_one(
-    manager: TaskManager, bundle: Bundle, settings: Settings
+    manager: TaskManager, bundle: Bundle, settings: Settings, wiring: Wiring
 ) -> None:
     user_bundle = bundle("true")
-    new_bundle(settings.state, settings.namespace, "orphan", user_bundle)
-    new_bundle(settings.state, "elsewhere", "orphan2", user_bundle)
+    wiring.components.bundles.new(settings.namespace, "orphan", user_bundle)
+    wiring.components.bundles.new("elsewhere", "orphan2", user_bundle)
     pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
     namespace_dir = settings.state / settings.namespace
     (namespace_dir / f".gone.deleting.{pid_max + 1}").mkdir()  # its remover died

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from cli.bootstrap import Wiring
 from domain.errors import FailedPreconditionError, InvalidTransitionError, ShimledgerError
 from domain.values import Status
+from shim.lifecycle.task_manager import TaskManager
 from shim.ports import ShimEvent, Stdio, TaskPausedEvent, TaskResumedEvent
-from shim.task_manager import TaskManager
 from tests.conftest import event_types as types
 
 Bundle = Callable[..., Path]
@@ -244,12 +245,12 @@ async def test_a_task_handle_offers_every_operation_on_one_task(
 
 
 async def test_a_task_gets_a_cgroup_of_its_namespace_as_containerd_gives_it(
-    manager: TaskManager, bundle: Bundle
+    manager: TaskManager, bundle: Bundle, wiring: Wiring
 ) -> None:
     """runc's default is /<id>: the same ID in two namespaces or state dirs would share one."""
     state = await manager.create("grouped", bundle("sleep", "300"))
     cgroups = Path(f"/proc/{state.pid}/cgroup").read_text().splitlines()
-    parent = manager._shims.config.cgroup_parent
+    parent = wiring.components.bundles.cgroup_parent
     assert parent.startswith("/shimledger-")  # a state dir of its own: a parent of its own
     assert any(line.endswith(f"{parent}/{manager.namespace}/grouped") for line in cgroups), (
         cgroups

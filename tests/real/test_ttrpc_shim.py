@@ -10,7 +10,7 @@ import pytest
 from adapters.proto import task_pb2
 from adapters.ttrpc.client import TtrpcClient
 from domain.errors import NotFoundError, NotImplementedError_
-from shim.task_manager import TaskManager
+from shim.lifecycle.task_manager import TaskManager
 
 
 async def test_connect_returns_the_shim_pid_and_unknown_methods_are_unimplemented(

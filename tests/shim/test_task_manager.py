@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -12,12 +13,14 @@ import pytest
 
 from adapters.event_store import EventStore, sqlite_env
 from adapters.file_lock import TaskLocks
+from cli.bootstrap import compose
 from domain.errors import AlreadyExistsError, InvalidTransitionError, NotFoundError
+from domain.state_dir import StateDir
 from domain.values import Cause, Status
 from projections.task_states import TaskStatesView
+from shim.lifecycle.shim_manager import ManagerConfig
+from shim.lifecycle.task_manager import TaskManager
 from shim.ports import TaskExitEvent, TaskStartEvent
-from shim.shim_manager import ManagerConfig, ShimManager
-from shim.task_manager import TaskManager
 from tests.conftest import event_types as types
 from tests.shim.fakes import FakeShimBinary
 
@@ -31,27 +34,32 @@ def user_bundle(tmp_path: Path) -> Path:
     return bundle
 
 
-def new_manager(tmp_path: Path, binary: FakeShimBinary) -> TaskManager:
-    """A TaskManager as one CLI process has it: its own store and view connections."""
+@contextlib.asynccontextmanager
+async def new_manager(tmp_path: Path, binary: FakeShimBinary) -> AsyncIterator[TaskManager]:
+    """A TaskManager as one CLI process has it (its own store and view connections), wired
+    by the composition root with a fake shim binary."""
     store = EventStore(sqlite_env(tmp_path))
     view = TaskStatesView(tmp_path / "projections", store)
-    config = ManagerConfig(state=tmp_path / "state", ttrpc_address="unix://sink")
-    return TaskManager(ShimManager(config, binary), store, view, TaskLocks(tmp_path / "state"),
-                       namespace="default", cause=lambda: Cause(kind="cli", uid=0))  # fmt: skip
-
-
-async def close(manager: TaskManager) -> None:
-    await manager.aclose()
-    await manager._view.aclose()  # type: ignore[attr-defined]
-    await manager._store.aclose()  # type: ignore[attr-defined]
+    state = StateDir(tmp_path / "state")
+    components = compose(
+        namespace="default",
+        config=ManagerConfig(state=state, ttrpc_address="unix://sink"),
+        binary=binary, store=store, view=view, locks=TaskLocks(state),
+        cause=lambda: Cause(kind="cli", uid=0),
+    )  # fmt: skip
+    try:
+        yield components.manager
+    finally:
+        await components.manager.aclose()
+        await view.aclose()
+        await store.aclose()
 
 
 @pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[tuple[TaskManager, FakeShimBinary]]:
     binary = FakeShimBinary()
-    manager = new_manager(tmp_path, binary)
-    yield manager, binary
-    await close(manager)
+    async with new_manager(tmp_path, binary) as manager:
+        yield manager, binary
 
 
 def exit_event(task_id: str, pid: int, status: int, exec_id: str = "") -> TaskExitEvent:
@@ -59,11 +67,11 @@ def exit_event(task_id: str, pid: int, status: int, exec_id: str = "") -> TaskEx
                          pid=pid, exit_status=status, exited_at=datetime.now(UTC))  # fmt: skip
 
 
-async def test_an_exit_heard_twice_is_recorded_once(setup, user_bundle) -> None:
+async def test_an_exit_heard_twice_is_recorded_once(setup, user_bundle, tmp_path) -> None:
     manager, binary = setup
     created = await manager.create("a", user_bundle)
     await manager.start("a")
-    binary.shims[str(manager._shims.config.state / "default" / "a")].exit("a", 3)
+    binary.shims[str(tmp_path / "state" / "default" / "a")].exit("a", 3)
     await manager.handle_event(exit_event("a", created.pid, 3))
     await manager.handle_event(exit_event("a", created.pid, 3))
     assert (await manager.wait("a")).status == 3
@@ -120,26 +128,24 @@ async def test_events_heard_by_another_process_wait_for_the_start_in_progress(
 ) -> None:
     manager, binary = setup
     created = await manager.create("a", user_bundle)
-    other = new_manager(tmp_path, binary)  # another CLI process, serving the event sink
     shim = binary.shims[str(tmp_path / "state" / "default" / "a")]
     delivered: list[asyncio.Task[None]] = []
+    # another CLI process, serving the event sink
+    async with new_manager(tmp_path, binary) as other:
 
-    async def deliver() -> None:
-        await other.handle_event(TaskStartEvent("default", "a", created.pid))
-        await other.handle_event(exit_event("a", created.pid, 0))
+        async def deliver() -> None:
+            await other.handle_event(TaskStartEvent("default", "a", created.pid))
+            await other.handle_event(exit_event("a", created.pid, 0))
 
-    async def events_reach_the_other_process() -> None:
-        shim.exit("a", 0)  # the process exits at once, and the shim publishes both events
-        delivered.append(asyncio.ensure_future(deliver()))
-        await asyncio.sleep(0.05)  # they arrive while the Start RPC is still returning
+        async def events_reach_the_other_process() -> None:
+            shim.exit("a", 0)  # the process exits at once, and the shim publishes both events
+            delivered.append(asyncio.ensure_future(deliver()))
+            await asyncio.sleep(0.05)  # they arrive while the Start RPC is still returning
 
-    shim.during_start = events_reach_the_other_process
-    try:
+        shim.during_start = events_reach_the_other_process
         await manager.start("a")
         async with asyncio.timeout(5):
             await delivered[0]
-    finally:
-        await close(other)
     events = await manager.history("a")
     assert types(events) == ["Created", "Started", "Exited"]
     assert events[1].cause.kind == "cli" and events[2].cause.detail == "/tasks/exit"

@@ -8,20 +8,50 @@ operations the shim's Task service offers, each recorded in history like the CLI
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from domain.values import Exit, State
-from shim.exec_handle import ExecHandle
+from shim.lifecycle.exec_handle import ExecHandle
 from shim.ports import Stdio, TaskStats
 
-if TYPE_CHECKING:
-    from shim.task_manager import TaskManager
+
+class TaskOperations(Protocol):
+    """What a handle needs of TaskManager: its operations, each taking the task's ID.
+
+    Declared here so that this module does not import the manager that hands it out.
+    """
+
+    namespace: str
+
+    async def get(self, task_id: str, *, reconcile: bool = True) -> State: ...
+    async def start(self, task_id: str) -> State: ...
+    async def kill(self, task_id: str, signal: int, *, all: bool = False) -> None: ...
+    async def wait(self, task_id: str) -> Exit: ...
+    async def pids(self, task_id: str) -> list[tuple[int, str]]: ...
+    async def pause(self, task_id: str) -> State: ...
+    async def resume(self, task_id: str) -> State: ...
+    async def add_exec(
+        self,
+        task_id: str,
+        args: list[str],
+        *,
+        env: list[str] | None = None,
+        cwd: str | None = None,
+        stdio: Stdio | None = None,
+        exec_id: str | None = None,
+    ) -> ExecHandle: ...
+    async def close_io(self, task_id: str) -> None: ...
+    async def resize_pty(self, task_id: str, width: int, height: int) -> None: ...
+    async def update(self, task_id: str, resources: dict[str, Any]) -> None: ...
+    async def stats(self, task_id: str) -> TaskStats: ...
+    async def checkpoint(self, task_id: str, image_path: Path, *, exit: bool = False) -> None: ...
+    async def delete(self, task_id: str, *, force: bool = False) -> State | None: ...
 
 
 class TaskHandle:
     """The task ``id`` of ``manager``'s namespace (whichever incarnation is live)."""
 
-    def __init__(self, manager: TaskManager, task_id: str) -> None:
+    def __init__(self, manager: TaskOperations, task_id: str) -> None:
         self.manager = manager
         self.id = task_id
 

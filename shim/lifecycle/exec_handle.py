@@ -9,33 +9,32 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from domain.task import Task
 from domain.values import Cause, Exit
-from shim.ports import ProcessState, ShimClient, TaskExitEvent, TaskLocks
-from shim.recorder import TaskRecorder
-from shim.shim_manager import bounded_cleanup
+from shim.lifecycle.shim_manager import bounded_cleanup
+from shim.ports import ProcessState, ShimClient
+from shim.recording.recorder import TaskRecorder
 
 
 class ExecHandle:
-    """One exec of one task, registered with the shim and recorded as ExecAdded."""
+    """One exec of one task incarnation, registered with the shim and recorded as ExecAdded."""
 
     def __init__(
         self,
         *,
-        namespace: str,
-        task_id: str,
+        task: Task,
         exec_id: str,
         client: ShimClient,
         recorder: TaskRecorder,
-        locks: TaskLocks,
         cause: Callable[[], Cause],
     ) -> None:
-        self.namespace = namespace
-        self.task_id = task_id
+        self.namespace = task.namespace
+        self.task_id = task.task_id
         self.id = exec_id
         self.pid: int | None = None
+        self._task = task
         self._client = client
         self._recorder = recorder
-        self._locks = locks
         self._cause = cause
 
     def __repr__(self) -> str:
@@ -43,34 +42,26 @@ class ExecHandle:
 
     async def start(self) -> int:
         """Run the process; history records ExecStarted with its pid."""
-        key = (self.namespace, self.task_id)
-        async with self._locks.hold(*key):
+        async with self._recorder.editing_incarnation(self._task) as task:
             try:
                 pid = await self._client.start(self.task_id, self.id)
             except BaseException:
                 await bounded_cleanup(self._client.delete(self.task_id, self.id))
                 raise
-            cause = self._cause()
-            await self._recorder.record(
-                key,
-                lambda t: (
-                    t.start_exec(self.id, pid, cause)
-                    if self.id in t.execs and t.execs[self.id].pid is None
-                    else None
-                ),
-            )
+            task.observe_exec_started(self.id, pid, self._cause())
         self.pid = pid
         return pid
 
     async def wait(self) -> Exit:
-        """Block until the process exits; history records ExecExited once."""
+        """Block until the process exits; history records ExecExited once (the shim's
+        /tasks/exit says the same, and whichever comes second is not news)."""
         exit_ = await self._client.wait(self.task_id, self.id)
         if self.pid is not None:
-            await self._recorder.handle_event(
-                TaskExitEvent(
-                    self.namespace, self.task_id, self.id, self.pid, exit_.status, exit_.exited_at
-                )
-            )
+            async with self._recorder.editing_incarnation(self._task) as task:
+                task.observe_exec_exit(
+                    self.id, exit_.status, exit_.exited_at, Cause(kind="shim-event",
+                    detail="/tasks/exit"),
+                )  # fmt: skip
         return exit_
 
     async def kill(self, signal: int) -> None:

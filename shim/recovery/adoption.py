@@ -18,16 +18,12 @@ from domain.errors import InvalidTransitionError, NotFoundError, UnavailableErro
 from domain.task import Task
 from domain.values import Bundle, Status
 from shim import DEFAULT_RUNTIME
-from shim.bundle import bundle_runtime, load_bundle, remove_bundle
 from shim.clock import now
-from shim.ports import ProcessState, TaskLocks, TaskStore
-from shim.reconcile_report import (
-    Action,
-    Reconciliation,
-    reconciliation_cause,
-    recorded_since,
-)
-from shim.shim_manager import ShimManager, ShimProcess, bounded_cleanup
+from shim.lifecycle.bundle import Bundles, bundle_runtime, remove_bundle
+from shim.lifecycle.shim_manager import ShimManager, ShimProcess, bounded_cleanup
+from shim.ports import ProcessState
+from shim.recording.recorder import TaskRecorder
+from shim.recovery.report import Action, Reconciliation, reconciliation_cause
 
 logger = logging.getLogger(__name__)
 
@@ -35,21 +31,17 @@ logger = logging.getLogger(__name__)
 class BundleAdopter:
     """Adopts or cleans the working bundles of the state dir that no live record knows."""
 
-    def __init__(self, shims: ShimManager, locks: TaskLocks, store: TaskStore) -> None:
+    def __init__(self, shims: ShimManager, recorder: TaskRecorder, bundles: Bundles) -> None:
         self._shims = shims
-        self._locks = locks
-        self._store = store
-
-    @property
-    def _state(self) -> Path:
-        return self._shims.config.state
+        self._recorder = recorder
+        self._bundles = bundles
 
     async def adopt_or_clean(self, namespace: str, task_id: str) -> Reconciliation | None:
         """A working bundle with no live record: adopt the task its shim holds, or remove
         the bundle and whatever a dead or empty shim left. None if a live record knows it."""
-        async with self._locks.hold(namespace, task_id):
-            previous = await self._store.current(namespace, task_id)
-            bundle = load_bundle(self._state, namespace, task_id)
+        async with self._recorder.creating(namespace, task_id) as new:
+            previous = new.previous
+            bundle = self._bundles.load(namespace, task_id)
             if bundle is None or (previous is not None and previous.is_live):
                 return None
             shim, process = await self._probe(bundle)
@@ -61,16 +53,17 @@ class BundleAdopter:
                     f"working bundle with no record and {why}: removed",
                 )  # fmt: skip
             try:
-                task = self._adopted(bundle, shim, process, previous)
-                await self._store.save(task)
+                task = self._adopted(bundle, shim, process, new.number)
             finally:
                 await shim.client.aclose()
-            return Reconciliation(
-                namespace, task_id, task.incarnation, Action.ADOPTED,
-                f"its shim (pid {shim.shim_pid}) holds a {process.status.value} task, "
-                f"pid {process.pid}",
-                await recorded_since(self._store, task, 0),
-            )  # fmt: skip
+            new.begin(task)
+            recorded = tuple(type(e).__name__ for e in task.pending_events)
+        return Reconciliation(
+            namespace, task_id, task.incarnation, Action.ADOPTED,
+            f"its shim (pid {shim.shim_pid}) holds a {process.status.value} task, "
+            f"pid {process.pid}",
+            recorded,
+        )  # fmt: skip
 
     async def _probe(self, bundle: Bundle) -> tuple[ShimProcess | None, ProcessState | None]:
         """The bundle's shim, if it answers, and the task it holds, if any."""
@@ -95,14 +88,14 @@ class BundleAdopter:
         remove_bundle(bundle)
 
     def _adopted(
-        self, bundle: Bundle, shim: ShimProcess, process: ProcessState, previous: Task | None
+        self, bundle: Bundle, shim: ShimProcess, process: ProcessState, incarnation: int
     ) -> Task:
         """A new incarnation for the task a shim holds: Created, Adopted, then its state."""
         cause = reconciliation_cause("adopted: a live shim held a task no record knew")
         task = Task(
             namespace=bundle.namespace,
             task_id=bundle.id,
-            incarnation=previous.incarnation + 1 if previous else 1,
+            incarnation=incarnation,
             bundle=_user_bundle(bundle),
             pid=process.pid,
             runtime=bundle_runtime(bundle, _runtime_of(shim.shim_pid)),
@@ -124,9 +117,8 @@ class BundleAdopter:
         A process still running in it is only killed with ``force``, as `delete` asks of
         a recorded task: it may be a create whose record was lost, which `reconcile` adopts.
         """
-        async with self._locks.hold(namespace, task_id):
-            bundle = load_bundle(self._state, namespace, task_id)
-            task = await self._store.current(namespace, task_id)
+        async with self._recorder.editing(namespace, task_id) as task:
+            bundle = self._bundles.load(namespace, task_id)
             if bundle is None or (task is not None and task.is_live):
                 return False
             shim, process = await self._probe(bundle)

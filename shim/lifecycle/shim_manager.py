@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from domain.errors import NotFoundError, ShimledgerError, UnavailableError
+from domain.state_dir import StateDir
 from domain.values import Bundle, Exit
 from shim import DEFAULT_RUNTIME
-from shim.bundle import bundle_runtime, existing_bundles, save_runtime
-from shim.ports import ShimBinary, ShimClient
+from shim.lifecycle.bundle import Bundles, bundle_runtime, save_runtime
+from shim.ports import RuncOptions, ShimBinary, ShimClient, Stdio
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +36,11 @@ T = TypeVar("T")
 class ManagerConfig:
     """Where shimledger keeps its ephemeral state, and where shims send their events."""
 
-    state: Path
+    state: StateDir
     ttrpc_address: str  # the event sink every shim publishes to (its TTRPC_ADDRESS)
     # containerd's own -address, which the shim only hashes into its socket's name: one in
     # our state dir keeps two state dirs (and a real containerd) from sharing a shim.
     address: str = ""
-    # Tasks' cgroups go under <cgroup_parent>/<namespace>/<id>: a parent per state dir, so
-    # two state dirs (or shimledger and a real containerd) never share a cgroup.
-    cgroup_parent: str = ""
     runc_binary: str = ""
     # Detached tasks' stdout and stderr go to <log_dir>/<ns>/<id>/<incarnation>.log, which
     # outlives the state dir (it is under the root dir, with the history).
@@ -53,10 +51,20 @@ class ManagerConfig:
             return None
         return self.log_dir / namespace / task_id / f"{incarnation}.log"
 
+    def log_stdio(self, namespace: str, task_id: str, incarnation: int) -> Stdio:
+        """stdout and stderr into the task's log file (the shim creates it), or /dev/null."""
+        path = self.log_file(namespace, task_id, incarnation)
+        if path is None:
+            return Stdio()
+        path.parent.parent.mkdir(mode=0o700, exist_ok=True)  # the log dir exists: bootstrap
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        path.unlink(missing_ok=True)  # a leftover of a create that failed: start afresh
+        return Stdio(stdout=f"file://{path}", stderr=f"file://{path}")
+
     @property
-    def runc_root(self) -> Path:
-        # Under our state dir, so a real containerd on the host never sees our containers.
-        return self.state / "runc"
+    def runc_options(self) -> RuncOptions:
+        """runc's root under our state dir, so a real containerd never sees our containers."""
+        return RuncOptions(root=str(self.state.runc_root), binary_name=self.runc_binary)
 
 
 @dataclass
@@ -96,9 +104,10 @@ async def bounded_cleanup(step: Awaitable[T], timeout: float = CLEANUP_TIMEOUT) 
 class ShimManager:
     """Starts, finds and removes shim processes; one per task."""
 
-    def __init__(self, config: ManagerConfig, binary: ShimBinary) -> None:
+    def __init__(self, config: ManagerConfig, binary: ShimBinary, bundles: Bundles) -> None:
         self.config = config
         self._binary = binary
+        self._bundles = bundles
 
     async def start(self, bundle: Bundle, runtime: str) -> ShimProcess:
         """Run the shim's ``start`` action in the bundle and connect to the address it prints."""
@@ -162,7 +171,7 @@ class ShimManager:
         """
         alive: list[ShimProcess] = []
         silent: list[Bundle] = []
-        for bundle in existing_bundles(self.config.state):
+        for bundle in self._bundles.existing():
             if (bundle.namespace, bundle.id) in skip:
                 continue
             runtime = bundle_runtime(bundle, DEFAULT_RUNTIME)

@@ -16,11 +16,8 @@ from typing import Any
 
 from domain.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
 from domain.identifiers import validate_identifier
+from domain.state_dir import StateDir
 from domain.values import Bundle
-
-
-def bundle_path(state: Path, namespace: str, task_id: str) -> Path:
-    return state / namespace / task_id
 
 
 def read_spec(user_bundle: Path) -> dict[str, Any]:
@@ -48,6 +45,7 @@ def read_spec(user_bundle: Path) -> dict[str, Any]:
     args = process.get("args") if isinstance(process, dict) else None
     if not isinstance(args, list) or not args:
         raise InvalidArgumentError(f"{config} has no process.args to run")
+    assert isinstance(process, dict)  # args is a list: process is an object
     if process.get("terminal"):
         raise InvalidArgumentError(
             f"{config} sets process.terminal=true, but shimledger runs tasks without a "
@@ -65,46 +63,72 @@ def read_spec(user_bundle: Path) -> dict[str, Any]:
     return spec
 
 
-def new_bundle(
-    state: Path, namespace: str, task_id: str, user_bundle: Path, cgroup_parent: str = ""
-) -> Bundle:
-    """Make the working bundle; AlreadyExistsError if one is there (the directory is a lock).
+class Bundles:
+    """The working bundles of one state dir: made, found and listed by namespace and ID."""
 
-    Unless config.json says otherwise, the task's cgroup is ``<cgroup_parent>/<ns>/<id>``.
-    """
-    validate_identifier("namespace", namespace)
-    validate_identifier("task ID", task_id)
-    spec = read_spec(user_bundle.resolve())
-    # Without a cgroupsPath runc would use /<id>, shared by the same ID in every namespace
-    # and every state dir (runc kill --all and delete act on the whole cgroup).
-    linux = spec.setdefault("linux", {})
-    if isinstance(linux, dict) and not linux.get("cgroupsPath"):
-        linux["cgroupsPath"] = f"{cgroup_parent}/{namespace}/{task_id}"
-    path = bundle_path(state, namespace, task_id)
-    path.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
-    try:
-        path.mkdir(mode=0o711)
-    except FileExistsError:
-        raise AlreadyExistsError(
-            f"task {task_id} already exists in namespace {namespace} (its bundle {path} is in use)"
-        ) from None
-    try:
-        (path / "config.json").write_text(json.dumps(spec, indent=2))
-    except BaseException:
-        shutil.rmtree(path, ignore_errors=True)
-        raise
-    return Bundle(id=task_id, namespace=namespace, path=str(path))
+    def __init__(self, state: StateDir, cgroup_parent: str = "") -> None:
+        self.state = state
+        # Tasks' cgroups go under <cgroup_parent>/<namespace>/<id>: a parent per state dir,
+        # so two state dirs (or shimledger and a real containerd) never share a cgroup.
+        self.cgroup_parent = cgroup_parent
 
+    def new(self, namespace: str, task_id: str, user_bundle: Path) -> Bundle:
+        """Make the working bundle; AlreadyExistsError if one is there (the directory is a
+        lock). Unless config.json says otherwise, the task's cgroup is
+        ``<cgroup_parent>/<ns>/<id>``."""
+        validate_identifier("namespace", namespace)
+        validate_identifier("task ID", task_id)
+        spec = read_spec(user_bundle.resolve())
+        # Without a cgroupsPath runc would use /<id>, shared by the same ID in every
+        # namespace and every state dir (runc kill --all and delete act on the whole cgroup).
+        linux = spec.setdefault("linux", {})
+        if isinstance(linux, dict) and not linux.get("cgroupsPath"):
+            linux["cgroupsPath"] = f"{self.cgroup_parent}/{namespace}/{task_id}"
+        path = self.state.bundle(namespace, task_id)
+        path.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+        try:
+            path.mkdir(mode=0o711)
+        except FileExistsError:
+            raise AlreadyExistsError(
+                f"task {task_id} already exists in namespace {namespace} "
+                f"(its bundle {path} is in use)"
+            ) from None
+        try:
+            (path / "config.json").write_text(json.dumps(spec, indent=2))
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+        return Bundle(id=task_id, namespace=namespace, path=str(path))
 
-def working_bundle(state: Path, namespace: str, task_id: str) -> Bundle:
-    """Where a task's working bundle is (or was): every caller derives it the same way."""
-    return Bundle(id=task_id, namespace=namespace, path=str(bundle_path(state, namespace, task_id)))
+    def working(self, namespace: str, task_id: str) -> Bundle:
+        """Where a task's working bundle is (or was): every caller derives it the same way."""
+        path = self.state.bundle(namespace, task_id)
+        return Bundle(id=task_id, namespace=namespace, path=str(path))
 
+    def load(self, namespace: str, task_id: str) -> Bundle | None:
+        """The working bundle if it exists."""
+        bundle = self.working(namespace, task_id)
+        return bundle if Path(bundle.path).is_dir() else None
 
-def load_bundle(state: Path, namespace: str, task_id: str) -> Bundle | None:
-    """The working bundle if it exists."""
-    bundle = working_bundle(state, namespace, task_id)
-    return bundle if Path(bundle.path).is_dir() else None
+    def existing(self) -> list[Bundle]:
+        """Every working bundle: a directory named as a task ID, in a directory named as a
+        namespace, holding a config.json."""
+        found = []
+        for namespace in self.namespaces():
+            directory = self.state.namespace_dir(namespace)
+            for path in sorted(directory.iterdir()) if directory.is_dir() else []:
+                if is_identifier(path.name) and (path / "config.json").is_file():
+                    found.append(Bundle(id=path.name, namespace=namespace, path=str(path)))
+        return found
+
+    def namespaces(self) -> list[str]:
+        """The namespaces that have a directory of working bundles."""
+        root = self.state.path
+        return sorted(
+            path.name
+            for path in (root.iterdir() if root.is_dir() else [])
+            if path.is_dir() and not self.state.is_reserved(path.name) and is_identifier(path.name)
+        )
 
 
 def remove_bundle(bundle: Bundle) -> None:
@@ -118,23 +142,8 @@ def remove_bundle(bundle: Bundle) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
 
 
-# Directories of the state dir that are not namespaces of working bundles.
-NOT_NAMESPACES = frozenset({"runc", "io", "locks"})
 RUNTIME_FILE = "shim-runtime"  # the runtime name the task was created with
 STATE_FILE = "state.json"  # runs-compatible current state, for other tools to read
-
-
-def existing_bundles(state: Path) -> list[Bundle]:
-    """Every working bundle under the state dir: a directory named as a task ID, in a
-    directory named as a namespace, holding a config.json."""
-    found = []
-    for namespace_dir in sorted(state.iterdir()) if state.is_dir() else []:
-        if namespace_dir.name in NOT_NAMESPACES or not is_identifier(namespace_dir.name):
-            continue
-        for path in sorted(namespace_dir.iterdir()) if namespace_dir.is_dir() else []:
-            if is_identifier(path.name) and (path / "config.json").is_file():
-                found.append(Bundle(id=path.name, namespace=namespace_dir.name, path=str(path)))
-    return found
 
 
 def is_identifier(name: str) -> bool:

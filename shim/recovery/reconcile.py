@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Iterable
 from pathlib import Path
 
 from domain.errors import (
@@ -20,25 +20,17 @@ from domain.errors import (
     ShimledgerError,
     UnavailableError,
 )
+from domain.state_dir import StateDir
 from domain.task import HAS_PROCESS, Task
-from domain.values import Bundle, Exit, Status
-from shim.adoption import BundleAdopter
-from shim.bundle import (
-    NOT_NAMESPACES,
-    is_identifier,
-    load_bundle,
-    working_bundle,
-)
+from domain.values import Bundle, Status
 from shim.clock import now
-from shim.ports import ProcessState, TaskLocks, TaskStore
-from shim.reconcile_report import (
-    Action,
-    Reconciliation,
-    reconciliation_cause,
-    recorded_since,
-)
-from shim.recorder import TaskRecorder
-from shim.shim_manager import ShimManager, ShimProcess
+from shim.lifecycle.bundle import Bundles, is_identifier
+from shim.lifecycle.connections import ShimConnections
+from shim.lifecycle.shim_manager import ShimManager
+from shim.ports import ProcessState
+from shim.recording.recorder import TaskRecorder
+from shim.recovery.adoption import BundleAdopter
+from shim.recovery.report import Action, Reconciliation, reconciliation_cause
 
 logger = logging.getLogger(__name__)
 
@@ -51,28 +43,22 @@ class Reconciler:
 
     def __init__(
         self,
-        shims: ShimManager,
-        recorder: TaskRecorder,
-        locks: TaskLocks,
-        store: TaskStore,
         *,
-        connect: Callable[[Task], Awaitable[ShimProcess]],
-        forget: Callable[[Task], None],
+        shims: ShimManager,
+        connections: ShimConnections,
+        recorder: TaskRecorder,
+        bundles: Bundles,
+        adopter: BundleAdopter,
     ) -> None:
         self._shims = shims
+        self._connections = connections
         self._recorder = recorder
-        self._locks = locks
-        self._store = store
-        self._connect = connect
-        self._forget = forget
-        self._adopter = BundleAdopter(shims, locks, store)
-        self.adopt_or_clean = self._adopter.adopt_or_clean
-        self.remove_leftovers = self._adopter.remove_leftovers
-        self.discard_shim = self._adopter.discard_shim
+        self._bundles = bundles
+        self._adopter = adopter
 
     @property
-    def _state(self) -> Path:
-        return self._shims.config.state
+    def _state(self) -> StateDir:
+        return self._bundles.state
 
     # --- one recorded task ---------------------------------------------------------------
 
@@ -80,23 +66,20 @@ class Reconciler:
         """Bring a task with a process in line with its shim; True if anything was recorded."""
         if task.status not in HAS_PROCESS:
             return False
-        async with self._locks.hold(task.namespace, task.task_id):
-            fresh = await self._store.current(task.namespace, task.task_id)
-            if fresh is None or fresh.incarnation != task.incarnation:
-                return False
+        async with self._recorder.editing_incarnation(task) as fresh:
             action, _ = await self._with_process(fresh)
-            return action is not Action.UNCHANGED
+        return action is not Action.UNCHANGED
 
     async def _with_process(self, task: Task) -> tuple[Action, str]:
-        """A created, running or paused record against its shim's State; the lock is held."""
+        """A created, running or paused record against its shim's State (inside an edit)."""
         if task.status not in HAS_PROCESS:
             return Action.UNCHANGED, task.status.value
-        bundle = working_bundle(self._state, task.namespace, task.task_id)
+        bundle = self._bundles.working(task.namespace, task.task_id)
         try:
-            shim = await self._connect(task)
+            shim = await self._connections.connect(task)
         except (UnavailableError, NotFoundError) as exc:
             logger.info("shim of task %s is gone (%s): cleaning up", task.task_id, exc)
-            self._forget(task)
+            self._connections.forget(task)
             await self.cleanup_dead(task, bundle)
             return Action.SHIM_LOST, "shim gone: its delete action ran; exit status unknown"
         try:
@@ -105,57 +88,19 @@ class Reconciler:
             # Unavailable: the shim died under us. NotFound: it is up but holds no task
             # (someone removed the runc container); it has nothing left to serve.
             logger.info("shim of task %s has no task (%s): cleaning up", task.task_id, exc)
-            self._forget(task)
+            self._connections.forget(task)
             await self._shims.delete(shim)
             await self.cleanup_dead(task, bundle)
             return Action.SHIM_LOST, "the shim no longer had the task; exit status unknown"
-        return await self._record_drift(task, process)
-
-    async def _record_drift(self, task: Task, process: ProcessState) -> tuple[Action, str]:
-        """Record what the shim reports and history does not know yet."""
-        key = (task.namespace, task.task_id)
-        if process.status is Status.STOPPED:
-            exit_ = Exit(status=process.exit_status, exited_at=process.exited_at or now())
-            cause = reconciliation_cause("shim reports stopped")
-            if await self._recorder.record_exit(task, exit_, cause):
-                return Action.EXIT_RECORDED, f"exited with {exit_.status} while nobody listened"
-            return Action.UNCHANGED, "stopped"
-        cause = reconciliation_cause(f"shim reports {process.status.value}")
-        if task.status is Status.CREATED and process.status in (Status.RUNNING, Status.PAUSED):
-            paused = process.status is Status.PAUSED
-
-            def started(t: Task) -> None:
-                if t.incarnation == task.incarnation and t.status is Status.CREATED:
-                    t.start(process.pid, cause)
-                    if paused:
-                        t.pause(cause)
-
-            await self._recorder.record(key, started)
-            return Action.START_RECORDED, f"{process.status.value}, pid {process.pid}"
-        if task.status is Status.RUNNING and process.status is Status.PAUSED:
-            await self._recorder.record(key, lambda t: t.pause(cause) if _same(t, task) else None)
-            return Action.PAUSE_RECORDED, "paused"
-        if task.status is Status.PAUSED and process.status is Status.RUNNING:
-            await self._recorder.record(key, lambda t: t.resume(cause) if _same(t, task) else None)
-            return Action.RESUME_RECORDED, "running"
-        return Action.UNCHANGED, task.status.value
+        return _record_drift(task, process)
 
     async def cleanup_dead(self, task: Task, bundle: Bundle) -> None:
-        """The shim is gone: its own cleanup, then ShimLost and Exited(255) in history."""
+        """The shim is gone: its own cleanup, then ShimLost and Exited(255) on ``task``,
+        which the caller is editing."""
         await self._shims.cleanup_after_dead_shim(bundle, task.runtime)
-        lost = reconciliation_cause("shim lost")
-        await self._recorder.record(
-            (task.namespace, task.task_id),
-            lambda t: (
-                t.record_shim_lost(lost)
-                if t.incarnation == task.incarnation and t.status in HAS_PROCESS
-                else None
-            ),
-        )
-        await self._recorder.record_exit(
-            task,
-            Exit(status=UNKNOWN_EXIT_STATUS, exited_at=now()),
-            reconciliation_cause("shim lost; exit status unknown"),
+        task.observe_shim_lost(reconciliation_cause("shim lost"))
+        task.observe_exit(
+            UNKNOWN_EXIT_STATUS, now(), reconciliation_cause("shim lost; exit status unknown")
         )
 
     # --- the whole state dir -------------------------------------------------------------
@@ -178,19 +123,19 @@ class Reconciler:
                 report += await self._guarded(ns, task_id, self.inspect(ns, task_id))
         namespaces = [namespace] if namespace else self._namespaces({ns for ns, _ in keys})
         for ns in namespaces:
-            for path in _candidates(self._state / ns):
+            for path in _candidates(self._state.namespace_dir(ns)):
                 if path.name.startswith("."):
                     report += _listed(_remove_half_deleted(ns, path))
                 elif (ns, path.name) not in keys:
                     report += await self._guarded(ns, path.name, self._unknown(ns, path.name))
-        io = self._state / "io"
+        io = self._state.io
         for ns_dir in sorted(io.iterdir()) if io.is_dir() else []:
             if namespace is None or ns_dir.name == namespace:
                 report += _remove_dead_commands_fifos(ns_dir.name, ns_dir)
         return report
 
     async def _unknown(self, namespace: str, task_id: str) -> Reconciliation | None:
-        entry = await self.adopt_or_clean(namespace, task_id)
+        entry = await self._adopter.adopt_or_clean(namespace, task_id)
         return entry if entry is not None else await self.inspect(namespace, task_id)
 
     async def _guarded(
@@ -204,39 +149,26 @@ class Reconciler:
             return [Reconciliation(namespace, task_id, None, Action.FAILED, str(exc))]
 
     def _namespaces(self, recorded: set[str]) -> list[str]:
-        found = set(recorded)
-        if self._state.is_dir():
-            for path in self._state.iterdir():
-                if path.is_dir() and path.name not in NOT_NAMESPACES and is_identifier(path.name):
-                    found.add(path.name)
-        return sorted(found)
+        return sorted(recorded | set(self._bundles.namespaces()))
 
     async def inspect(self, namespace: str, task_id: str) -> Reconciliation | None:
         """Reconcile one live record, whatever its status; None if it is not live."""
-        async with self._locks.hold(namespace, task_id):
-            task = await self._store.current(namespace, task_id)
+        async with self._recorder.editing(namespace, task_id) as task:
             if task is None or not task.is_live:
                 return None
-            before = task.version
             action, detail = await self._with_process(task)
-            task = await self._store.current(namespace, task_id)
-            assert task is not None
             if task.status is Status.STOPPED:
                 action, detail = await self._stopped(task, action, detail)
-            return Reconciliation(
-                namespace, task_id, task.incarnation, action, detail,
-                await recorded_since(self._store, task, before),
-            )  # fmt: skip
+            recorded = tuple(type(e).__name__ for e in task.pending_events)
+        return Reconciliation(namespace, task_id, task.incarnation, action, detail, recorded)
 
     async def _stopped(self, task: Task, action: Action, detail: str) -> tuple[Action, str]:
         """A stopped record: finish a delete that removed the bundle, or clear a dead shim's
         leftovers (its runc container, its mounts) so that only the record remains."""
-        bundle = load_bundle(self._state, task.namespace, task.task_id)
+        bundle = self._bundles.load(task.namespace, task.task_id)
         if bundle is None:
-            cause = reconciliation_cause("working bundle gone: the task no longer exists")
-            await self._recorder.record(
-                (task.namespace, task.task_id),
-                lambda t: t.delete(cause) if _same(t, task) and t.is_live else None,
+            task.observe_deleted(
+                reconciliation_cause("working bundle gone: the task no longer exists")
             )
             if action is Action.UNCHANGED:
                 return Action.DELETE_RECORDED, "its working bundle is gone (a delete cut short)"
@@ -244,10 +176,10 @@ class Reconciler:
         if action is not Action.UNCHANGED:
             return action, detail
         try:
-            shim = await self._connect(task)
+            shim = await self._connections.connect(task)
             await shim.client.state(task.task_id)
         except UnavailableError:
-            self._forget(task)
+            self._connections.forget(task)
             await self._shims.cleanup_after_dead_shim(bundle, task.runtime)
             return Action.LEFTOVERS_REMOVED, "stopped; its shim is gone: its delete action ran"
         except NotFoundError:
@@ -255,8 +187,25 @@ class Reconciler:
         return Action.UNCHANGED, "stopped"
 
 
-def _same(current: Task, task: Task) -> bool:
-    return current.incarnation == task.incarnation
+def _record_drift(task: Task, process: ProcessState) -> tuple[Action, str]:
+    """Observe on ``task`` what its shim reports and history does not know yet."""
+    if process.status is Status.STOPPED:
+        exited_at = process.exited_at or now()
+        cause = reconciliation_cause("shim reports stopped")
+        if task.observe_exit(process.exit_status, exited_at, cause):
+            return Action.EXIT_RECORDED, f"exited with {process.exit_status} while nobody listened"
+        return Action.UNCHANGED, "stopped"
+    cause = reconciliation_cause(f"shim reports {process.status.value}")
+    if task.status is Status.CREATED and process.status in (Status.RUNNING, Status.PAUSED):
+        task.observe_start(process.pid, cause)
+        if process.status is Status.PAUSED:
+            task.observe_paused(cause)
+        return Action.START_RECORDED, f"{process.status.value}, pid {process.pid}"
+    if process.status is Status.PAUSED and task.observe_paused(cause):
+        return Action.PAUSE_RECORDED, "paused"
+    if process.status is Status.RUNNING and task.observe_resumed(cause):
+        return Action.RESUME_RECORDED, "running"
+    return Action.UNCHANGED, task.status.value
 
 
 def _listed(entry: Reconciliation | None) -> list[Reconciliation]:
@@ -285,9 +234,10 @@ def _remove_dead_commands_fifos(namespace: str, directory: Path) -> list[Reconci
     """Foreground FIFO dirs (``<id>-<pid>``) of commands that died without cleaning up."""
     report = []
     for path in sorted(directory.iterdir()) if directory.is_dir() else []:
-        task_id, _, pid = path.name.rpartition("-")
-        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+        owner = StateDir.io_dir_owner(path.name)
+        if owner is None or Path(f"/proc/{owner[1]}").exists():
             continue  # not ours, or its command still runs
+        task_id, pid = owner
         shutil.rmtree(path, ignore_errors=True)
         report.append(Reconciliation(
             namespace, task_id, None, Action.CLEANED,

@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from domain.errors import ShimledgerError
-from shim.reconcile_report import Reconciliation
-from shim.shim_manager import ShimManager, ShimProcess
-from shim.task_access import TaskAccess
+from shim.lifecycle.shim_manager import ShimManager, ShimProcess
+from shim.lifecycle.task_manager import TaskManager
+from shim.recovery.report import Reconciliation
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class Supervisor:
 
     def __init__(
         self,
-        manager: TaskAccess,
+        manager: TaskManager,
         shims: ShimManager,
         catch_up: Callable[[], Awaitable[Any]],
         *,

@@ -5,9 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from domain.task import Task
 from domain.values import Cause
-from shim.ports import TaskStore
 
 
 class Action(enum.StrEnum):
@@ -40,13 +38,3 @@ class Reconciliation:
 
 def reconciliation_cause(detail: str) -> Cause:
     return Cause(kind="reconciliation", detail=detail)
-
-
-async def recorded_since(store: TaskStore, task: Task, after_version: int) -> tuple[str, ...]:
-    """The types of the events this incarnation got after ``after_version``."""
-    events = await store.history(task.namespace, task.task_id)
-    return tuple(
-        type(e).__name__
-        for e in events
-        if e.originator_id == task.id and e.originator_version > after_version
-    )

@@ -1,0 +1,1 @@
+"""Running tasks: shims started and found, working bundles, TaskManager and its handles."""

@@ -1,0 +1,1 @@
+"""Recording facts on task histories: the one locked path that appends events."""

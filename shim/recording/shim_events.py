@@ -1,0 +1,141 @@
+"""The shims' events, as facts on task histories: each recorded once, whoever heard it first.
+
+Every shim publishes /tasks/start, /tasks/exit, /tasks/oom, ... to the event sink, served
+by whichever process runs (a command, or serve). The same facts also come back in RPC
+replies to the command that caused them. Each event here becomes one observation on the
+aggregate inside the recorder's ``editing`` block, so the reply and the event converge on
+one append in either order, in any process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from domain.task import Task
+from domain.values import Cause, Status
+from shim.clock import now
+from shim.ports import (
+    ShimEvent,
+    TaskCheckpointedEvent,
+    TaskCreateEvent,
+    TaskDeleteEvent,
+    TaskExecAddedEvent,
+    TaskExecStartedEvent,
+    TaskExitEvent,
+    TaskOOMEvent,
+    TaskPausedEvent,
+    TaskResumedEvent,
+    TaskStartEvent,
+)
+from shim.recording.recorder import TaskRecorder
+
+logger = logging.getLogger(__name__)
+
+# What the task's shim says its init is doing now (None: it cannot say). Paused and resumed
+# events carry no sequence number, so a late one is checked against the shim before it is
+# believed: pause, resume, then a delayed /tasks/paused must not make history say paused.
+Probe = Callable[[Task], Awaitable[Status | None]]
+
+
+def shim_event_cause(topic: str) -> Cause:
+    return Cause(kind="shim-event", detail=topic)
+
+
+class ShimEventRecorder:
+    """Turns each decoded shim event into an observation on the task it is about."""
+
+    def __init__(self, recorder: TaskRecorder, probe: Probe) -> None:
+        self._recorder = recorder
+        self._probe = probe
+
+    async def handle_event(self, event: ShimEvent) -> None:
+        match event:
+            case TaskStartEvent():
+                await self._start(event)
+            case TaskExitEvent():
+                await self._exit(event)
+            case TaskOOMEvent():
+                await self._oom(event)
+            case TaskDeleteEvent():
+                await self._delete(event)
+            case TaskExecAddedEvent() | TaskExecStartedEvent():
+                await self._exec(event)
+            case TaskPausedEvent() | TaskResumedEvent():
+                await self._pause(event)
+            case TaskCheckpointedEvent():
+                await self._checkpoint(event)
+            case TaskCreateEvent():
+                # Created is recorded from the Create reply, with what only the caller knows
+                # (the user's bundle, the runtime); a create nobody recorded is found by
+                # reconciliation, which adopts or cleans its bundle.
+                logger.debug("shim created %s/%s", event.namespace, event.container_id)
+
+    async def _start(self, event: TaskStartEvent) -> None:
+        async with self._recorder.editing(event.namespace, event.container_id) as task:
+            if task is not None and task.pid == event.pid:
+                task.observe_start(event.pid, shim_event_cause("/tasks/start"))
+
+    async def _exit(self, event: TaskExitEvent) -> None:
+        """The init's exit, or an exec's (ExecExited: an exec's exit is not the task's)."""
+        cause = shim_event_cause("/tasks/exit")
+        async with self._recorder.editing(event.namespace, event.container_id) as task:
+            if task is None:
+                return
+            if event.exec_id not in ("", event.container_id):
+                task.observe_exec_exit(event.exec_id, event.exit_status, event.exited_at, cause)
+            elif task.pid == event.pid:
+                task.observe_exit(event.exit_status, event.exited_at, cause)
+
+    async def _delete(self, event: TaskDeleteEvent) -> None:
+        """/tasks/delete of the init: the shim removed the container, whoever asked it to.
+
+        A command's own delete records Deleted itself; this only appends when a delete
+        happened without it (a command killed after the Delete RPC).
+        """
+        if event.exec_id:
+            return  # an exec's removal is not a fact of the task's life
+        cause = shim_event_cause("/tasks/delete")
+        async with self._recorder.editing(event.namespace, event.container_id) as task:
+            if task is None or not task.is_live or task.pid != event.pid:
+                return
+            task.observe_exit(event.exit_status, event.exited_at or now(), cause)
+            task.observe_deleted(cause)
+
+    async def _exec(self, event: TaskExecAddedEvent | TaskExecStartedEvent) -> None:
+        async with self._recorder.editing(event.namespace, event.container_id) as task:
+            if task is None:
+                return
+            if isinstance(event, TaskExecStartedEvent):
+                task.observe_exec_started(
+                    event.exec_id, event.pid, shim_event_cause("/tasks/exec-started")
+                )
+            else:
+                task.observe_exec_added(event.exec_id, shim_event_cause("/tasks/exec-added"))
+
+    async def _pause(self, event: TaskPausedEvent | TaskResumedEvent) -> None:
+        paused = isinstance(event, TaskPausedEvent)
+        before, after = (
+            (Status.RUNNING, Status.PAUSED) if paused else (Status.PAUSED, Status.RUNNING)
+        )
+        async with self._recorder.editing(event.namespace, event.container_id) as task:
+            if task is None or task.status is not before:
+                return
+            if await self._probe(task) is not after:
+                return  # a late event: the shim has moved on since
+            if paused:
+                task.observe_paused(shim_event_cause("/tasks/paused"))
+            else:
+                task.observe_resumed(shim_event_cause("/tasks/resumed"))
+
+    async def _checkpoint(self, event: TaskCheckpointedEvent) -> None:
+        async with self._recorder.editing(event.namespace, event.container_id) as task:
+            if task is not None:
+                task.observe_checkpoint(
+                    event.image_path, False, shim_event_cause("/tasks/checkpointed")
+                )
+
+    async def _oom(self, event: TaskOOMEvent) -> None:
+        async with self._recorder.editing(event.namespace, event.container_id) as task:
+            if task is not None:
+                task.observe_oom(shim_event_cause("/tasks/oom"))

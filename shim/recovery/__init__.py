@@ -1,0 +1,1 @@
+"""Recovery: reconciliation with the shims, adoption of unknown bundles, serve's watch."""
