@@ -75,5 +75,7 @@ bench: setup-dev
 bench-history: setup-dev
 	$(PY) bench/history.py --small 100000 --large 1000000 --runs 3
 
+# ruff, then mypy in strict mode on the packages [tool.mypy] in pyproject.toml lists.
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy --config-file pyproject.toml

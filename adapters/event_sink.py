@@ -16,7 +16,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
@@ -71,39 +71,50 @@ def _delete(namespace: str, event: events_pb2.TaskDelete) -> TaskDeleteEvent:
     )
 
 
-# type URL (the bare full name of the payload) -> (payload class, domain record maker)
-_DECODERS: dict[str, tuple[type[Message], Callable[[str, Any], ShimEvent]]] = {
-    "containerd.events.TaskCreate": (
+M = TypeVar("M", bound=Message)
+#: ``(namespace, serialized payload) -> domain record``; raises DecodeError.
+_Decoder = Callable[[str, bytes], ShimEvent]
+
+
+def _decoder(payload_class: type[M], make: Callable[[str, M], ShimEvent]) -> _Decoder:
+    """Pairs a payload class with its record maker, so each maker is checked against its
+    own message type; the table below then holds them all under one type."""
+    return lambda namespace, value: make(namespace, payload_class.FromString(value))
+
+
+# type URL (the bare full name of the payload) -> its decoder
+_DECODERS: dict[str, _Decoder] = {
+    "containerd.events.TaskCreate": _decoder(
         events_pb2.TaskCreate,
         lambda ns, e: TaskCreateEvent(ns, e.container_id, e.pid),
     ),
-    "containerd.events.TaskStart": (
+    "containerd.events.TaskStart": _decoder(
         events_pb2.TaskStart,
         lambda ns, e: TaskStartEvent(ns, e.container_id, e.pid),
     ),
-    "containerd.events.TaskExit": (events_pb2.TaskExit, _exit),
-    "containerd.events.TaskDelete": (events_pb2.TaskDelete, _delete),
-    "containerd.events.TaskOOM": (
+    "containerd.events.TaskExit": _decoder(events_pb2.TaskExit, _exit),
+    "containerd.events.TaskDelete": _decoder(events_pb2.TaskDelete, _delete),
+    "containerd.events.TaskOOM": _decoder(
         events_pb2.TaskOOM,
         lambda ns, e: TaskOOMEvent(ns, e.container_id),
     ),
-    "containerd.events.TaskExecAdded": (
+    "containerd.events.TaskExecAdded": _decoder(
         events_pb2.TaskExecAdded,
         lambda ns, e: TaskExecAddedEvent(ns, e.container_id, e.exec_id),
     ),
-    "containerd.events.TaskExecStarted": (
+    "containerd.events.TaskExecStarted": _decoder(
         events_pb2.TaskExecStarted,
         lambda ns, e: TaskExecStartedEvent(ns, e.container_id, e.exec_id, e.pid),
     ),
-    "containerd.events.TaskPaused": (
+    "containerd.events.TaskPaused": _decoder(
         events_pb2.TaskPaused,
         lambda ns, e: TaskPausedEvent(ns, e.container_id),
     ),
-    "containerd.events.TaskResumed": (
+    "containerd.events.TaskResumed": _decoder(
         events_pb2.TaskResumed,
         lambda ns, e: TaskResumedEvent(ns, e.container_id),
     ),
-    "containerd.events.TaskCheckpointed": (
+    "containerd.events.TaskCheckpointed": _decoder(
         events_pb2.TaskCheckpointed,
         lambda ns, e: TaskCheckpointedEvent(ns, e.container_id, e.checkpoint),
     ),
@@ -113,15 +124,13 @@ _DECODERS: dict[str, tuple[type[Message], Callable[[str, Any], ShimEvent]]] = {
 def decode_event(envelope: forward_pb2.Envelope) -> ShimEvent | None:
     """The task event inside an envelope, or None for a topic that is not about tasks."""
     type_url = envelope.event.type_url
-    decoder = _DECODERS.get(type_url)
-    if decoder is None:
+    decode = _DECODERS.get(type_url)
+    if decode is None:
         return None
-    payload_class, make = decoder
     try:
-        payload = payload_class.FromString(envelope.event.value)
+        return decode(envelope.namespace, envelope.event.value)
     except DecodeError as exc:
         raise InvalidArgumentError(f"undecodable {type_url}: {exc}") from exc
-    return make(envelope.namespace, payload)
 
 
 class EventSink:
@@ -147,7 +156,8 @@ class EventSink:
         server = TtrpcServer()
         server.register(SERVICE, "Forward", forward_pb2.ForwardRequest, self._forward)
         self.path.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
-        # Probing, unlinking a stale file and binding are three steps: one process at a time.
+        # start_unix probes the path, unlinks a stale socket (remove_stale_socket) and binds:
+        # three steps, so one process at a time.
         async with file_lock(self._lock_path):
             try:
                 await server.start_unix(str(self.path))

@@ -13,19 +13,20 @@ import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, Transcoding
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, Notification, Transcoding
 
 from domain.errors import ConflictError, InvalidArgumentError
 from domain.task import Task
 from domain.values import Cause
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class CauseAsDict(Transcoding):
@@ -94,9 +95,9 @@ class EventStore:
         self._app: LedgerApplication | None = None
         self._env = env
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
     def _application(self) -> LedgerApplication:
         if self._app is None:
@@ -188,7 +189,7 @@ class EventStore:
 
     def _read(self, after: int, limit: int) -> list[tuple[int, DomainEventProtocol[UUID]]]:
         app = self._application()
-        notifications: Sequence[Any] = app.recorder.select_notifications(
+        notifications: Sequence[Notification] = app.recorder.select_notifications(
             after, limit, inclusive_of_start=False
         )
         return [(n.id, app.mapper.to_domain_event(n)) for n in notifications]

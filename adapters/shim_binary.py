@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,8 +18,10 @@ from pathlib import Path
 from adapters.proto import task_pb2
 from adapters.shim_log import ShimLog
 from adapters.task_client import ShimTaskClient, exited_at
+from adapters.ttrpc.address import socket_path
 from adapters.ttrpc.client import TtrpcClient
-from domain.errors import InvalidArgumentError, NotFoundError, UnknownError
+from adapters.ttrpc.listener import remove_stale_socket
+from domain.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, UnknownError
 from domain.values import Bundle, Exit
 from shim.ports import ShimClient
 
@@ -61,25 +62,16 @@ def resolve_runtime(runtime: str) -> str:
     return found
 
 
-def remove_stale_socket(address_file: Path) -> None:
+async def _remove_dead_shim_socket(address_file: Path) -> None:
     """Unlink the socket named in a bundle's ``address`` file if nothing listens on it."""
     try:
         address = address_file.read_text().strip()
     except OSError:
         return
-    path = address.removeprefix("unix://")
-    if not address.startswith("unix://") or not os.path.exists(path):
+    if not address.startswith("unix://"):
         return
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(path)
-            return  # alive: not ours to remove
-        except ConnectionRefusedError:
-            pass
-        except OSError:
-            return
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+    with contextlib.suppress(AlreadyExistsError):  # alive, or not a socket: not ours
+        await remove_stale_socket(socket_path(address))
 
 
 class ShimBinaryLauncher:
@@ -153,7 +145,7 @@ class ShimBinaryLauncher:
         Returns None when there was nothing to clean (no Create ever ran in the bundle).
         A socket the dead shim left in /run/containerd/s is removed as well.
         """
-        remove_stale_socket(Path(bundle.path) / "address")
+        await _remove_dead_shim_socket(Path(bundle.path) / "address")
         if not (Path(bundle.path) / "runtime").exists():
             return None
         code, stdout, stderr = await self._run(

@@ -6,12 +6,14 @@ Protobuf stays in here: callers get pids, Exits and ProcessStates.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.empty_pb2 import Empty
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from adapters.proto import (
     cgroups_v1_metrics_pb2,
@@ -22,12 +24,12 @@ from adapters.proto import (
 )
 from adapters.shim_log import ShimLog
 from adapters.ttrpc.client import ClientState, TtrpcClient
+from adapters.ttrpc.metadata import NAMESPACE_HEADER
 from domain.errors import NotImplementedError_
 from domain.values import Exit, Status
 from shim.ports import ProcessState, RuncOptions, Stdio, TaskStats
 
 SERVICE = "containerd.task.v2.Task"
-NAMESPACE_HEADER = "containerd-namespace-ttrpc"
 CALL_TIMEOUT = 30.0  # a client-side deadline on every call but Wait
 CHECKPOINT_TIMEOUT = 300.0  # CRIU writes the whole memory of the task
 GO_ZERO_TIME_SECONDS = -62135596800  # "not exited" (shim-protocol.md 0.6)
@@ -49,14 +51,14 @@ _STATUS = {
 }
 
 
-def exited_at(ts: object) -> datetime | None:
-    seconds = int(getattr(ts, "seconds", 0))
-    if seconds == GO_ZERO_TIME_SECONDS:
+def exited_at(ts: Timestamp) -> datetime | None:
+    """A shim's exit time, or None for Go's zero time (the process has not exited)."""
+    if ts.seconds == GO_ZERO_TIME_SECONDS:
         return None
-    return datetime.fromtimestamp(seconds + getattr(ts, "nanos", 0) / 1e9, tz=UTC)
+    return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=UTC)
 
 
-def _exit(status: int, ts: object) -> Exit:
+def _exit(status: int, ts: Timestamp) -> Exit:
     return Exit(status=status, exited_at=exited_at(ts) or datetime.now(UTC))
 
 
@@ -212,8 +214,8 @@ class ShimTaskClient:
         request = task_pb2.ResizePtyRequest(id=task_id, exec_id=exec_id, width=width, height=height)
         await self._call("ResizePty", request, Empty, CALL_TIMEOUT)
 
-    async def update(self, task_id: str, resources: dict[str, Any]) -> None:
-        """New cgroup limits: ``resources`` is an OCI LinuxResources object."""
+    async def update(self, task_id: str, resources: Mapping[str, object]) -> None:
+        """New cgroup limits: ``resources`` is an OCI LinuxResources object (JSON-able)."""
         payload = json.dumps(resources).encode()
         request = task_pb2.UpdateTaskRequest(
             id=task_id, resources=AnyProto(type_url=OCI_RESOURCES_TYPE_URL, value=payload)

@@ -113,6 +113,8 @@ def error_from_status(code: int, message: str) -> ShimledgerError:
     if message.endswith(suffix):
         message = message[: -len(suffix)]
     exc = cls(message)
+    # The domain's errors know no wire codes, so ShimledgerError declares no grpc_code: it is
+    # an attribute of ours, read back with getattr in status_from_error (and by tests).
     exc.grpc_code = code  # type: ignore[attr-defined]
     return exc
 

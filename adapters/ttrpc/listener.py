@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from adapters.ttrpc.address import abstract_name, is_abstract
 from domain.errors import AlreadyExistsError
 
-__all__ = ["SocketFile", "bind_unix", "peer_description"]
+__all__ = ["SocketFile", "bind_unix", "peer_description", "remove_stale_socket"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,13 @@ class SocketFile:
     inode: int
 
     def remove(self) -> None:
-        """Unlink it, unless a successor has already put its own socket at the path."""
+        """Unlink it, unless a successor has already put its own socket at the path.
+
+        The owner's cleanup on close, not stale-socket removal: no probe is needed, since
+        we know the socket is ours and closing. The inode check keeps a successor that
+        found ours refusing once our listener closed, and replaced it, from losing its
+        socket to us.
+        """
         with contextlib.suppress(OSError):
             st = os.stat(self.path)
             if (st.st_dev, st.st_ino) == (self.device, self.inode):
@@ -50,8 +56,7 @@ async def bind_unix(path: str, mode: int) -> tuple[socket.socket, SocketFile | N
     name, raises AlreadyExistsError.
     """
     abstract = is_abstract(path)
-    if not abstract:
-        await _remove_stale_socket(path)
+    await remove_stale_socket(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     socket_file: SocketFile | None = None
     try:
@@ -77,6 +82,44 @@ async def bind_unix(path: str, mode: int) -> tuple[socket.socket, SocketFile | N
             socket_file.remove()
         raise
     return sock, socket_file
+
+
+async def remove_stale_socket(path: str) -> None:
+    """Unlink the socket file at ``path`` if nobody listens on it; refuse if someone does.
+
+    Why this is needed: a server that dies without cleaning up (SIGKILL, a crash; a shim
+    killed with its container) leaves its socket file behind, and ``bind()`` on an
+    existing path fails with EADDRINUSE although nothing answers there.
+    The file alone cannot tell a dead socket from a live one: only connecting can. A
+    refused connection means nobody listens, so the file is stale and safe to unlink.
+    Anything else is someone's: a live listener, a path that is not a socket, or one that
+    cannot be probed raises AlreadyExistsError saying which, and the path is left alone.
+
+    Abstract names have no file and vanish with their owner: nothing to remove. Probing
+    and unlinking are two steps: callers that race for one path (the event sink) hold a
+    lock around this and the bind that follows.
+    """
+    if is_abstract(path):
+        return
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise AlreadyExistsError(f"{path} exists and is not a socket")
+    try:
+        async with asyncio.timeout(1.0):
+            _, writer = await asyncio.open_unix_connection(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    except (OSError, TimeoutError) as exc:
+        raise AlreadyExistsError(f"socket {path} exists and cannot be probed: {exc}") from exc
+    writer.close()
+    with contextlib.suppress(Exception):
+        await writer.wait_closed()
+    raise AlreadyExistsError(f"a server is already listening on {path}")
 
 
 def peer_description(writer: asyncio.StreamWriter) -> str | None:
@@ -107,26 +150,3 @@ def peer_description(writer: asyncio.StreamWriter) -> str | None:
         )
         return None
     return f"pid {pid}"
-
-
-async def _remove_stale_socket(path: str) -> None:
-    """Unlink ``path`` if it is a socket nobody listens on; refuse if someone does."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise AlreadyExistsError(f"{path} exists and is not a socket")
-    try:
-        async with asyncio.timeout(1.0):
-            _, writer = await asyncio.open_unix_connection(path)
-    except (ConnectionRefusedError, FileNotFoundError):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        return
-    except (OSError, TimeoutError) as exc:
-        raise AlreadyExistsError(f"socket {path} exists and cannot be probed: {exc}") from exc
-    writer.close()
-    with contextlib.suppress(Exception):
-        await writer.wait_closed()
-    raise AlreadyExistsError(f"a server is already listening on {path}")
