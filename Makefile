@@ -5,8 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SYSTEM_PACKAGES := runc containerd busybox-static
 # Only the tests need these: headless Chromium renders `audit --html`; CRIU is what runc
-# calls for `checkpoint` (on kernels where it cannot dump, the tests check the clean error).
-TEST_PACKAGES := chromium criu
+# calls for `checkpoint` (on kernels where it cannot dump, the tests check the clean error);
+# PostgreSQL is the second event-store backend (the tests start a server of their own).
+TEST_PACKAGES := chromium criu postgresql
 PROTO_FILES := $(wildcard adapters/proto/*.proto)
 
 .PHONY: demo test setup setup-dev system-packages test-packages proto bench bench-history lint
@@ -46,6 +47,7 @@ test-packages: system-packages
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v criu >/dev/null 2>&1 || [ -x /usr/sbin/criu ] || missing="$$missing criu"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

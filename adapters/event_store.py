@@ -13,8 +13,8 @@ import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import ParamSpec, TypeVar
-from urllib.parse import unquote, urlsplit
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -73,17 +73,21 @@ def store_env(url: str | None, root: Path) -> dict[str, str]:
     parts = urlsplit(url)
     if parts.scheme == "sqlite" and parts.path:
         return sqlite_env(root, Path(parts.path))
-    if parts.scheme in ("postgres", "postgresql") and parts.hostname and parts.path.strip("/"):
+    # libpq's spelling of a unix socket: its directory as ?host=/dir (the netloc stays empty).
+    socket_dir = parse_qs(parts.query).get("host", [""])[-1]
+    host = socket_dir if socket_dir.startswith("/") else parts.hostname
+    if parts.scheme in ("postgres", "postgresql") and host and parts.path.strip("/"):
         return {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": parts.path.strip("/"),
-            "POSTGRES_HOST": parts.hostname,
+            "POSTGRES_HOST": host,
             "POSTGRES_PORT": str(parts.port or 5432),
             "POSTGRES_USER": unquote(parts.username or ""),
             "POSTGRES_PASSWORD": unquote(parts.password or ""),
         }
     raise InvalidArgumentError(
-        f"store {url!r}: use sqlite:///PATH or postgresql://USER:PASSWORD@HOST[:PORT]/DB"
+        f"store {url!r}: use sqlite:///PATH, postgresql://USER:PASSWORD@HOST[:PORT]/DB or "
+        "postgresql://USER@/DB?host=/SOCKET/DIR"
     )
 
 

@@ -27,7 +27,16 @@ def test_the_store_is_chosen_by_url(tmp_path: Path) -> None:
         "POSTGRES_HOST": "db.example", "POSTGRES_PORT": "6543", "POSTGRES_USER": "ledger",
         "POSTGRES_PASSWORD": "p@ss",
     }  # fmt: skip
-    for bad in ("mysql://x/y", "postgresql://host-only", "sqlite://"):
+    # A unix socket, as libpq spells it: the socket's directory in ?host=, the netloc empty.
+    local = store_env("postgresql://ledger@/history?host=/run/pg%20sock", tmp_path)
+    assert local == {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres", "POSTGRES_DBNAME": "history",
+        "POSTGRES_HOST": "/run/pg sock", "POSTGRES_PORT": "5432", "POSTGRES_USER": "ledger",
+        "POSTGRES_PASSWORD": "",
+    }  # fmt: skip
+    assert store_env("postgresql://@/h?host=/s&sslmode=disable", tmp_path)["POSTGRES_HOST"] == "/s"
+    for bad in ("mysql://x/y", "postgresql://host-only", "sqlite://", "postgresql:///db",
+                "postgresql://u@/db?host=relative"):  # fmt: skip
         with pytest.raises(InvalidArgumentError):
             store_env(bad, tmp_path)
 

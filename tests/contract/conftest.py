@@ -1,0 +1,278 @@
+"""What the contract tests run against: each port's fake and its real implementation.
+
+``shims`` launches shims through the ShimBinary port, FakeShimBinary or the real
+ShimBinaryLauncher (containerd-shim-runc-v2 with real runc on a busybox bundle, in the
+``settings`` fixture's state dir, whose teardown fails the test if a shim, container or
+cgroup is left). ``postgres_url`` is a PostgreSQL cluster of the session's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from adapters.event_sink import EventSink
+from adapters.shim_binary import ShimBinaryLauncher, search_path
+from domain.errors import ShimledgerError
+from domain.values import Bundle
+from shim.bundle import new_bundle, remove_bundle
+from shim.ports import RuncOptions, ShimBinary, ShimClient, ShimEvent, Stdio
+from shim.process_spec import exec_process
+from tests.conftest import make_bundle
+from tests.shim.fakes import FakeShimBinary, shell_exit
+
+RUNTIME = "io.containerd.runc.v2"
+NAMESPACE = "test"
+STEP = 30.0  # a guard on every wait for a process or an event, never a threshold
+
+
+@dataclass
+class Shim:
+    """One shim serving one task, and how to reach it again."""
+
+    kind: str
+    client: ShimClient
+    bundle: Bundle
+    address: str
+    options: RuncOptions
+    heard: list[ShimEvent]
+    gone: asyncio.Event  # set when the shim closes the connection (not when we do)
+    binary: ShimBinary
+
+    @property
+    def id(self) -> str:
+        return self.bundle.id
+
+    def process(self, *args: str) -> bytes:
+        """An exec's OCI process: the task's own, running ``args``."""
+        return exec_process(self.bundle, list(args), [], None)
+
+    async def create(self) -> int:
+        return await self.client.create(self.id, self.bundle.path, Stdio(), self.options)
+
+    async def reconnect(self) -> ShimClient:
+        return await self.binary.connect(self.bundle, self.address)
+
+    async def events_heard(self, wanted: Counter[str]) -> Counter[str]:
+        """The event types heard, once at least ``wanted`` arrived (the sink is asynchronous)."""
+        async with asyncio.timeout(STEP):
+            while not wanted <= (heard := Counter(type(e).__name__ for e in self.heard)):
+                await asyncio.sleep(0.01)
+        return heard
+
+
+@dataclass
+class Shims:
+    """Launches shims of one kind; ``close`` removes every task and shim it launched."""
+
+    kind: str
+    binary: ShimBinary
+    state: Path
+    work: Path
+    sink_address: str
+    options: RuncOptions
+    cgroup_parent: str
+    heard: list[ShimEvent] = field(default_factory=list)
+    launched: list[Shim] = field(default_factory=list)
+
+    def user_bundle(self, task_id: str, args: list[str]) -> Path:
+        path = self.work / f"user-{task_id}"
+        if self.kind == "real":
+            return make_bundle(path, args)
+        (path / "rootfs").mkdir(parents=True)
+        process = {"args": args, "terminal": False, "cwd": "/"}
+        spec = {"process": process, "root": {"path": "rootfs"}}
+        (path / "config.json").write_text(json.dumps(spec))
+        return path
+
+    async def launch(self, *args: str, task_id: str = "c1") -> Shim:
+        """Start a shim for ``task_id`` whose task will run ``args`` (not created yet)."""
+        user = self.user_bundle(task_id, list(args))
+        bundle = new_bundle(self.state, NAMESPACE, task_id, user, self.cgroup_parent)
+        address = await self.binary.start(bundle, RUNTIME, self.sink_address)
+        gone = asyncio.Event()
+        client = await self.binary.connect(bundle, address, gone.set)
+        heard = self.heard if self.kind == "real" else self._fake_events(bundle)
+        shim = Shim(self.kind, client, bundle, address, self.options, heard, gone, self.binary)
+        self.launched.append(shim)
+        return shim
+
+    def _fake_events(self, bundle: Bundle) -> list[ShimEvent]:
+        assert isinstance(self.binary, FakeShimBinary)
+        return self.binary.shims[bundle.path].events
+
+    async def close(self) -> None:
+        for shim in self.launched:
+            await self._remove(shim)
+
+    async def _remove(self, shim: Shim) -> None:
+        """Kill, reap and delete every process; shut the shim down; remove the bundle."""
+        client: ShimClient | None = shim.client
+        try:
+            if client.closed and not shim.gone.is_set():
+                client = await shim.reconnect()  # the test closed its connection
+        except ShimledgerError:
+            client = None  # the shim is gone already
+        if client is not None and not client.closed:
+            with contextlib.suppress(ShimledgerError):
+                await client.resume(shim.id)  # frozen processes die only once thawed
+            with contextlib.suppress(ShimledgerError):
+                await client.kill(shim.id, 9, all=True)
+            with contextlib.suppress(ShimledgerError):
+                async with asyncio.timeout(STEP):
+                    await client.wait(shim.id)
+            with contextlib.suppress(ShimledgerError):
+                await client.delete(shim.id)
+            with contextlib.suppress(ShimledgerError):
+                await client.shutdown(shim.id)
+            await client.aclose()
+        if client is not shim.client:
+            await shim.client.aclose()
+        with contextlib.suppress(ShimledgerError, OSError):
+            await self.binary.delete(shim.bundle, RUNTIME)  # what a dead shim left
+        remove_bundle(shim.bundle)
+
+
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.real)])
+async def shims(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Shims]:
+    """Shims of each kind: the fake, then the real containerd-shim-runc-v2."""
+    if request.param == "fake":
+        state = tmp_path / "state"
+        state.mkdir()
+        launcher = Shims("fake", FakeShimBinary(program=shell_exit), state, tmp_path,
+                         "unix://fake-sink", RuncOptions(root=str(state / "runc")), "")  # fmt: skip
+        try:
+            yield launcher
+        finally:
+            await launcher.close()
+        return
+    from cli.bootstrap import cgroup_parent
+
+    settings = request.getfixturevalue("settings")  # real runtime; leftovers fail the test
+    heard: list[ShimEvent] = []
+
+    async def on_event(event: ShimEvent) -> None:
+        heard.append(event)
+
+    sink = EventSink(settings.state / "events.sock", on_event)
+    assert await sink.start()
+    runc = shutil.which("runc", path=search_path()) or ""
+    launcher = Shims(
+        "real",
+        ShimBinaryLauncher(str(settings.state / "shimledger.sock")),
+        settings.state,
+        tmp_path,
+        sink.address,
+        RuncOptions(root=str(settings.state / "runc"), binary_name=runc),
+        cgroup_parent(settings),
+        heard=heard,
+    )
+    try:
+        yield launcher
+    finally:
+        try:
+            await launcher.close()
+        finally:
+            await sink.aclose()
+
+
+# --- PostgreSQL: a cluster of the session's own ----------------------------------------------
+
+def _pg_bin() -> Path:
+    """Debian keeps the server's binaries off PATH, one directory per major version."""
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                      key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)  # fmt: skip
+    return versions[-1].parent if versions else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = Path(os.environ["SHIMLEDGER_PG_BIN"]) if "SHIMLEDGER_PG_BIN" in os.environ else _pg_bin()
+PG_USER = "postgres"  # the server refuses to run as root: it runs as this system user
+PG_DB = "shimledger_test"
+
+
+def missing_for_postgres() -> str | None:
+    for tool in ("initdb", "pg_ctl", "postgres"):
+        if not (PG_BIN / tool).is_file():
+            return f"{PG_BIN / tool} is missing (apt-get install postgresql)"
+    if os.geteuid() != 0:
+        return "not root (the cluster is run as the postgres user through runuser)"
+    try:
+        import pwd
+
+        pwd.getpwnam(PG_USER)
+    except KeyError:
+        return f"no system user {PG_USER} (the postgresql package creates it)"
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "psycopg is not installed (pip install -e '.[dev]')"
+    return None
+
+
+def _as_postgres(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["runuser", "-u", PG_USER, "--", *argv],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Path]:
+    """initdb in a temp dir, a server listening only on a unix socket there, stopped and
+    removed at the end (even if a test failed); the directory is the socket's host."""
+    missing = missing_for_postgres()
+    if missing is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL test cannot run in CI: {missing}")
+        pytest.skip(f"needs PostgreSQL: {missing}")
+    # Short, under /tmp: the socket path (<dir>/.s.PGSQL.5432) must fit in 107 bytes.
+    base = Path(tempfile.mkdtemp(prefix="sl-pg-", dir="/tmp"))
+    data, sockets = base / "data", base / "sock"
+    sockets.mkdir()
+    shutil.chown(base, PG_USER)
+    shutil.chown(sockets, PG_USER)
+    os.chmod(base, 0o755)
+    started = False
+    try:
+        init = _as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "-U", PG_USER,
+                            "--auth=trust", "-E", "UTF8", "--no-sync")  # fmt: skip
+        assert init.returncode == 0, f"initdb failed: {init.stderr or init.stdout}"
+        options = f"-c listen_addresses='' -c unix_socket_directories={sockets} -c fsync=off"
+        start = _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(base / "log"),
+                             "-o", options, "-w", "-t", "60", "start")  # fmt: skip
+        started = start.returncode == 0
+        log = (base / "log").read_text() if (base / "log").exists() else ""
+        assert started, f"postgres did not start: {start.stderr or start.stdout}\n{log}"
+        made = _as_postgres(str(PG_BIN / "createdb"), "-h", str(sockets), "-U", PG_USER, PG_DB)
+        assert made.returncode == 0, f"CREATE DATABASE failed: {made.stderr}"
+        yield sockets
+    finally:
+        if started:
+            stop = _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate",
+                                "-w", "-t", "60", "stop")  # fmt: skip
+            assert stop.returncode == 0 or not (data / "postmaster.pid").exists(), stop.stderr
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: Path) -> Iterator[str]:
+    """The URL of the test database, emptied after each test (tables are dropped)."""
+    yield f"postgresql://{PG_USER}@/{PG_DB}?host={postgres_cluster}"
+    import psycopg
+
+    with psycopg.connect(dbname=PG_DB, host=str(postgres_cluster), user=PG_USER,
+                         autocommit=True) as connection:  # fmt: skip
+        connection.execute("SET lock_timeout = '10s'")  # a store left open fails, never hangs
+        connection.execute("DROP SCHEMA public CASCADE")
+        connection.execute("CREATE SCHEMA public")
