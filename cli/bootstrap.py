@@ -157,12 +157,14 @@ async def wire(
     *,
     sink: Literal["serve", "own", "refuse"] = "serve",
     stop: asyncio.Event | None = None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> AsyncIterator[Wiring]:
     """The composition of every concrete class.
 
     ``sink``: "serve" serves the event sink unless another process does; "own" waits
-    until no other process serves it (or ``stop`` is set), then serves it (``serve``);
-    "refuse" leaves a socket that refuses shims' events.
+    until no other process serves it (or ``stop`` is set), then serves it (``serve``),
+    telling ``on_wait`` once why it waits; "refuse" leaves a socket that refuses shims'
+    events.
     """
     require_root("running containers")
     state = StateDir(settings.state)
@@ -209,9 +211,13 @@ async def wire(
             if sink == "refuse":
                 await events.leave_refusing_socket()
             elif sink == "own":
+                waiting = False
                 while not await events.start():
                     if stop is not None and stop.is_set():
                         break  # asked to stop before the sink came free: never served
+                    if not waiting and on_wait is not None:
+                        on_wait(f"the event sink {sink_path} is served by a running command")
+                    waiting = True
                     await asyncio.sleep(SINK_RETRY)  # a command serves it: it ends soon
             else:
                 await events.start()

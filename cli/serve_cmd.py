@@ -36,7 +36,10 @@ def serve(ctx: typer.Context) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signals.SIGTERM, signals.SIGINT, signals.SIGHUP):
             loop.add_signal_handler(sig, stop.set)  # a clean stop, not a cancellation
-        async with wire(settings, sink="own", stop=stop) as wiring:
+        def waiting(why: str) -> None:
+            typer.echo(f"shimledger serve: waiting: {why}", err=True)
+
+        async with wire(settings, sink="own", stop=stop, on_wait=waiting) as wiring:
             if not wiring.sink.serving:
                 typer.echo("shimledger serve: stopped before the event sink was free", err=True)
                 return
