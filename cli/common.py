@@ -1,5 +1,9 @@
 """What every command shares: running its coroutine, logging, and mapping errors to exit codes.
 
+A command states only what it does with the tasks (``with_tasks``) or the history
+(``with_ledger``); opening them, Ctrl-C and SIGTERM, and turning an expected error into one
+line and exit 1 happen here, the same for every command.
+
 As with runc: every error is one line on stderr and exit status 1; with ``--log FILE`` the
 error is also a record in that file. ``--debug`` adds the traceback of expected errors to
 the log; only a bug prints a traceback without being asked.
@@ -13,14 +17,20 @@ import logging
 import signal as signals
 import sys
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
 from domain.errors import ShimledgerError
+
+if TYPE_CHECKING:
+    from cli.ledger import Ledger
+    from cli.settings import Settings
+    from shim.task_manager import TaskManager
 
 try:  # typer vendors click from 0.20 on
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
@@ -32,11 +42,6 @@ T = TypeVar("T")
 logger = logging.getLogger("shimledger")
 # Our modules' loggers, named by their package (and the shims' logs, "shimledger.shim.log").
 OUR_LOGGERS = ("shimledger", "cli", "shim", "adapters", "projections", "domain")
-
-
-class Format(enum.StrEnum):
-    table = "table"
-    json = "json"
 
 
 class LogFormat(enum.StrEnum):
@@ -147,6 +152,19 @@ def report_bug(exc: BaseException) -> int:
 # --- running a command ----------------------------------------------------------------------
 
 
+@contextmanager
+def expected_errors() -> Iterator[None]:
+    """An expected error (ours, or the OS saying no) becomes one line on stderr and exit 1.
+
+    For checks a command makes before its coroutine runs, so that they fail as if it had.
+    """
+    try:
+        yield
+    except (ShimledgerError, OSError) as exc:  # OSError: a path, a permission, a limit said no
+        logger.debug("%s: %s", type(exc).__name__, exc, exc_info=True)
+        raise fail(str(exc)) from None
+
+
 def run_command(work: Callable[[], Awaitable[T]]) -> T:
     """Run one command's coroutine; an expected error becomes one line on stderr and exit 1.
 
@@ -165,12 +183,38 @@ def run_command(work: Callable[[], Awaitable[T]]) -> T:
         return await work()
 
     try:
-        return asyncio.run(cancellable())
-    except (ShimledgerError, OSError) as exc:  # OSError: a path, a permission, a limit said no
-        logger.debug("%s: %s", type(exc).__name__, exc, exc_info=True)
-        raise fail(str(exc)) from None
+        with expected_errors():
+            return asyncio.run(cancellable())
     except (asyncio.CancelledError, KeyboardInterrupt):
         raise fail("interrupted", code=130) from None
+
+
+def with_tasks(settings: Settings, action: Callable[[TaskManager], Awaitable[T]]) -> T:
+    """Run ``action`` on a bootstrapped TaskManager (shims, event sink, history) and close it.
+
+    Every command that acts on tasks runs through here, so each opens and closes them the
+    same way; what ``action`` returns comes back after the close, for the command to print.
+    """
+
+    async def work() -> T:
+        from cli.bootstrap import bootstrap  # here: --help does not load the adapters
+
+        async with bootstrap(settings) as tasks:
+            return await action(tasks)
+
+    return run_command(work)
+
+
+def with_ledger(settings: Settings, action: Callable[[Ledger], Awaitable[T]]) -> T:
+    """Run ``action`` on the history and its views alone: no shim, no event sink."""
+
+    async def work() -> T:
+        from cli.ledger import open_ledger
+
+        async with open_ledger(settings) as ledger:
+            return await action(ledger)
+
+    return run_command(work)
 
 
 def run_app(app: typer.Typer) -> None:

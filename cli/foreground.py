@@ -119,3 +119,33 @@ async def run_in_foreground(
     if remove:
         await tasks.delete(task_id)
     return exit_.status
+
+
+async def exec_in_foreground(
+    tasks: TaskManager, settings: Settings, task_id: str, command: list[str], *,
+    env: list[str] | None, cwd: str | None, interactive: bool,
+) -> int:  # fmt: skip
+    """An extra process in a running task, our stdio connected to its; its exit status.
+
+    The exec is deleted however it ends (exit, error, Ctrl-C): unlike a task, it lives only
+    as long as the command that runs it.
+    """
+    import asyncio
+
+    io = foreground_io(settings, task_id, interactive)
+    closer: asyncio.Task[None] | None = None
+    try:
+        process = await tasks.add_exec(task_id, command, env=env, cwd=cwd, stdio=io.stdio)
+        await process.start()  # on failure it removes the exec itself
+        try:
+            io.shim_attached()  # the shim opened its ends of the FIFOs in Start
+            closer = asyncio.ensure_future(close_stdin_at_eof(io, process.close_io))
+            exit_ = await process.wait()
+            await io.drain(timeout=5.0)
+        finally:
+            await process.delete()
+    finally:
+        if closer is not None:
+            closer.cancel()
+        io.close()
+    return exit_.status

@@ -10,13 +10,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.common import run_command
+from cli.args import JsonFlag, TaskArg, TimeOption
+from cli.common import expected_errors, with_ledger
 from cli.settings import Settings
 from cli.timeparse import parse_duration, parse_time
 from domain.errors import InvalidArgumentError, NotFoundError
 from domain.identifiers import validate_identifier
 
 if TYPE_CHECKING:
+    from cli.ledger import Ledger
     from cli.output import TaskOutput
     from projections.audit import AuditReport
     from projections.records import EventRecord
@@ -26,9 +28,6 @@ if TYPE_CHECKING:
 
 FOLLOW_INTERVAL = 0.2
 
-TaskArg = Annotated[str, typer.Argument(metavar="ID")]
-JsonFlag = Annotated[bool, typer.Option("--json", help="JSON instead of a table.")]
-
 
 def _dump(records: list[EventRecord]) -> str:
     return json.dumps([r.model_dump(mode="json", exclude_none=True) for r in records])
@@ -36,26 +35,25 @@ def _dump(records: list[EventRecord]) -> str:
 
 def history(ctx: typer.Context, task_id: TaskArg, as_json: JsonFlag = False) -> None:
     """Every event of a task ID, across all its incarnations, oldest first."""
-    from cli.ledger import open_ledger
-    from cli.output import colour_enabled, event_rows, on_terminal
+    from cli.render.tables import colour_enabled, event_rows, on_terminal
     from projections.records import history_records
 
     settings: Settings = ctx.obj
-
-    async def work() -> list[EventRecord]:
+    with expected_errors():  # a bad ID is refused before the root dir is opened
         validate_identifier("task ID", task_id)
-        async with open_ledger(settings) as ledger:
-            events = await ledger.store.history(settings.namespace, task_id)
+
+    async def work(ledger: Ledger) -> list[EventRecord]:
+        events = await ledger.store.history(settings.namespace, task_id)
         if not events:
             raise NotFoundError(f"task {task_id} has no history in namespace {settings.namespace}")
         return history_records(events)
 
-    records = run_command(work)
+    records = with_ledger(settings, work)
     if not as_json and on_terminal():
         # A person is reading: a timeline per incarnation. Pipes keep the parseable table.
         import shutil
 
-        from cli.history_text import timeline_text
+        from cli.render.timeline import timeline_text
 
         width = shutil.get_terminal_size().columns
         now = datetime.now().astimezone()
@@ -69,7 +67,7 @@ def events(
     since: Annotated[
         str | None, typer.Option(help="ISO 8601 time, or a duration ago: 10m, 2h.")
     ] = None,
-    until: Annotated[str | None, typer.Option(help="ISO 8601 time, or a duration ago.")] = None,
+    until: TimeOption = None,
     types: Annotated[
         list[str] | None, typer.Option("--type", help="Event type; repeatable.")
     ] = None,
@@ -83,8 +81,7 @@ def events(
     ] = False,
 ) -> None:
     """Events of every task, filtered by time, type, namespace and ID."""
-    from cli.ledger import open_ledger
-    from cli.output import event_rows
+    from cli.render.tables import event_rows
     from projections.event_index import EventFilter
 
     settings: Settings = ctx.obj
@@ -105,31 +102,30 @@ def events(
             typer.echo(text if header else text.split("\n", 1)[1])
         sys.stdout.flush()
 
-    async def work() -> None:
+    async def work(ledger: Ledger) -> None:
         import asyncio
 
-        async with open_ledger(settings) as ledger:
-            await ledger.event_index.catch_up()
-            records = await ledger.event_index.query(selection)
-            show(records, header=True)
-            if records:
-                after = records[-1].position or 0
-            else:
-                after = await ledger.event_index.position()
-            try:
-                while follow:
-                    await asyncio.sleep(FOLLOW_INTERVAL)
-                    await ledger.event_index.catch_up()
-                    fresh = await ledger.event_index.query(
-                        EventFilter(**{**selection.__dict__, "after": after})
-                    )
-                    if fresh:
-                        show(fresh, header=False)
-                        after = fresh[-1].position or after
-            except asyncio.CancelledError:
-                return  # Ctrl-C or SIGTERM is how --follow ends: quietly, exit 0
+        await ledger.event_index.catch_up()
+        records = await ledger.event_index.query(selection)
+        show(records, header=True)
+        if records:
+            after = records[-1].position or 0
+        else:
+            after = await ledger.event_index.position()
+        try:
+            while follow:
+                await asyncio.sleep(FOLLOW_INTERVAL)
+                await ledger.event_index.catch_up()
+                fresh = await ledger.event_index.query(
+                    EventFilter(**{**selection.__dict__, "after": after})
+                )
+                if fresh:
+                    show(fresh, header=False)
+                    after = fresh[-1].position or after
+        except asyncio.CancelledError:
+            return  # Ctrl-C or SIGTERM is how --follow ends: quietly, exit 0
 
-    run_command(work)
+    with_ledger(settings, work)
 
 
 def replay(
@@ -141,21 +137,21 @@ def replay(
     """The whole task table as it stood then, computed from the events themselves."""
     if (at is None) == (position is None):
         raise typer.BadParameter("give exactly one of --at and --position")
-    from cli.ledger import open_ledger
-    from cli.output import TaskOutput, state_rows
+    from cli.output import TaskOutput
+    from cli.render.tables import state_rows
     from projections.task_states import replay_table
 
     settings: Settings = ctx.obj
     moment: datetime | None = parse_time(at) if at else None
-
-    async def work() -> list[TaskOutput]:
+    with expected_errors():
         if position is not None and position < 0:
             raise InvalidArgumentError("--position must be 0 or more")
-        async with open_ledger(settings) as ledger:
-            states = await replay_table(ledger.store, stop=position, at=moment)
+
+    async def work(ledger: Ledger) -> list[TaskOutput]:
+        states = await replay_table(ledger.store, stop=position, at=moment)
         return [TaskOutput.of(states[key]) for key in sorted(states)]
 
-    outputs = run_command(work)
+    outputs = with_ledger(settings, work)
     if as_json:
         typer.echo(json.dumps([o.model_dump(mode="json") for o in outputs]))
     else:
@@ -164,8 +160,8 @@ def replay(
 
 def audit_command(
     ctx: typer.Context,
-    since: Annotated[str | None, typer.Option(help="ISO 8601 time, or a duration ago.")] = None,
-    until: Annotated[str | None, typer.Option(help="ISO 8601 time, or a duration ago.")] = None,
+    since: TimeOption = None,
+    until: TimeOption = None,
     stuck_after: Annotated[
         str, typer.Option(help="Created or running longer is an anomaly.")
     ] = "1h",
@@ -184,8 +180,7 @@ def audit_command(
 
     With --html the report goes to FILE as a page to look at, instead of the table.
     """
-    from cli.ledger import open_ledger
-    from cli.output import table
+    from cli.render.tables import table
     from projections.audit import audit
     from projections.event_index import EventFilter
 
@@ -194,13 +189,12 @@ def audit_command(
     end = parse_time(until) if until else datetime.now().astimezone()
     threshold = parse_duration(stuck_after)
 
-    async def work() -> AuditReport:
-        async with open_ledger(settings) as ledger:
-            await ledger.event_index.catch_up()
-            records = await ledger.event_index.query(EventFilter(until=end))
+    async def work(ledger: Ledger) -> AuditReport:
+        await ledger.event_index.catch_up()
+        records = await ledger.event_index.query(EventFilter(until=end))
         return audit(records, since=start, until=end, stuck_after=threshold)
 
-    report = run_command(work)
+    report = with_ledger(settings, work)
     if html is not None:
         _write_page(report, html)
     if as_json:
@@ -219,7 +213,7 @@ def audit_command(
 
 def _write_page(report: AuditReport, path: Path) -> None:
     """Write the page whole or not at all: a browser never opens half of it."""
-    from projections.audit_html import audit_page
+    from cli.render.page import audit_page
 
     page = audit_page(report)
     partial = path.with_name(f".{path.name}.partial")

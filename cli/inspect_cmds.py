@@ -8,29 +8,23 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.common import Format, fail, run_command
-from cli.completion import complete_task_id
+from cli.args import Format, FormatJsonFlag, FormatOption, JsonTextFlag, TaskArg
+from cli.common import fail, with_tasks
 from cli.settings import Settings
 from domain.errors import ShimledgerError
 
 if TYPE_CHECKING:
-    from cli.output import ProcessOutput, TaskOutput
+    from shim.task_manager import TaskManager
 
 LOG_POLL = 0.25
 LISTED_STATUSES = ("created", "running", "paused", "stopped")
-
-TaskArg = Annotated[str, typer.Argument(metavar="ID", autocompletion=complete_task_id)]
-FormatOption = Annotated[
-    Format, typer.Option("--format", "-f", help="table (plain when piped) or json.")
-]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Same as --format json.")]
 
 
 def list_(
     ctx: typer.Context,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="IDs only.")] = False,
     format: FormatOption = Format.table,
-    as_json: JsonFlag = False,
+    as_json: FormatJsonFlag = False,
     status: Annotated[
         list[str] | None,
         typer.Option(
@@ -45,21 +39,16 @@ def list_(
     ] = False,
 ) -> None:
     """List the live tasks of the namespace (or of all namespaces)."""
-    from cli.output import TaskOutput, dump_list, state_rows
+    from cli.output import TaskOutput, dump_list
+    from cli.render.tables import state_rows
 
     wanted = set(status or ())
     if unknown := wanted - set(LISTED_STATUSES):
         raise fail(f"unknown status {', '.join(sorted(unknown))}: use one of "
                    f"{', '.join(LISTED_STATUSES)}")  # fmt: skip
 
-    async def work() -> list[TaskOutput]:
-        from cli.bootstrap import bootstrap
-
-        async with bootstrap(ctx.obj) as tasks:
-            states = await tasks.tasks(all_namespaces=all_namespaces)
-        return [TaskOutput.of(s) for s in states if not wanted or s.status in wanted]
-
-    outputs = run_command(work)
+    states = with_tasks(ctx.obj, lambda tasks: tasks.tasks(all_namespaces=all_namespaces))
+    outputs = [TaskOutput.of(s) for s in states if not wanted or s.status in wanted]
     if quiet:
         for out in outputs:
             typer.echo(f"{out.namespace}/{out.id}" if all_namespaces else out.id)
@@ -73,13 +62,8 @@ def state(ctx: typer.Context, task_id: TaskArg) -> None:
     """Print a task's state as JSON (as runc state does)."""
     from cli.output import TaskOutput
 
-    async def work() -> TaskOutput:
-        from cli.bootstrap import bootstrap
-
-        async with bootstrap(ctx.obj) as tasks:
-            return TaskOutput.of(await tasks.get(task_id))
-
-    typer.echo(run_command(work).model_dump_json(indent=2))
+    current = with_tasks(ctx.obj, lambda tasks: tasks.get(task_id))
+    typer.echo(TaskOutput.of(current).model_dump_json(indent=2))
 
 
 def _command_line(pid: int) -> str:
@@ -92,18 +76,13 @@ def _command_line(pid: int) -> str:
 
 
 def ps(ctx: typer.Context, task_id: TaskArg, format: FormatOption = Format.table,
-       as_json: JsonFlag = False) -> None:  # fmt: skip
+       as_json: FormatJsonFlag = False) -> None:  # fmt: skip
     """The processes running in a task."""
-    from cli.output import ProcessOutput, dump_list, process_rows
+    from cli.output import ProcessOutput, dump_list
+    from cli.render.tables import process_rows
 
-    async def work() -> list[ProcessOutput]:
-        from cli.bootstrap import bootstrap
-
-        async with bootstrap(ctx.obj) as tasks:
-            found = await tasks.pids(task_id)
-        return [ProcessOutput(pid=pid, exec_id=e, command=_command_line(pid)) for pid, e in found]
-
-    processes = run_command(work)
+    found = with_tasks(ctx.obj, lambda tasks: tasks.pids(task_id))
+    processes = [ProcessOutput(pid=pid, exec_id=e, command=_command_line(pid)) for pid, e in found]
     if as_json or format is Format.json:
         typer.echo(dump_list(processes))
     else:
@@ -113,21 +92,14 @@ def ps(ctx: typer.Context, task_id: TaskArg, format: FormatOption = Format.table
 def wait(
     ctx: typer.Context,
     task_id: TaskArg,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False,
+    as_json: JsonTextFlag = False,
 ) -> None:
     """Wait for a task to exit; print its exit status and exit with it."""
     from cli.output import WaitOutput
 
     settings: Settings = ctx.obj
-
-    async def work() -> WaitOutput:
-        from cli.bootstrap import bootstrap
-
-        async with bootstrap(settings) as tasks:
-            exit_ = await tasks.wait(task_id)
-        return WaitOutput.of(task_id, settings.namespace, exit_)
-
-    waited = run_command(work)
+    exit_ = with_tasks(settings, lambda tasks: tasks.wait(task_id))
+    waited = WaitOutput.of(task_id, settings.namespace, exit_)
     typer.echo(waited.model_dump_json() if as_json else waited.exit_status)
     raise typer.Exit(code=waited.exit_status)
 
@@ -139,37 +111,39 @@ def logs(
     tail: Annotated[int | None, typer.Option(help="Only the last N lines first.")] = None,
 ) -> None:
     """Print a detached task's stdout and stderr (kept under the root dir)."""
-
-    async def work() -> None:
-        import asyncio
-
-        from cli.bootstrap import bootstrap
-
-        async with bootstrap(ctx.obj) as tasks:
-            path = await tasks.log_path(task_id)
-            with open(path, "rb") as log:
-                data = log.read()
-                if tail is not None:
-                    data = b"".join(data.splitlines(keepends=True)[-tail:] if tail > 0 else [])
-                sys.stdout.buffer.write(data)
-                sys.stdout.flush()
-                while follow:
-                    try:
-                        state = await tasks.get(task_id)
-                    except ShimledgerError:
-                        state = None  # deleted meanwhile
-                    await asyncio.sleep(LOG_POLL)
-                    sys.stdout.buffer.write(log.read())
-                    sys.stdout.flush()
-                    if state is None or state.status not in ("created", "running", "paused"):
-                        break
-
     try:
-        run_command(work)
+        with_tasks(ctx.obj, lambda tasks: _print_log(tasks, task_id, follow=follow, tail=tail))
     except typer.Exit as exit_:
         if follow and exit_.exit_code == 130:
             raise typer.Exit(0) from None  # Ctrl-C is how --follow ends early
         raise
+
+
+async def _print_log(tasks: TaskManager, task_id: str, *, follow: bool, tail: int | None) -> None:
+    """Copy the log to stdout; following, keep copying until the task is no longer live.
+
+    The state is read before each pause and the log after it, so whatever the task wrote
+    before it exited is still copied once it is seen to have exited.
+    """
+    import asyncio
+
+    path = await tasks.log_path(task_id)
+    with open(path, "rb") as log:
+        data = log.read()
+        if tail is not None:
+            data = b"".join(data.splitlines(keepends=True)[-tail:] if tail > 0 else [])
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        while follow:
+            try:
+                state = await tasks.get(task_id)
+            except ShimledgerError:
+                state = None  # deleted meanwhile
+            await asyncio.sleep(LOG_POLL)
+            sys.stdout.buffer.write(log.read())
+            sys.stdout.flush()
+            if state is None or state.status not in ("created", "running", "paused"):
+                break
 
 
 def register(app: typer.Typer) -> None:

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.common import run_command
-from cli.settings import Settings
+from cli.args import BareJsonFlag
+from cli.common import with_ledger
 from domain.errors import NotFoundError
 
 if TYPE_CHECKING:
@@ -18,24 +18,20 @@ app = typer.Typer(help="The views derived from the history: status, rebuild, ver
 
 
 @app.command()
-def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def status(ctx: typer.Context, as_json: BareJsonFlag = False) -> None:
     """Each view's position against the head of the event store, and its lag."""
-    from cli.ledger import open_ledger
+    from cli.output import ViewStatusOutput, dump_list
+    from cli.render.tables import table
 
-    settings: Settings = ctx.obj
+    async def work(ledger: Ledger) -> list[ViewStatusOutput]:
+        head = await ledger.store.head()
+        return [
+            ViewStatusOutput(name=name, position=(p := await view.position()), head=head,
+                             lag=head - p)
+            for name, view in ledger.views.items()
+        ]  # fmt: skip
 
-    from cli.output import ViewStatusOutput, dump_list, table
-
-    async def work() -> list[ViewStatusOutput]:
-        async with open_ledger(settings) as ledger:
-            head = await ledger.store.head()
-            return [
-                ViewStatusOutput(name=name, position=(p := await view.position()), head=head,
-                                 lag=head - p)
-                for name, view in ledger.views.items()
-            ]  # fmt: skip
-
-    rows = run_command(work)
+    rows = with_ledger(ctx.obj, work)
     if as_json:
         typer.echo(dump_list(rows))
     else:
@@ -49,43 +45,35 @@ def rebuild(
     name: Annotated[str | None, typer.Argument(help="One view; all when omitted.")] = None,
 ) -> None:
     """Replay the history into a fresh file per view and swap it in atomically."""
-    from cli.ledger import open_ledger
 
-    settings: Settings = ctx.obj
+    async def work(ledger: Ledger) -> None:
+        for view in _chosen(ledger, name):
+            head = await ledger.store.head()
+            with typer.progressbar(length=max(head, 1), label=f"rebuilding {view.name}",
+                                   file=sys.stderr) as bar:  # fmt: skip
+                done = 0
 
-    async def work() -> None:
-        async with open_ledger(settings) as ledger:
-            for view in _chosen(ledger, name):
-                head = await ledger.store.head()
-                with typer.progressbar(length=max(head, 1), label=f"rebuilding {view.name}",
-                                       file=sys.stderr) as bar:  # fmt: skip
-                    done = 0
+                def progress(position: int, _: int) -> None:
+                    nonlocal done
+                    bar.update(position - done)
+                    done = position
 
-                    def progress(position: int, _: int) -> None:
-                        nonlocal done
-                        bar.update(position - done)
-                        done = position
+                await view.rebuild(progress)
 
-                    await view.rebuild(progress)
-
-    run_command(work)
+    with_ledger(ctx.obj, work)
 
 
 @app.command()
-def verify(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def verify(ctx: typer.Context, as_json: BareJsonFlag = False) -> None:
     """Compare each view with a fresh replay of the history; exit 1 if any differs."""
-    from cli.ledger import open_ledger
     from projections.verify import verify_views
 
-    settings: Settings = ctx.obj
+    async def work(ledger: Ledger) -> dict[str, list[str]]:
+        return await verify_views(
+            ledger.store, ledger.task_states, ledger.event_index, ledger.state_files
+        )
 
-    async def work() -> dict[str, list[str]]:
-        async with open_ledger(settings) as ledger:
-            return await verify_views(
-                ledger.store, ledger.task_states, ledger.event_index, ledger.state_files
-            )
-
-    differences = run_command(work)
+    differences = with_ledger(ctx.obj, work)
     if as_json:
         from cli.output import VerifyOutput, dump_list
 

@@ -7,15 +7,12 @@ short, and working bundles no record knows, adopted or cleaned.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from cli.common import run_command
-from cli.settings import Settings
-
-if TYPE_CHECKING:
-    from shim.recovery.report import Reconciliation
+from cli.args import JsonFlag
+from cli.common import with_tasks
 
 
 def reconcile(
@@ -23,7 +20,7 @@ def reconcile(
     all_namespaces: Annotated[
         bool, typer.Option("--all-namespaces", "-A", help="Every namespace in the state dir.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Compare each task's record with its shim and the state dir; say what was done.
 
@@ -31,17 +28,10 @@ def reconcile(
     delete action, ShimLost and Exited(255); a working bundle no record knows is adopted
     (its shim holds a task) or cleaned (removed with whatever it left).
     """
-    settings: Settings = ctx.obj
+    from cli.output import ReconcileOutput, dump_list
+    from cli.render.tables import table
 
-    async def work() -> list[Reconciliation]:
-        from cli.bootstrap import bootstrap
-
-        async with bootstrap(settings) as manager:
-            return await manager.reconcile_all(all_namespaces=all_namespaces)
-
-    from cli.output import ReconcileOutput, dump_list, table
-
-    report = run_command(work)
+    report = with_tasks(ctx.obj, lambda tasks: tasks.reconcile_all(all_namespaces=all_namespaces))
     rows = [
         ReconcileOutput(
             namespace=r.namespace, id=r.task_id, incarnation=r.incarnation,

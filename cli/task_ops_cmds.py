@@ -8,29 +8,20 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import run_command
-from cli.settings import Settings
-
-TaskArg = Annotated[str, typer.Argument(metavar="ID")]
+from cli.args import JsonTextFlag, TaskArg
+from cli.common import fail, with_tasks
 
 
 def stats(
     ctx: typer.Context,
     task_id: TaskArg,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False,
+    as_json: JsonTextFlag = False,
 ) -> None:
     """A running task's cgroup counters: pids, CPU time, memory."""
-    settings: Settings = ctx.obj
-
-    async def work() -> Any:
-        from cli.bootstrap import bootstrap
-
-        async with bootstrap(settings) as manager:
-            return await manager.stats(task_id)
-
     from cli.output import StatsOutput
 
-    output = StatsOutput.from_stats(task_id, run_command(work))
+    counters = with_tasks(ctx.obj, lambda tasks: tasks.stats(task_id))
+    output = StatsOutput.from_stats(task_id, counters)
     if as_json:
         typer.echo(output.model_dump_json())
         return
@@ -52,16 +43,8 @@ def update(
     cpu_shares: Annotated[int | None, typer.Option("--cpu-shares", help="CPU weight.")] = None,
 ) -> None:
     """Change a task's cgroup limits, as `runc update` does; history records them."""
-    settings: Settings = ctx.obj
     wanted = _resources(resources, memory, pids_limit, cpu_quota, cpu_period, cpu_shares)
-
-    async def work() -> None:
-        from cli.bootstrap import bootstrap
-
-        async with bootstrap(settings) as manager:
-            await manager.update(task_id, wanted)
-
-    run_command(work)
+    with_tasks(ctx.obj, lambda tasks: tasks.update(task_id, wanted))
 
 
 def _resources(
@@ -73,8 +56,6 @@ def _resources(
     cpu_shares: int | None,
 ) -> dict[str, Any]:
     """runc update's flags folded into an OCI LinuxResources object (flags win over -r)."""
-    from cli.common import fail
-
     resources: dict[str, Any] = {}
     if path is not None:
         try:
@@ -109,16 +90,8 @@ def checkpoint(
     ] = False,
 ) -> None:
     """Dump a running task with CRIU (runc checkpoint); by default the task then stops."""
-    settings: Settings = ctx.obj
     image = (image_path or Path("checkpoint")).absolute()
-
-    async def work() -> None:
-        from cli.bootstrap import bootstrap
-
-        async with bootstrap(settings) as manager:
-            await manager.checkpoint(task_id, image, exit=not leave_running)
-
-    run_command(work)
+    with_tasks(ctx.obj, lambda tasks: tasks.checkpoint(task_id, image, exit=not leave_running))
 
 
 def register(app: typer.Typer) -> None:

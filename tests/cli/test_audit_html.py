@@ -23,8 +23,10 @@ from typer.testing import CliRunner
 
 from cli.bootstrap import Settings
 from cli.main import app
+from cli.render.page import MIN_BAR, audit_page
+from cli.render.palette import ENDINGS
+from cli.render.words import duration
 from projections.audit import Anomaly, AuditReport, Lifetime
-from projections.audit_html import ENDINGS, MIN_BAR, audit_page, duration
 from tests.cli.test_history_cli import build_history
 from tests.conftest import cli_env
 

@@ -15,7 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.bootstrap import Settings
-from cli.main import app, parse_signal
+from cli.lifecycle_cmds import parse_signal
+from cli.main import app
 from domain.errors import InvalidArgumentError
 from tests.conftest import cli_env, processes_in
 

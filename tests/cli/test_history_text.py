@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cli.history_text import bar, timeline_text
+from cli.render.timeline import bar, timeline_text
 from projections.records import EventRecord
 from tests.cli.test_history_cli import build_history
 

@@ -8,39 +8,18 @@ Content-Security-Policy forbids it), so it can be mailed, archived or opened off
 
 from __future__ import annotations
 
-import signal as signals
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from html import escape
 from typing import TYPE_CHECKING
 
-from projections.audit import AuditReport, Lifetime
+from cli.render.palette import ENDING, ENDINGS
+from cli.render.words import duration, ending_of, outcome, signal_suffix
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from projections.audit import AuditReport, Lifetime
 
-@dataclass(frozen=True)
-class Ending:
-    """How an incarnation ended: the CSS class, colour and legend text of its bar."""
-
-    key: str
-    colour: str
-    label: str
-
-
-# Legend order: the good ending, the bad ones, then those that have not ended.
-ENDINGS = (
-    Ending("ok", "#2e9e44", "exit 0"),
-    Ending("failed", "#e08a00", "non-zero exit"),
-    Ending("signal", "#d7263d", "killed by signal"),
-    Ending("oom", "#8e44ad", "out of memory"),
-    Ending("lost", "#6d4c41", "shim lost"),
-    Ending("deleted", "#8a8a8a", "deleted before it ran"),
-    Ending("running", "#1f77b4", "still running"),
-    Ending("created", "#17becf", "created, not started"),
-)
-_BY_KEY = {e.key: e for e in ENDINGS}
 
 # Timeline geometry, in CSS pixels.
 WIDTH = 1040
@@ -57,49 +36,9 @@ _STEPS = (
 )  # fmt: skip
 
 
-def ending_of(life: Lifetime) -> str:
-    """The bar's ending key: the audit's own word, with "live" split by whether it started."""
-    ended = life.ended
-    if ended == "live":
-        return "running" if life.started else "created"
-    return ended
-
-
 def task_key(life: Lifetime) -> str:
     """What the page calls an incarnation (and its bar's data-task): ``ns/id#incarnation``."""
     return f"{life.namespace}/{life.id}#{life.incarnation}"
-
-
-def duration(seconds: float) -> str:
-    """A short human duration: 0.4ms, 35ms, 4.2s, 3m05s, 2h03m, 1d02h."""
-    if seconds < 0.01:
-        return f"{seconds * 1000:.1f}ms"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.3g}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h"
-
-
-def outcome(life: Lifetime) -> str:
-    """One phrase for how it ended: 'exit 3', 'signal 9 (SIGKILL)', 'running'."""
-    key = ending_of(life)
-    if key in ("running", "created", "deleted"):
-        return _BY_KEY[key].label if key != "deleted" else "deleted, no exit"
-    text = f"exit {life.exit_status}"
-    if life.signal is not None:
-        text = f"signal {life.signal}"
-        if life.signal in {s.value for s in signals.Signals}:
-            text += f" ({signals.Signals(life.signal).name})"
-    extras = [*(["OOM"] if life.ooms else []), *(["shim lost"] if life.shim_lost else [])]
-    return ", ".join([text, *extras])
 
 
 def _tooltip(life: Lifetime, until: datetime) -> str:
@@ -162,7 +101,7 @@ def timeline(report: AuditReport) -> str:
 def _bar(life: Lifetime, row: int, x: Callable[[datetime], float], until: datetime) -> str:
     """One incarnation: its whole life faded, its running part solid, its outcome beside it."""
     key = ending_of(life)
-    colour = _BY_KEY[key].colour
+    colour = ENDING[key].colour
     top = AXIS_HEIGHT + row * ROW_HEIGHT
     y = top + (ROW_HEIGHT - BAR_HEIGHT) / 2
     x0, x1 = x(life.created), max(x(life.deleted or until), x(life.created) + MIN_BAR)
@@ -206,8 +145,7 @@ def _status_meaning(status: int) -> str:
         return "success"
     if 128 < status <= 128 + 64:
         number = status - 128
-        known = {s.value: s.name for s in signals.Signals}
-        return f"signal {number}" + (f" ({known[number]})" if number in known else "")
+        return f"signal {number}{signal_suffix(number)}"
     if status == 255:
         return "shim lost (or the process exited 255)"
     return "failure"

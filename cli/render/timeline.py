@@ -7,46 +7,29 @@ a small bar shows where in the incarnation's life each event fell, and outcomes 
 
 from __future__ import annotations
 
-import signal as signals
 from datetime import datetime, timedelta
 from itertools import groupby
 
-import typer
-
-from cli.output import describe, who
+from cli.render.palette import BOLD, DIM, ENDING, EXITED, KILLED, event_colour
+from cli.render.tables import describe, paint, who
+from cli.render.words import duration, ending_of, outcome, signal_suffix
 from projections.audit import Lifetime, audit
-from projections.audit_html import duration, ending_of, outcome
 from projections.records import EventRecord
 
 BAR_WIDTH = 20
 _NEVER = timedelta(days=36500)  # history shows no "stuck" anomalies: the threshold is moot
 
-# Terminal colours by ending (see projections.audit_html.ENDINGS for the page's palette).
-_ENDING_COLOUR = {
-    "ok": "green", "failed": "yellow", "signal": "red", "oom": "magenta", "lost": "red",
-    "deleted": "bright_black", "running": "blue", "created": "cyan",
-}  # fmt: skip
-_EVENT_COLOUR = {
-    "Created": "cyan", "Started": "blue", "Killed": "yellow", "OOM": "magenta",
-    "ShimLost": "red",
-}  # fmt: skip
-
-
-def _signal_name(number: int | None) -> str:
-    known = {s.value: s.name for s in signals.Signals}
-    return f" ({known[number]})" if number in known else ""
-
 
 def details(record: EventRecord) -> str:
     """The fields that matter, in words where a key=value would make people decode."""
     fields = record.fields()
-    if record.type == "Exited":
+    if record.type == EXITED:
         text = f"exit {fields.get('exit_status')}"
         signal = fields.get("signal")
-        return text + (f", signal {signal}{_signal_name(signal)}" if signal is not None else "")
-    if record.type == "Killed":
+        return text + (f", signal {signal}{signal_suffix(signal)}" if signal is not None else "")
+    if record.type == KILLED:
         signal = fields.get("signal")
-        return f"signal {signal}{_signal_name(signal)}" + (" to all" if fields.get("all") else "")
+        return f"signal {signal}{signal_suffix(signal)}" + (" to all" if fields.get("all") else "")
     return describe(record)
 
 
@@ -59,9 +42,10 @@ def bar(offset: float, span: float, width: int = BAR_WIDTH) -> str:
 def _style(
     text: str, colour: str | None, use_colour: bool, *, bold: bool = False, dim: bool = False
 ) -> str:
-    if not use_colour or (colour is None and not bold and not dim):
+    if not use_colour:
         return text
-    return typer.style(text, fg=colour, bold=bold or None, dim=dim or None)
+    codes = [code for code, on in ((colour, True), (BOLD, bold), (DIM, dim)) if code and on]
+    return paint(text, ";".join(codes))
 
 
 def _fit(text: str, room: int) -> str:
@@ -102,7 +86,7 @@ def timeline_text(
         for event, offset in zip(events, offsets, strict=True):
             at = (event.timestamp - start).total_seconds()
             head = f"    {offset.rjust(offset_width)}  {bar(at, span, bar_width)}  "
-            name = _style(event.type.ljust(name_width), _event_colour(event), colour)
+            name = _style(event.type.ljust(name_width), event_colour(event), colour)
             text = details(event)
             # Who did it, only when it changes: most steps of a run share one command.
             by = who(event.cause)
@@ -136,12 +120,6 @@ def _last_moment(life: Lifetime | None, events: list[EventRecord], now: datetime
     return now
 
 
-def _event_colour(record: EventRecord) -> str | None:
-    if record.type == "Exited":
-        return "green" if record.fields().get("exit_status") == 0 else "red"
-    return _EVENT_COLOUR.get(record.type)
-
-
 def _heading(
     incarnation: int,
     events: list[EventRecord],
@@ -165,7 +143,7 @@ def _heading(
         lived = f"alive for {duration((now - created).total_seconds())}"
     ending = ending_of(life)
     said = outcome(life)
-    styled = _style(said, _ENDING_COLOUR.get(ending), colour, bold=ending != "ok")
+    styled = _style(said, ENDING[ending].terminal, colour, bold=ending != "ok")
     if len(text) + len(lived) + len(said) + 6 <= width:
         return f"{text}   {lived}   {styled}"
     return f"{_fit(text, width)}\n    {_fit(lived, width - 4)}   {styled}"  # a narrow terminal

@@ -1,0 +1,192 @@
+"""The runc-style lifecycle: create, start, run, kill, exec, pause, resume, delete.
+
+Each command is a complete operation that runs without a daemon: it serves the event sink
+while it runs, talks to shims, appends to the history, and exits. Names, arguments,
+defaults and exit codes follow runc's where runc has the same command. What runs in the
+foreground (`run`, `exec`) is orchestrated in ``cli.foreground``.
+"""
+
+from __future__ import annotations
+
+import signal as signals
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from cli.args import (
+    BundleOption,
+    InteractiveFlag,
+    PidFileOption,
+    RuntimeOption,
+    TaskArg,
+    TaskIdsArg,
+)
+from cli.common import expected_errors, fail, with_tasks
+from cli.foreground import after_create, exec_in_foreground, run_in_foreground, write_pid_file
+from cli.settings import Settings
+from domain.errors import InvalidArgumentError, ShimledgerError
+from shim import DEFAULT_RUNTIME
+
+if TYPE_CHECKING:
+    from cli.output import DeleteOutput
+    from shim.task_manager import TaskManager
+
+
+def parse_signal(text: str) -> int:
+    """A signal by number, name or SIG-name, as runc's kill accepts it."""
+    if text.isdigit():
+        number = int(text)
+        if number in signals.valid_signals():  # real-time signals too, as runc sends them
+            return number
+    else:
+        name = text.upper()
+        name = name if name.startswith("SIG") else f"SIG{name}"
+        if name in signals.Signals.__members__:
+            return signals.Signals[name].value
+    raise InvalidArgumentError(f"unknown signal {text!r}")
+
+
+def create(ctx: typer.Context, task_id: TaskArg, bundle: BundleOption = Path("."),
+           runtime: RuntimeOption = DEFAULT_RUNTIME,
+           pid_file: PidFileOption = None) -> None:  # fmt: skip
+    """Create a task from a bundle (its process waits for `start`)."""
+
+    async def work(tasks: TaskManager) -> None:
+        created = await tasks.create(task_id, bundle, runtime=runtime)
+        await after_create(tasks, task_id, lambda: write_pid_file(pid_file, created.pid))
+
+    with_tasks(ctx.obj, work)
+
+
+def start(ctx: typer.Context, task_id: TaskArg) -> None:
+    """Start a created task."""
+    with_tasks(ctx.obj, lambda tasks: tasks.start(task_id))
+
+
+def run(
+    ctx: typer.Context,
+    task_id: TaskArg,
+    bundle: BundleOption = Path("."),
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Do not wait for it.")] = False,
+    remove: Annotated[bool, typer.Option("--rm", help="Delete the task when it exits.")] = False,
+    interactive: InteractiveFlag = False,
+    runtime: RuntimeOption = DEFAULT_RUNTIME,
+    pid_file: PidFileOption = None,
+) -> None:
+    """Create and start a task; in the foreground, exit with its exit status."""
+    settings: Settings = ctx.obj
+    if detach and (remove or interactive):
+        raise fail(f"{'--rm' if remove else '--interactive'} needs the foreground: "
+                   "it cannot go with --detach")  # fmt: skip
+
+    async def work(tasks: TaskManager) -> int:
+        if detach:
+            created = await tasks.create(task_id, bundle, runtime=runtime)
+            await after_create(tasks, task_id, lambda: write_pid_file(pid_file, created.pid),
+                               lambda: tasks.start(task_id))  # fmt: skip
+            return 0
+        return await run_in_foreground(tasks, settings, task_id, bundle, runtime,
+                                       interactive=interactive, remove=remove,
+                                       pid_file=pid_file)  # fmt: skip
+
+    raise typer.Exit(code=with_tasks(settings, work))
+
+
+def kill(
+    ctx: typer.Context,
+    task_id: TaskArg,
+    signal: Annotated[str, typer.Argument(help="Name or number.")] = "SIGTERM",
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Signal every process.")] = False,
+) -> None:
+    """Send a signal to a task's init process (default SIGTERM)."""
+    with expected_errors():  # an unknown signal is refused before any shim is asked
+        number = parse_signal(signal)
+    with_tasks(ctx.obj, lambda tasks: tasks.kill(task_id, number, all=all_))
+
+
+def exec_(
+    ctx: typer.Context,
+    task_id: TaskArg,
+    command: Annotated[list[str], typer.Argument(metavar="CMD...", help="After --.")],
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="K=V; repeatable.")] = None,
+    cwd: Annotated[str | None, typer.Option(help="Working directory inside the task.")] = None,
+    interactive: InteractiveFlag = False,
+) -> None:
+    """Run a command in a running task; exit with its exit status."""
+    settings: Settings = ctx.obj
+    if command and command[0] == "--":
+        command = command[1:]
+    for entry in env or []:
+        if "=" not in entry:
+            raise fail(f"--env {entry!r} is not K=V")
+
+    async def work(tasks: TaskManager) -> int:
+        return await exec_in_foreground(tasks, settings, task_id, command, env=env, cwd=cwd,
+                                        interactive=interactive)  # fmt: skip
+
+    raise typer.Exit(code=with_tasks(settings, work))
+
+
+def pause(ctx: typer.Context, task_id: TaskArg) -> None:
+    """Freeze every process of a running task."""
+    with_tasks(ctx.obj, lambda tasks: tasks.pause(task_id))
+
+
+def resume(ctx: typer.Context, task_id: TaskArg) -> None:
+    """Thaw a paused task."""
+    with_tasks(ctx.obj, lambda tasks: tasks.resume(task_id))
+
+
+def delete(
+    ctx: typer.Context,
+    task_ids: TaskIdsArg,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Kill it if running.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="What became of each ID.")] = False,
+) -> None:
+    """Delete stopped (or, with --force, running) tasks; go on past a failure, exit 1 at the end."""
+    from cli.output import dump_list
+
+    settings: Settings = ctx.obj
+
+    async def work(tasks: TaskManager) -> list[DeleteOutput]:
+        return [await _delete_one(tasks, settings, task_id, force) for task_id in task_ids]
+
+    results = with_tasks(settings, work)
+    if as_json:
+        typer.echo(dump_list(results))
+    if not all(r.deleted for r in results):
+        raise typer.Exit(code=1)
+
+
+async def _delete_one(
+    tasks: TaskManager, settings: Settings, task_id: str, force: bool
+) -> DeleteOutput:
+    """What became of one ID; a failure is said on stderr and the others still go."""
+    from cli.output import DeleteOutput
+
+    result = DeleteOutput(id=task_id, namespace=settings.namespace, deleted=False)
+    try:
+        final = await tasks.delete(task_id, force=force)
+    except ShimledgerError as exc:  # say so, and go on with the others
+        typer.echo(f"shimledger: {exc}", err=True)
+        result.error = str(exc)
+    else:
+        result.deleted = True
+        if final is not None:
+            result.incarnation = final.incarnation
+            result.exit_status = final.exit_status
+            result.exited_at = final.exited_at
+    return result
+
+
+def register(app: typer.Typer) -> None:
+    """Mount the lifecycle commands, in runc's order (--help lists them so)."""
+    app.command()(create)
+    app.command()(start)
+    app.command()(run)
+    app.command()(kill)
+    app.command("exec", context_settings={"allow_interspersed_args": False})(exec_)
+    app.command()(pause)
+    app.command()(resume)
+    app.command()(delete)
