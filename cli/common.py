@@ -30,7 +30,7 @@ from domain.errors import ShimledgerError
 if TYPE_CHECKING:
     from cli.ledger import Ledger
     from cli.settings import Settings
-    from shim.task_manager import TaskManager
+    from shim.lifecycle.task_manager import TaskManager
 
 try:  # typer vendors click from 0.20 on
     from typer._click.exceptions import ClickException, NoArgsIsHelpError

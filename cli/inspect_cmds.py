@@ -14,7 +14,7 @@ from cli.settings import Settings
 from domain.errors import ShimledgerError
 
 if TYPE_CHECKING:
-    from shim.task_manager import TaskManager
+    from shim.lifecycle.task_manager import TaskManager
 
 LOG_POLL = 0.25
 LISTED_STATUSES = ("created", "running", "paused", "stopped")

@@ -30,7 +30,7 @@ from shim import DEFAULT_RUNTIME
 
 if TYPE_CHECKING:
     from cli.output import DeleteOutput
-    from shim.task_manager import TaskManager
+    from shim.lifecycle.task_manager import TaskManager
 
 
 def parse_signal(text: str) -> int:

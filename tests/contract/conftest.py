@@ -21,14 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from shim.process_spec import exec_process
 
 from adapters.event_sink import EventSink
 from adapters.shim_binary import ShimBinaryLauncher, search_path
 from domain.errors import ShimledgerError
+from domain.state_dir import StateDir
 from domain.values import Bundle
-from shim.bundle import new_bundle, remove_bundle
+from shim.lifecycle.bundle import Bundles, remove_bundle
 from shim.ports import RuncOptions, ShimBinary, ShimClient, ShimEvent, Stdio
-from shim.process_spec import exec_process
 from tests.conftest import make_bundle
 from tests.shim.fakes import FakeShimBinary, shell_exit
 
@@ -99,7 +100,7 @@ class Shims:
     async def launch(self, *args: str, task_id: str = "c1") -> Shim:
         """Start a shim for ``task_id`` whose task will run ``args`` (not created yet)."""
         user = self.user_bundle(task_id, list(args))
-        bundle = new_bundle(self.state, NAMESPACE, task_id, user, self.cgroup_parent)
+        bundle = Bundles(StateDir(self.state), self.cgroup_parent).new(NAMESPACE, task_id, user)
         address = await self.binary.start(bundle, RUNTIME, self.sink_address)
         gone = asyncio.Event()
         client = await self.binary.connect(bundle, address, gone.set)
@@ -151,7 +152,8 @@ async def shims(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         state = tmp_path / "state"
         state.mkdir()
         launcher = Shims("fake", FakeShimBinary(program=shell_exit), state, tmp_path,
-                         "unix://fake-sink", RuncOptions(root=str(state / "runc")), "")  # fmt: skip
+                         "unix://fake-sink", RuncOptions(root=str(StateDir(state).runc_root)),
+                         "")  # fmt: skip
         try:
             yield launcher
         finally:
@@ -165,16 +167,17 @@ async def shims(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     async def on_event(event: ShimEvent) -> None:
         heard.append(event)
 
-    sink = EventSink(settings.state / "events.sock", on_event)
+    layout = StateDir(settings.state)
+    sink = EventSink(layout.events_socket, on_event)
     assert await sink.start()
     runc = shutil.which("runc", path=search_path()) or ""
     launcher = Shims(
         "real",
-        ShimBinaryLauncher(str(settings.state / "shimledger.sock")),
+        ShimBinaryLauncher(str(layout.shim_address)),
         settings.state,
         tmp_path,
         sink.address,
-        RuncOptions(root=str(settings.state / "runc"), binary_name=runc),
+        RuncOptions(root=str(layout.runc_root), binary_name=runc),
         cgroup_parent(settings),
         heard=heard,
     )
