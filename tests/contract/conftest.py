@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from shim.process_spec import exec_process
 
 from adapters.event_sink import EventSink
 from adapters.shim_binary import ShimBinaryLauncher, search_path
@@ -29,6 +28,7 @@ from domain.errors import ShimledgerError
 from domain.state_dir import StateDir
 from domain.values import Bundle
 from shim.lifecycle.bundle import Bundles, remove_bundle
+from shim.lifecycle.process_spec import exec_process
 from shim.ports import RuncOptions, ShimBinary, ShimClient, ShimEvent, Stdio
 from tests.conftest import make_bundle
 from tests.shim.fakes import FakeShimBinary, shell_exit
