@@ -1,13 +1,22 @@
 """The Task aggregate: one incarnation of a task ID, from Created to Deleted.
 
-Public methods are guards: they check the state machine (design.md) and raise
-InvalidTransitionError for an illegal step; the private ``@event`` methods only mutate
-state, and are what eventsourcing replays when a task is loaded.
+Three kinds of public method, one rule each (the state machine of design.md):
 
-Besides the four lifecycle events, audit events record what happened to a live task
-without (or on top of) changing its status: Killed, Paused/Resumed, OOM, the execs'
-Added/Started/Exited, ShimLost when its shim vanished, Adopted when reconciliation took
-in a task no history knew.
+- ``check_*`` guards raise InvalidTransitionError for an illegal step and change nothing;
+  each message is written once, in its guard.
+- strict commands (``start``, ``delete``, ``record_kill``, ...) call their guard, then
+  append the event: what our own command does, where an illegal step is the user's error.
+- ``observe_*`` record a fact a shim reported (an RPC reply, an event, reconciliation's
+  State): the same fact is often heard twice, in either order, or after it stopped
+  applying, so each appends its event only when it is new and says whether it did,
+  and never raises for a fact already known. What leaves the status unchanged (a kill,
+  an update, an OOM, a lost shim) cannot be told from a repeat, and is appended each
+  time while it applies.
+
+The private ``@event`` methods only mutate state, and are what eventsourcing replays when
+a task is loaded. The events themselves (fields, versions, stable topics) are declared in
+domain/events.py; besides the four lifecycle events, audit events record what happened to
+a live task without (or on top of) changing its status.
 """
 
 from __future__ import annotations
@@ -18,20 +27,17 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.utils import register_topic
 
-from domain.errors import InvalidTransitionError
+from domain import events
+from domain.errors import FailedPreconditionError, InvalidTransitionError
+from domain.events import MAX_SIGNAL as MAX_SIGNAL
+from domain.events import TOPIC_PREFIX
+from domain.events import signal_of as signal_of
 from domain.values import Cause, Exit, Status
 
 LIVE = (Status.CREATED, Status.RUNNING, Status.PAUSED, Status.STOPPED)
 HAS_PROCESS = (Status.CREATED, Status.RUNNING, Status.PAUSED)
-MAX_SIGNAL = 64
-
-
-def signal_of(exit_status: int) -> int | None:
-    """The signal behind an exit status, by the shell's 128+N convention the shim uses."""
-    if 128 < exit_status <= 128 + MAX_SIGNAL:
-        return exit_status - 128
-    return None
 
 
 @dataclass
@@ -46,26 +52,32 @@ class ExecProcess:
 class Task(Aggregate):
     """A task's lifecycle; each incarnation of an ID is its own aggregate (and history)."""
 
-    class Exited(Aggregate.Event):
-        """The task's init process ended. v2 added ``signal`` (None if it was not signalled)."""
+    TOPIC = TOPIC_PREFIX + "Task"  # what each Created event stores as its originator_topic
 
-        class_version = 2
-
-        exit_status: int
-        exited_at: datetime
-        signal: int | None
-        cause: Cause
-
-        @staticmethod
-        def upcast_v1_v2(state: dict[str, Any]) -> None:
-            state["signal"] = signal_of(int(state["exit_status"]))
+    # The catalogue, named here so that eventsourcing makes each one Task's own event
+    # class (Task.Started, ...): a subclass of the declared one, with its topic.
+    Created = events.Created
+    Started = events.Started
+    Exited = events.Exited
+    Deleted = events.Deleted
+    Killed = events.Killed
+    Paused = events.Paused
+    Resumed = events.Resumed
+    OOM = events.OOM
+    ExecAdded = events.ExecAdded
+    ExecStarted = events.ExecStarted
+    ExecExited = events.ExecExited
+    Updated = events.Updated
+    Checkpointed = events.Checkpointed
+    ShimLost = events.ShimLost
+    Adopted = events.Adopted
 
     @staticmethod
     def create_id(namespace: str, task_id: str, incarnation: int, **_: object) -> UUID:
         """Deterministic, so that incarnation N of an ID can be found without an index."""
         return uuid5(NAMESPACE_URL, f"shimledger:/tasks/{namespace}/{task_id}/{incarnation}")
 
-    @event("Created")
+    @event(Created)
     def __init__(
         self,
         namespace: str,
@@ -87,7 +99,12 @@ class Task(Aggregate):
         self.execs: dict[str, ExecProcess] = {}
         self.checkpoints: list[str] = []
 
-    # guards ------------------------------------------------------------------
+    @property
+    def is_live(self) -> bool:
+        """True until Deleted: the ID is taken while the incarnation is live."""
+        return self.status is not Status.DELETED
+
+    # guards: raise, never mutate -----------------------------------------------------
 
     def _require(self, allowed: tuple[Status, ...], action: str) -> None:
         if self.status not in allowed:
@@ -95,93 +112,6 @@ class Task(Aggregate):
             raise InvalidTransitionError(
                 f"task {self.task_id} is {self.status.value}: only a {names} task can {action}"
             )
-
-    def start(self, pid: int, cause: Cause) -> None:
-        if self.status is not Status.CREATED:
-            raise InvalidTransitionError(
-                f"task {self.task_id} is {self.status.value}: only a created task can be started"
-            )
-        self._started(pid=pid, cause=cause)
-
-    def record_exit(self, exit_status: int, exited_at: datetime, cause: Cause) -> None:
-        self._require(HAS_PROCESS, "exit")
-        self._exited(
-            exit_status=exit_status, exited_at=exited_at, signal=signal_of(exit_status),
-            cause=cause,
-        )  # fmt: skip
-
-    def delete(self, cause: Cause) -> None:
-        if self.status in (Status.RUNNING, Status.PAUSED):
-            raise InvalidTransitionError(
-                f"task {self.task_id} is {self.status.value}: kill it first, or use delete --force"
-            )
-        self._require((Status.CREATED, Status.STOPPED), "be deleted")
-        self._deleted(cause=cause)
-
-    def record_kill(self, signal: int, all: bool, cause: Cause) -> None:
-        self._require(HAS_PROCESS, "be killed")
-        self._killed(signal=signal, all=all, cause=cause)
-
-    def pause(self, cause: Cause) -> None:
-        self._require((Status.RUNNING,), "be paused")
-        self._paused(cause=cause)
-
-    def resume(self, cause: Cause) -> None:
-        self._require((Status.PAUSED,), "be resumed")
-        self._resumed(cause=cause)
-
-    def record_oom(self, cause: Cause) -> None:
-        self._require(LIVE, "run out of memory")
-        self._oom(cause=cause)
-
-    def add_exec(self, exec_id: str, cause: Cause) -> None:
-        self._require((Status.RUNNING,), "run an exec")
-        if exec_id in self.execs:
-            raise InvalidTransitionError(f"task {self.task_id} has an exec {exec_id} already")
-        self._exec_added(exec_id=exec_id, cause=cause)
-
-    def start_exec(self, exec_id: str, pid: int, cause: Cause) -> None:
-        self._require((Status.RUNNING,), "start an exec")
-        process = self.execs.get(exec_id)
-        if process is None or process.pid is not None:
-            raise InvalidTransitionError(
-                f"exec {exec_id} of task {self.task_id} is not waiting to start"
-            )
-        self._exec_started(exec_id=exec_id, pid=pid, cause=cause)
-
-    def record_exec_exit(
-        self, exec_id: str, exit_status: int, exited_at: datetime, cause: Cause
-    ) -> None:
-        # An exec's exit may be reported just after its task's init exited; not after Deleted.
-        self._require((Status.RUNNING, Status.PAUSED, Status.STOPPED), "have an exec exit")
-        process = self.execs.get(exec_id)
-        if process is None or process.pid is None or process.exit is not None:
-            raise InvalidTransitionError(
-                f"exec {exec_id} of task {self.task_id} is not running: it cannot exit"
-            )
-        self._exec_exited(
-            exec_id=exec_id, exit_status=exit_status, exited_at=exited_at, cause=cause
-        )
-
-    def record_update(self, resources: dict[str, Any], cause: Cause) -> None:
-        """New cgroup limits (OCI LinuxResources) applied to a task's processes."""
-        self._require(HAS_PROCESS, "be updated")
-        self._updated(resources=resources, cause=cause)
-
-    def record_checkpoint(self, image_path: str, exit: bool, cause: Cause) -> None:
-        """CRIU wrote the task's image to ``image_path``; with ``exit`` the task then stops."""
-        self._require((Status.RUNNING, Status.PAUSED), "be checkpointed")
-        self._checkpointed(image_path=image_path, exit=exit, cause=cause)
-
-    def record_shim_lost(self, cause: Cause) -> None:
-        self._require(LIVE, "lose its shim")
-        self._shim_lost(cause=cause)
-
-    def adopt(self, cause: Cause) -> None:
-        self._require(LIVE, "be adopted")
-        self._adopted(cause=cause)
-
-    # TEMPORARY (replaced by the events branch): guards and observations ----------------
 
     def check_start(self) -> None:
         if self.status is not Status.CREATED:
@@ -217,104 +147,190 @@ class Task(Aggregate):
         self._require((Status.CREATED, Status.STOPPED), "be deleted")
 
     def require_process(self, missing: str) -> None:
-        from domain.errors import FailedPreconditionError
+        """Refuse an operation on the task's processes when it has none (any more, or yet).
 
+        ``missing`` says what the caller then cannot have: "nothing to kill", "no stats".
+        """
         if self.status not in HAS_PROCESS:
             raise FailedPreconditionError(f"task {self.task_id} is {self.status.value}: {missing}")
+
+    # strict commands: our own steps, refused when illegal ----------------------------
+
+    def start(self, pid: int, cause: Cause) -> None:
+        self.check_start()
+        self._started(pid=pid, cause=cause)
+
+    def record_exit(self, exit_status: int, exited_at: datetime, cause: Cause) -> None:
+        self._require(HAS_PROCESS, "exit")
+        self._exited(
+            exit_status=exit_status, exited_at=exited_at, signal=signal_of(exit_status),
+            cause=cause,
+        )  # fmt: skip
+
+    def delete(self, cause: Cause) -> None:
+        self.check_delete()
+        self._deleted(cause=cause)
+
+    def record_kill(self, signal: int, all: bool, cause: Cause) -> None:
+        self.check_kill()
+        self._killed(signal=signal, all=all, cause=cause)
+
+    def pause(self, cause: Cause) -> None:
+        self.check_pause()
+        self._paused(cause=cause)
+
+    def resume(self, cause: Cause) -> None:
+        self.check_resume()
+        self._resumed(cause=cause)
+
+    def record_oom(self, cause: Cause) -> None:
+        self._require(LIVE, "run out of memory")
+        self._oom(cause=cause)
+
+    def add_exec(self, exec_id: str, cause: Cause) -> None:
+        self.check_add_exec(exec_id)
+        self._exec_added(exec_id=exec_id, cause=cause)
+
+    def start_exec(self, exec_id: str, pid: int, cause: Cause) -> None:
+        self._require((Status.RUNNING,), "start an exec")
+        process = self.execs.get(exec_id)
+        if process is None or process.pid is not None:
+            raise InvalidTransitionError(
+                f"exec {exec_id} of task {self.task_id} is not waiting to start"
+            )
+        self._exec_started(exec_id=exec_id, pid=pid, cause=cause)
+
+    def record_exec_exit(
+        self, exec_id: str, exit_status: int, exited_at: datetime, cause: Cause
+    ) -> None:
+        # An exec's exit may be reported just after its task's init exited; not after Deleted.
+        self._require((Status.RUNNING, Status.PAUSED, Status.STOPPED), "have an exec exit")
+        if not self._exec_running(exec_id):
+            raise InvalidTransitionError(
+                f"exec {exec_id} of task {self.task_id} is not running: it cannot exit"
+            )
+        self._exec_exited(
+            exec_id=exec_id, exit_status=exit_status, exited_at=exited_at, cause=cause
+        )
+
+    def record_update(self, resources: dict[str, Any], cause: Cause) -> None:
+        """New cgroup limits (OCI LinuxResources) applied to a task's processes."""
+        self.check_update()
+        self._updated(resources=resources, cause=cause)
+
+    def record_checkpoint(self, image_path: str, exit: bool, cause: Cause) -> None:
+        """CRIU wrote the task's image to ``image_path``; with ``exit`` the task then stops."""
+        self.check_checkpoint()
+        self._checkpointed(image_path=image_path, exit=exit, cause=cause)
+
+    def record_shim_lost(self, cause: Cause) -> None:
+        self._require(LIVE, "lose its shim")
+        self._shim_lost(cause=cause)
+
+    def adopt(self, cause: Cause) -> None:
+        self._require(LIVE, "be adopted")
+        self._adopted(cause=cause)
+
+    # observations: facts a shim reported, each appended once -------------------------
 
     def observe_start(self, pid: int, cause: Cause) -> bool:
         if self.status is not Status.CREATED:
             return False
-        self.start(pid, cause)
+        self._started(pid=pid, cause=cause)
         return True
 
     def observe_exit(self, exit_status: int, exited_at: datetime, cause: Cause) -> bool:
         if self.status not in HAS_PROCESS:
             return False
-        self.record_exit(exit_status, exited_at, cause)
+        self._exited(
+            exit_status=exit_status, exited_at=exited_at, signal=signal_of(exit_status),
+            cause=cause,
+        )  # fmt: skip
         return True
 
     def observe_paused(self, cause: Cause) -> bool:
         if self.status is not Status.RUNNING:
             return False
-        self.pause(cause)
+        self._paused(cause=cause)
         return True
 
     def observe_resumed(self, cause: Cause) -> bool:
         if self.status is not Status.PAUSED:
             return False
-        self.resume(cause)
+        self._resumed(cause=cause)
         return True
 
     def observe_kill(self, signal: int, all: bool, cause: Cause) -> bool:
         if self.status not in HAS_PROCESS:
             return False
-        self.record_kill(signal, all, cause)
+        self._killed(signal=signal, all=all, cause=cause)
         return True
 
     def observe_oom(self, cause: Cause) -> bool:
+        """Every OOM is its own fact (the killer may strike again): never deduplicated."""
         if not self.is_live:
             return False
-        self.record_oom(cause)
+        self._oom(cause=cause)
         return True
 
     def observe_exec_added(self, exec_id: str, cause: Cause) -> bool:
         if self.status is not Status.RUNNING or exec_id in self.execs:
             return False
-        self.add_exec(exec_id, cause)
+        self._exec_added(exec_id=exec_id, cause=cause)
         return True
 
     def observe_exec_started(self, exec_id: str, pid: int, cause: Cause) -> bool:
+        """A started exec implies it was added: a missed /tasks/exec-added is filled in."""
         if self.status is not Status.RUNNING:
             return False
         added = self.observe_exec_added(exec_id, cause)
         if self.execs[exec_id].pid is not None:
             return added
-        self.start_exec(exec_id, pid, cause)
+        self._exec_started(exec_id=exec_id, pid=pid, cause=cause)
         return True
 
     def observe_exec_exit(
         self, exec_id: str, exit_status: int, exited_at: datetime, cause: Cause
     ) -> bool:
-        process = self.execs.get(exec_id)
-        if (self.status is Status.DELETED or process is None or process.pid is None
-                or process.exit is not None):
+        if self.status is Status.DELETED or not self._exec_running(exec_id):
             return False
-        self.record_exec_exit(exec_id, exit_status, exited_at, cause)
+        self._exec_exited(
+            exec_id=exec_id, exit_status=exit_status, exited_at=exited_at, cause=cause
+        )
         return True
 
     def observe_update(self, resources: dict[str, Any], cause: Cause) -> bool:
         if self.status not in HAS_PROCESS:
             return False
-        self.record_update(resources, cause)
+        self._updated(resources=resources, cause=cause)
         return True
 
     def observe_checkpoint(self, image_path: str, exit: bool, cause: Cause) -> bool:
         if self.status not in (Status.RUNNING, Status.PAUSED) or image_path in self.checkpoints:
             return False
-        self.record_checkpoint(image_path, exit, cause)
+        self._checkpointed(image_path=image_path, exit=exit, cause=cause)
         return True
 
     def observe_shim_lost(self, cause: Cause) -> bool:
         if self.status not in HAS_PROCESS:
             return False
-        self.record_shim_lost(cause)
+        self._shim_lost(cause=cause)
         return True
 
     def observe_deleted(self, cause: Cause) -> bool:
+        """Deleted once; a running or paused task cannot have been deleted (that raises)."""
         if self.status is Status.DELETED:
             return False
         self.delete(cause)
         return True
 
-    @property
-    def is_live(self) -> bool:
-        """True until Deleted: the ID is taken while the incarnation is live."""
-        return self.status is not Status.DELETED
+    def _exec_running(self, exec_id: str) -> bool:
+        process = self.execs.get(exec_id)
+        return process is not None and process.pid is not None and process.exit is None
 
     # mutators (replayed on load) -----------------------------------------------
 
-    @event("Started")
+    @event(Started)
     def _started(self, pid: int, cause: Cause) -> None:
         self.pid = pid
         self.status = Status.RUNNING
@@ -326,52 +342,78 @@ class Task(Aggregate):
         self.exit = Exit(status=exit_status, exited_at=exited_at)
         self.status = Status.STOPPED
 
-    @event("Deleted")
+    @event(Deleted)
     def _deleted(self, cause: Cause) -> None:
         self.status = Status.DELETED
 
-    @event("Killed")
+    @event(Killed)
     def _killed(self, signal: int, all: bool, cause: Cause) -> None:
         pass  # an audit fact: whether it ended the task, the Exited event tells
 
-    @event("Paused")
+    @event(Paused)
     def _paused(self, cause: Cause) -> None:
         self.status = Status.PAUSED
 
-    @event("Resumed")
+    @event(Resumed)
     def _resumed(self, cause: Cause) -> None:
         self.status = Status.RUNNING
 
-    @event("OOM")
+    @event(OOM)
     def _oom(self, cause: Cause) -> None:
         pass
 
-    @event("ExecAdded")
+    @event(ExecAdded)
     def _exec_added(self, exec_id: str, cause: Cause) -> None:
         self.execs[exec_id] = ExecProcess(exec_id=exec_id)
 
-    @event("ExecStarted")
+    @event(ExecStarted)
     def _exec_started(self, exec_id: str, pid: int, cause: Cause) -> None:
         self.execs[exec_id].pid = pid
 
-    @event("ExecExited")
+    @event(ExecExited)
     def _exec_exited(
         self, exec_id: str, exit_status: int, exited_at: datetime, cause: Cause
     ) -> None:
         self.execs[exec_id].exit = Exit(status=exit_status, exited_at=exited_at)
 
-    @event("Updated")
+    @event(Updated)
     def _updated(self, resources: dict[str, Any], cause: Cause) -> None:
         pass  # an audit fact: the limits live in the cgroup, not in the task's state
 
-    @event("Checkpointed")
+    @event(Checkpointed)
     def _checkpointed(self, image_path: str, exit: bool, cause: Cause) -> None:
         self.checkpoints.append(image_path)
 
-    @event("ShimLost")
+    @event(ShimLost)
     def _shim_lost(self, cause: Cause) -> None:
         pass
 
-    @event("Adopted")
+    @event(Adopted)
     def _adopted(self, cause: Cause) -> None:
         pass
+
+
+# Every topic a history was ever written with before the stable ones: eventsourcing's
+# default, module:qualname, of the classes as they were (spelt out, not derived, so that
+# renaming a class cannot change them). Registered, they resolve to today's classes
+# wherever those live, so old histories load; nothing writes them any more.
+LEGACY_TOPICS: dict[str, type[Any]] = {
+    "domain.task:Task": Task,
+    "domain.task:Task.Created": Task.Created,
+    "domain.task:Task.Started": Task.Started,
+    "domain.task:Task.Exited": Task.Exited,
+    "domain.task:Task.Deleted": Task.Deleted,
+    "domain.task:Task.Killed": Task.Killed,
+    "domain.task:Task.Paused": Task.Paused,
+    "domain.task:Task.Resumed": Task.Resumed,
+    "domain.task:Task.OOM": Task.OOM,
+    "domain.task:Task.ExecAdded": Task.ExecAdded,
+    "domain.task:Task.ExecStarted": Task.ExecStarted,
+    "domain.task:Task.ExecExited": Task.ExecExited,
+    "domain.task:Task.Updated": Task.Updated,
+    "domain.task:Task.Checkpointed": Task.Checkpointed,
+    "domain.task:Task.ShimLost": Task.ShimLost,
+    "domain.task:Task.Adopted": Task.Adopted,
+}
+for _topic, _cls in LEGACY_TOPICS.items():
+    register_topic(_topic, _cls)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -38,14 +39,27 @@ class Exit:
     exited_at: datetime
 
 
+CauseKind = Literal["cli", "shim-event", "shim", "reconciliation"]
+"""Where a fact came from; see Cause."""
+
+
 @dataclass(frozen=True)
 class Cause:
-    """Who or what caused an event: a CLI user, a shim's event, or reconciliation.
+    """Who or what caused an event, so that history answers "who did this" as well as "what".
 
-    Kept on every event so that history can answer "who did this" as well as "what".
+    ``kind`` is one of:
+
+    - ``"cli"``: a user's command (``user``, ``uid``, ``pid``, ``command``, ``host`` say
+      whose); the fact is our own RPC's reply.
+    - ``"shim-event"``: an event the task's shim published to the event sink (``detail``
+      is its topic, e.g. ``/tasks/exit``), heard whether or not a command was waiting.
+    - ``"shim"``: the shim's reply to a Wait RPC (``detail`` is ``Wait``): the exit a
+      foreground command waited for, which the event may or may not also report.
+    - ``"reconciliation"``: what reconciliation found asking the shims (State) or, with a
+      shim gone, its ``delete`` command; ``detail`` says what it found.
     """
 
-    kind: str  # "cli", "shim-event" or "reconciliation"
+    kind: CauseKind
     user: str | None = None
     uid: int | None = None
     pid: int | None = None

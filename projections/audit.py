@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
 
+from domain.events import OOM, Created, Deleted, Exited, Killed, ShimLost, Started, event_type
 from projections.records import EventRecord
 
 
@@ -59,6 +61,78 @@ class AuditReport(BaseModel):
     summary: dict[str, int]
 
 
+Lives = dict[tuple[str, str, int], Lifetime]
+
+
+def _unchanged(life: Any, record: EventRecord) -> Lifetime | None:
+    """An event the audit does not count.
+
+    ``life`` is the incarnation's Lifetime (None before its Created); it is typed Any only
+    because mypy takes a singledispatch function's first parameter for the dispatched one.
+    """
+    return cast("Lifetime | None", life)
+
+
+# Records are the event index's rows, not events: their ``type`` names the event's class,
+# so the step for a record is the one registered for that class, found by
+# ``_step.dispatch(cls)`` (MRO and all) as the folds over events find theirs. Each step
+# takes the incarnation's Lifetime (None before its Created) and returns it.
+_step = functools.singledispatch(_unchanged)
+
+
+@_step.register(Created)
+def _created(life: Lifetime | None, record: EventRecord) -> Lifetime | None:
+    return Lifetime(
+        id=record.id, namespace=record.namespace, incarnation=record.incarnation,
+        created=record.timestamp,
+    )  # fmt: skip
+
+
+@_step.register(Started)
+def _started(life: Lifetime | None, record: EventRecord) -> Lifetime | None:
+    if life is not None:
+        life.started = record.timestamp
+    return life
+
+
+@_step.register(Exited)
+def _exited(life: Lifetime | None, record: EventRecord) -> Lifetime | None:
+    if life is not None:
+        fields = record.fields()
+        life.exited = record.timestamp
+        life.exit_status = fields.get("exit_status")
+        life.signal = fields.get("signal")
+    return life
+
+
+@_step.register(Deleted)
+def _deleted(life: Lifetime | None, record: EventRecord) -> Lifetime | None:
+    if life is not None:
+        life.deleted = record.timestamp
+    return life
+
+
+@_step.register(OOM)
+def _oom(life: Lifetime | None, record: EventRecord) -> Lifetime | None:
+    if life is not None:
+        life.ooms += 1
+    return life
+
+
+@_step.register(ShimLost)
+def _shim_lost(life: Lifetime | None, record: EventRecord) -> Lifetime | None:
+    if life is not None:
+        life.shim_lost = True
+    return life
+
+
+@_step.register(Killed)
+def _killed(life: Lifetime | None, record: EventRecord) -> Lifetime | None:
+    if life is not None:
+        life.killed_by.append({"signal": record.fields().get("signal"), **record.cause})
+    return life
+
+
 def audit(
     records: list[EventRecord],
     *,
@@ -67,34 +141,13 @@ def audit(
     stuck_after: timedelta,
 ) -> AuditReport:
     """Fold events (in order, none after ``until``) into lifetimes and anomalies."""
-    lives: dict[tuple[str, str, int], Lifetime] = {}
+    lives: Lives = {}
     for record in records:
         key = (record.namespace, record.id, record.incarnation)
-        fields = record.fields()
-        if record.type == "Created":
-            lives[key] = Lifetime(
-                id=record.id, namespace=record.namespace, incarnation=record.incarnation,
-                created=record.timestamp,
-            )  # fmt: skip
-            continue
-        life = lives.get(key)
-        if life is None:
-            continue
-        if record.type == "Started":
-            life.started = record.timestamp
-        elif record.type == "Exited":
-            life.exited = record.timestamp
-            life.exit_status = fields.get("exit_status")
-            life.signal = fields.get("signal")
-        elif record.type == "Deleted":
-            life.deleted = record.timestamp
-        elif record.type == "OOM":
-            life.ooms += 1
-        elif record.type == "ShimLost":
-            life.shim_lost = True
-        elif record.type == "Killed":
-            life.killed_by.append({"signal": fields.get("signal"), **record.cause})
-
+        step = _step.dispatch(event_type(record.type) or object)
+        life = step(lives.get(key), record)
+        if life is not None:
+            lives[key] = life
     selected = [
         life for life in lives.values()
         if since is None or (life.deleted or until) >= since

@@ -9,7 +9,7 @@ from typing import Any
 
 import aiosqlite
 
-from projections.records import EventRecord, TaskKey, event_record, key_of
+from projections.records import EventRecord, TaskKey, event_record, opened_key
 from projections.view import View, rows_for
 
 _SCHEMA = """
@@ -76,8 +76,8 @@ class EventIndex(View):
         keys: dict[str, TaskKey] = {}
         created = []
         for _, event in page:
-            if type(event).__name__ == "Created":
-                key = keys[str(event.originator_id)] = key_of(event)
+            if (key := opened_key(event)) is not None:
+                keys[str(event.originator_id)] = key
                 created.append((str(event.originator_id), key.namespace, key.id, key.incarnation))
         unknown = list({str(e.originator_id) for _, e in page} - keys.keys())
         for originator, namespace, task_id, incarnation in await rows_for(

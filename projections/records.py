@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+
+from domain.events import Created, TaskEvent
 
 # Attributes every event has, or that name the task; the rest are the event's own fields.
 _ENVELOPE = {
@@ -41,11 +45,26 @@ class TaskKey(BaseModel):
     incarnation: int
 
 
-def key_of(created: Any) -> TaskKey:
+def key_of(created: Created) -> TaskKey:
     return TaskKey(namespace=created.namespace, id=created.task_id, incarnation=created.incarnation)
 
 
-def event_record(event: Any, key: TaskKey, position: int | None = None) -> EventRecord:
+@functools.singledispatch
+def opened_key(event: TaskEvent) -> TaskKey | None:
+    """The incarnation an aggregate's first event (Created) names; None for any other event.
+
+    Only Created says which task an aggregate is, so every fold that names tasks learns
+    the key here and looks it up by originator for the events after it.
+    """
+    return None
+
+
+@opened_key.register
+def _(event: Created) -> TaskKey | None:
+    return key_of(event)
+
+
+def event_record(event: TaskEvent, key: TaskKey, position: int | None = None) -> EventRecord:
     own = {k: v for k, v in vars(event).items() if k not in _ENVELOPE and k != "incarnation"}
     return EventRecord(
         type=type(event).__name__,
@@ -60,12 +79,16 @@ def event_record(event: Any, key: TaskKey, position: int | None = None) -> Event
     )
 
 
-def history_records(events: list[Any]) -> list[EventRecord]:
-    """One ID's events, every incarnation, in order (each aggregate starts with Created)."""
+def history_records(events: Iterable[Any]) -> list[EventRecord]:
+    """One ID's events, every incarnation, in order (each aggregate starts with Created).
+
+    ``events`` come as the store gives them (typed there as eventsourcing's protocol);
+    each is one of domain.events' classes.
+    """
     keys: dict[Any, TaskKey] = {}
     records = []
     for event in events:
-        if type(event).__name__ == "Created":
-            keys[event.originator_id] = key_of(event)
+        if (key := opened_key(event)) is not None:
+            keys[event.originator_id] = key
         records.append(event_record(event, keys[event.originator_id]))
     return records

@@ -10,6 +10,7 @@ committed after the files, the effect is exactly once. Files are written atomica
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import aiosqlite
 
+from domain.events import Created, TaskEvent
 from domain.task import Task
 from domain.values import State
 from projections.task_states import evolve
@@ -83,14 +85,12 @@ class StateFiles(View):
         return self._state_dir / namespace / task_id / "state.json"
 
     async def apply(self, db: aiosqlite.Connection, position: int, event: Any) -> None:
+        await self._apply(event, db)
+
+    @functools.singledispatchmethod
+    async def _apply(self, event: TaskEvent, db: aiosqlite.Connection) -> None:
+        """Any event after Created: rewrite the file of the incarnation it belongs to."""
         originator = str(event.originator_id)
-        if isinstance(event, Task.Created):
-            await db.execute(
-                "INSERT OR REPLACE INTO originators VALUES (?, ?, ?, ?)",
-                (originator, event.namespace, event.task_id, event.runtime),
-            )
-            self._write(event.namespace, event.task_id, evolve(None, event), event.runtime)
-            return
         async with db.execute(
             "SELECT namespace, id, runtime FROM originators WHERE originator = ?", (originator,)
         ) as cursor:
@@ -107,6 +107,15 @@ class StateFiles(View):
         if Task.create_id(namespace, task_id, current.incarnation) != event.originator_id:
             return  # an older incarnation's event
         self._write(namespace, task_id, evolve(current, event), runtime)
+
+    @_apply.register
+    async def _(self, event: Created, db: aiosqlite.Connection) -> None:
+        """A new incarnation: remember whose it is (and its runtime), write its first file."""
+        await db.execute(
+            "INSERT OR REPLACE INTO originators VALUES (?, ?, ?, ?)",
+            (str(event.originator_id), event.namespace, event.task_id, event.runtime),
+        )
+        self._write(event.namespace, event.task_id, evolve(None, event), event.runtime)
 
     def _write(self, namespace: str, task_id: str, state: State | None, runtime: str) -> None:
         document = None if state is None else state_document(state, runtime)

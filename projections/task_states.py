@@ -5,14 +5,17 @@ It serves TaskManager.get / TaskManager.tasks, and so `state` and `list`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import aiosqlite
 
-from domain.task import Task
+from domain.events import Created, Deleted, Exited, Paused, Resumed, Started, TaskEvent
 from domain.values import State, Status
+from projections.records import opened_key
 from projections.view import EventSource, View, rows_for
 
 REPLAY_PAGE = 10_000
@@ -30,55 +33,80 @@ CREATE INDEX IF NOT EXISTS task_states_status ON task_states (namespace, status)
 """
 
 
-def evolve(state: State | None, event: Any) -> State | None:
+def evolve(state: State | None, event: TaskEvent) -> State | None:
     """The next State of a task incarnation after one of its events (None once deleted).
 
     Pure, so the same function serves the live view and a from-scratch replay.
     """
-    if isinstance(event, Task.Created):
-        return State(
-            id=event.task_id,
-            namespace=event.namespace,
-            incarnation=event.incarnation,
-            pid=event.pid,
-            status=Status.CREATED,
-            bundle=event.bundle,
-            created=event.timestamp,
-        )
+    return _next(event, state)
+
+
+@functools.singledispatch
+def _next(event: TaskEvent, state: State | None) -> State | None:
+    return state  # audit events leave the state as it was
+
+
+@_next.register
+def _(event: Created, state: State | None) -> State | None:
+    return State(
+        id=event.task_id,
+        namespace=event.namespace,
+        incarnation=event.incarnation,
+        pid=event.pid,
+        status=Status.CREATED,
+        bundle=event.bundle,
+        created=event.timestamp,
+    )
+
+
+@_next.register
+def _(event: Started, state: State | None) -> State | None:
     if state is None:
         return None
-    if isinstance(event, Task.Started):
-        return state.model_copy(
-            update={"pid": event.pid, "status": Status.RUNNING, "started": event.timestamp}
-        )
-    if isinstance(event, Task.Exited):
-        return state.model_copy(
-            update={
-                "status": Status.STOPPED,
-                "exit_status": event.exit_status,
-                "exited_at": event.exited_at,
-            }
-        )
-    if isinstance(event, Task.Paused):
-        return state.model_copy(update={"status": Status.PAUSED})
-    if isinstance(event, Task.Resumed):
-        return state.model_copy(update={"status": Status.RUNNING})
-    if isinstance(event, Task.Deleted):
+    return state.model_copy(
+        update={"pid": event.pid, "status": Status.RUNNING, "started": event.timestamp}
+    )
+
+
+@_next.register
+def _(event: Exited, state: State | None) -> State | None:
+    if state is None:
         return None
-    return state  # audit events leave the state as it was
+    return state.model_copy(
+        update={
+            "status": Status.STOPPED,
+            "exit_status": event.exit_status,
+            "exited_at": event.exited_at,
+        }
+    )
+
+
+@_next.register
+def _(event: Paused, state: State | None) -> State | None:
+    return None if state is None else state.model_copy(update={"status": Status.PAUSED})
+
+
+@_next.register
+def _(event: Resumed, state: State | None) -> State | None:
+    return None if state is None else state.model_copy(update={"status": Status.RUNNING})
+
+
+@_next.register
+def _(event: Deleted, state: State | None) -> State | None:
+    return None
 
 
 class Replay:
     """Folds events into the live task table, a page at a time if need be."""
 
     def __init__(self) -> None:
-        self.keys: dict[Any, tuple[str, str]] = {}
+        self.keys: dict[UUID, tuple[str, str]] = {}
         self.states: dict[tuple[str, str], State] = {}
 
-    def feed(self, events: Iterable[Any]) -> None:
+    def feed(self, events: Iterable[TaskEvent]) -> None:
         for event in events:
-            if isinstance(event, Task.Created):
-                self.keys[event.originator_id] = (event.namespace, event.task_id)
+            if (opened := opened_key(event)) is not None:
+                self.keys[event.originator_id] = (opened.namespace, opened.id)
             key = self.keys.get(event.originator_id)
             if key is None:
                 continue
@@ -129,10 +157,9 @@ class TaskStatesView(View):
         current: dict[str, State | None] = {o: State.model_validate_json(s) for o, s in rows}
         for _, event in page:
             originator = str(event.originator_id)
-            if isinstance(event, Task.Created):
-                current[originator] = evolve(None, event)
-            elif current.get(originator) is not None:
-                current[originator] = evolve(current[originator], event)
+            state = current.get(originator)
+            if state is not None or opened_key(event) is not None:
+                current[originator] = evolve(state, event)
             # else: an incarnation already deleted, whose events change nothing
         gone = [(o,) for o, state in current.items() if state is None]
         kept = [
@@ -160,8 +187,9 @@ class TaskStatesView(View):
 
     async def tasks(self, namespace: str | None = None) -> list[State]:
         db = await self.connection()
+        args: tuple[str, ...] = ()
         if namespace is None:
-            query, args = "SELECT state FROM task_states ORDER BY namespace, id", ()
+            query = "SELECT state FROM task_states ORDER BY namespace, id"
         else:
             query = "SELECT state FROM task_states WHERE namespace = ? ORDER BY id"
             args = (namespace,)

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from projections.event_index import EventFilter, EventIndex
-from projections.records import TaskKey, event_record, key_of
+from projections.records import TaskKey, event_record, opened_key
 from projections.state_files import StateFiles, state_of
 from projections.task_states import TaskStatesView, replay
 from projections.view import EventSource
@@ -41,11 +41,15 @@ async def verify_event_index(source: EventSource, index: EventIndex) -> list[str
     keys: dict[Any, TaskKey] = {}
     expected = {}
     for position, event in await _events_until(source, stop):
-        if type(event).__name__ == "Created":
-            keys[event.originator_id] = key_of(event)
+        if (key := opened_key(event)) is not None:
+            keys[event.originator_id] = key
         record = event_record(event, keys[event.originator_id], position)
         expected[position] = record.model_dump(mode="json")
-    actual = {r.position: r.model_dump(mode="json") for r in await index.query(EventFilter())}
+    actual = {
+        r.position: r.model_dump(mode="json")
+        for r in await index.query(EventFilter())
+        if r.position is not None  # always set in the index: it is the row's key
+    }
     problems = []
     for position in sorted(expected.keys() | actual.keys()):
         if expected.get(position) != actual.get(position):
