@@ -6,9 +6,8 @@ Protobuf stays in here: callers get pids, Exits and ProcessStates.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.empty_pb2 import Empty
@@ -214,7 +213,7 @@ class ShimTaskClient:
         request = task_pb2.ResizePtyRequest(id=task_id, exec_id=exec_id, width=width, height=height)
         await self._call("ResizePty", request, Empty, CALL_TIMEOUT)
 
-    async def update(self, task_id: str, resources: Mapping[str, object]) -> None:
+    async def update(self, task_id: str, resources: dict[str, Any]) -> None:
         """New cgroup limits: ``resources`` is an OCI LinuxResources object (JSON-able)."""
         payload = json.dumps(resources).encode()
         request = task_pb2.UpdateTaskRequest(
