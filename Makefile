@@ -22,7 +22,8 @@ demo: setup
 	echo "\$$ shimledger history $$id"; \
 	$(VENV)/bin/shimledger history $$id; status=$$?; rm -rf $$work; exit $$status
 
-test: setup-dev
+# The typed check and the linter first: a finding fails the run before any test starts.
+test: setup-dev lint
 	$(VENV)/bin/pytest -q
 
 setup: system-packages $(VENV)/.installed
@@ -78,6 +79,6 @@ bench-history: setup-dev
 	$(PY) bench/history.py --small 100000 --large 1000000 --runs 3
 
 # ruff, then mypy in strict mode on the packages [tool.mypy] in pyproject.toml lists.
-lint: $(VENV)/.installed-dev
+lint: setup-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy --config-file pyproject.toml

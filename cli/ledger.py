@@ -73,7 +73,7 @@ async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
         store,
         TaskStatesView(directory, store),
         EventIndex(directory, store),
-        StateFiles(directory, store, settings.state, save=_state_saver(settings)),
+        StateFiles(directory, store, StateDir(settings.state), save=_state_saver(settings)),
     )
     try:
         yield ledger

@@ -18,11 +18,13 @@ RUNC = "runc"
 IO = "io"
 LOCKS = "locks"
 RESERVED = frozenset({RUNC, IO, LOCKS})
+STATE_FILE = "state.json"  # runs' current state of a task, for other tools to read
 
 
 @dataclass(frozen=True)
 class StateDir:
-    """``<state>/{<ns>/<id>, runc, locks/<ns>/<id>.lock, io/<ns>/<id>-<pid>, *.sock}``."""
+    """``<state>/{<ns>/<id>[/state.json], runc, locks/<ns>/<id>.lock, io/<ns>/<id>-<pid>,
+    *.sock}``."""
 
     path: Path
 
@@ -33,6 +35,10 @@ class StateDir:
     def bundle(self, namespace: str, task_id: str) -> Path:
         """A task's working bundle; its base name is the task ID, as the shim requires."""
         return self.path / namespace / task_id
+
+    def state_file(self, namespace: str, task_id: str) -> Path:
+        """The runs-compatible ``state.json`` of a live task, in its working bundle."""
+        return self.bundle(namespace, task_id) / STATE_FILE
 
     @property
     def runc_root(self) -> Path:

@@ -19,6 +19,7 @@ from typing import Any
 import aiosqlite
 
 from domain.events import Created, TaskEvent
+from domain.state_dir import StateDir
 from domain.task import Task
 from domain.values import State
 from projections.task_states import evolve
@@ -74,7 +75,7 @@ class StateFiles(View):
         self,
         directory: Path,
         source: EventSource,
-        state_dir: Path,
+        state_dir: StateDir,
         save: SaveState,
     ) -> None:
         super().__init__(directory, source)
@@ -82,7 +83,7 @@ class StateFiles(View):
         self._save = save
 
     def file_of(self, namespace: str, task_id: str) -> Path:
-        return self._state_dir / namespace / task_id / "state.json"
+        return self._state_dir.state_file(namespace, task_id)
 
     async def apply(self, db: aiosqlite.Connection, position: int, event: Any) -> None:
         await self._apply(event, db)

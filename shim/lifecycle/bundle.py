@@ -16,7 +16,7 @@ from typing import Any
 
 from domain.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
 from domain.identifiers import validate_identifier
-from domain.state_dir import StateDir
+from domain.state_dir import STATE_FILE, StateDir
 from domain.values import Bundle
 
 
@@ -143,7 +143,6 @@ def remove_bundle(bundle: Bundle) -> None:
 
 
 RUNTIME_FILE = "shim-runtime"  # the runtime name the task was created with
-STATE_FILE = "state.json"  # runs-compatible current state, for other tools to read
 
 
 def is_identifier(name: str) -> bool:

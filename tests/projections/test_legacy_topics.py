@@ -23,6 +23,7 @@ import pytest
 
 from adapters.event_store import EventStore, sqlite_env
 from domain.events import EVENT_TYPES, Created, Exited
+from domain.state_dir import StateDir
 from domain.task import LEGACY_TOPICS, Task
 from domain.values import Cause, Status
 from projections.audit import AuditReport, audit
@@ -102,7 +103,7 @@ class Ledger:
         self.task_states = TaskStatesView(projections, self.store)
         self.event_index = EventIndex(projections, self.store)
         self.files: dict[tuple[str, str], dict[str, Any] | None] = {}
-        self.state_files = StateFiles(projections, self.store, self.state_dir, self.save)
+        self.state_files = StateFiles(projections, self.store, StateDir(self.state_dir), self.save)
         for task_id in ("web", "db"):  # working bundles, as create would have made them
             (self.state_dir / "default" / task_id).mkdir(parents=True)
 
