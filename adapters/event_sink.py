@@ -9,6 +9,7 @@ the socket refuses connections, so a shim's publish fails fast instead of stalli
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import os
@@ -23,7 +24,7 @@ from google.protobuf.message import DecodeError, Message
 from adapters.file_lock import file_lock
 from adapters.proto import events_pb2, forward_pb2
 from adapters.task_client import exited_at
-from adapters.ttrpc.server import TtrpcServer
+from adapters.ttrpc.server import PEER_PID, TtrpcServer
 from domain.errors import AlreadyExistsError, InvalidArgumentError
 from shim.ports import (
     ShimEvent,
@@ -49,15 +50,26 @@ EventHandler = Callable[[ShimEvent], Awaitable[None]]
 
 
 def _exit(namespace: str, event: events_pb2.TaskExit) -> TaskExitEvent:
-    # A created task killed before it started is reported with Go's zero time.
     return TaskExitEvent(
         namespace=namespace,
         container_id=event.container_id,
         exec_id=event.id,
         pid=event.pid,
         exit_status=event.exit_status,
-        exited_at=exited_at(event.exited_at) or datetime.now(UTC),
+        exited_at=_exit_time(event) or datetime.now(UTC),
     )
+
+
+def _exit_time(event: events_pb2.TaskExit | events_pb2.TaskDelete) -> datetime | None:
+    """When the event says the process ended; None if it does not say.
+
+    A created task killed before it started is reported with Go's zero time; an event
+    with no ``exited_at`` at all would otherwise read as the epoch (1970-01-01): both are
+    taken as "not said", and an exit then gets the time it was heard.
+    """
+    if not event.HasField("exited_at"):
+        return None
+    return exited_at(event.exited_at)
 
 
 def _delete(namespace: str, event: events_pb2.TaskDelete) -> TaskDeleteEvent:
@@ -67,7 +79,7 @@ def _delete(namespace: str, event: events_pb2.TaskDelete) -> TaskDeleteEvent:
         exec_id="" if event.id == event.container_id else event.id,
         pid=event.pid,
         exit_status=event.exit_status,
-        exited_at=exited_at(event.exited_at),
+        exited_at=_exit_time(event),
     )
 
 
@@ -199,6 +211,8 @@ class EventSink:
         logger.debug("event %s from namespace %s", envelope.topic, envelope.namespace)
         event = decode_event(envelope)
         if event is not None:
+            # Who sent it, for the recorder to check against the task's own shim.
+            event = dataclasses.replace(event, sender=PEER_PID.get())
             # An error here goes back to the shim, which retries: recording is idempotent.
             # Shielded: a shim hanging up must not cut a recording in half; aclose() waits.
             recording = asyncio.ensure_future(self._on_event(event))

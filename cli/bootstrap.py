@@ -112,7 +112,7 @@ def compose(
     shims = shims or ShimManager(config, binary, bundles)
     connections = connections or ShimConnections(shims, bundles)
     recorder = recorder or TaskRecorder(store, locks)
-    shim_events = ShimEventRecorder(recorder, connections.probe)
+    shim_events = ShimEventRecorder(recorder, connections)
     adopter = BundleAdopter(shims, recorder, bundles)
     reconciler = Reconciler(
         shims=shims, connections=connections, recorder=recorder, bundles=bundles,

@@ -205,9 +205,22 @@ class Adopted(Aggregate.Event):
     cause: Cause
 
 
+class ExitRetracted(Aggregate.Event):
+    """An Exited that the task's own shim contradicts: its State reports the init still
+    ``status`` ("running" or "paused") as ``pid``. The task is live again and its exit
+    unknown; the Exited stays in history (it was believed), and this says it was wrong."""
+
+    TOPIC = TOPIC_PREFIX + "ExitRetracted"
+    class_version = 1
+
+    status: str
+    pid: int
+    cause: Cause
+
+
 TaskEvent: TypeAlias = (
     Created | Started | Exited | Deleted | Killed | Paused | Resumed | OOM | ExecAdded
-    | ExecStarted | ExecExited | Updated | Checkpointed | ShimLost | Adopted
+    | ExecStarted | ExecExited | Updated | Checkpointed | ShimLost | Adopted | ExitRetracted
 )  # fmt: skip
 """Any event of a task's history: what projections take."""
 
@@ -219,7 +232,7 @@ TaskEvent: TypeAlias = (
 LIFECYCLE_EVENTS: tuple[type[TaskEvent], ...] = (Created, Started, Exited, Deleted)
 AUDIT_EVENTS: tuple[type[TaskEvent], ...] = (
     Killed, Paused, Resumed, OOM, ExecAdded, ExecStarted, ExecExited, Updated, Checkpointed,
-    ShimLost, Adopted,
+    ShimLost, Adopted, ExitRetracted,
 )  # fmt: skip
 EVENT_TYPES = LIFECYCLE_EVENTS + AUDIT_EVENTS
 _BY_NAME = {cls.__name__: cls for cls in EVENT_TYPES}

@@ -71,6 +71,7 @@ class Task(Aggregate):
     Checkpointed = events.Checkpointed
     ShimLost = events.ShimLost
     Adopted = events.Adopted
+    ExitRetracted = events.ExitRetracted
 
     @staticmethod
     def create_id(namespace: str, task_id: str, incarnation: int, **_: object) -> UUID:
@@ -311,6 +312,14 @@ class Task(Aggregate):
         self._checkpointed(image_path=image_path, exit=exit, cause=cause)
         return True
 
+    def observe_still_running(self, status: Status, pid: int, cause: Cause) -> bool:
+        """The shim reports the init running (or paused) though history says it exited:
+        the Exited was false, and the record follows the shim back (ExitRetracted)."""
+        if self.status is not Status.STOPPED or status not in (Status.RUNNING, Status.PAUSED):
+            return False
+        self._exit_retracted(status=status.value, pid=pid, cause=cause)
+        return True
+
     def observe_shim_lost(self, cause: Cause) -> bool:
         if self.status not in HAS_PROCESS:
             return False
@@ -392,28 +401,19 @@ class Task(Aggregate):
     def _adopted(self, cause: Cause) -> None:
         pass
 
+    @event(ExitRetracted)
+    def _exit_retracted(self, status: str, pid: int, cause: Cause) -> None:
+        self.status, self.pid, self.exit = Status(status), pid, None
 
-# Every topic a history was ever written with before the stable ones: eventsourcing's
-# default, module:qualname, of the classes as they were (spelt out, not derived, so that
-# renaming a class cannot change them). Registered, they resolve to today's classes
-# wherever those live, so old histories load; nothing writes them any more.
-LEGACY_TOPICS: dict[str, type[Any]] = {
-    "domain.task:Task": Task,
-    "domain.task:Task.Created": Task.Created,
-    "domain.task:Task.Started": Task.Started,
-    "domain.task:Task.Exited": Task.Exited,
-    "domain.task:Task.Deleted": Task.Deleted,
-    "domain.task:Task.Killed": Task.Killed,
-    "domain.task:Task.Paused": Task.Paused,
-    "domain.task:Task.Resumed": Task.Resumed,
-    "domain.task:Task.OOM": Task.OOM,
-    "domain.task:Task.ExecAdded": Task.ExecAdded,
-    "domain.task:Task.ExecStarted": Task.ExecStarted,
-    "domain.task:Task.ExecExited": Task.ExecExited,
-    "domain.task:Task.Updated": Task.Updated,
-    "domain.task:Task.Checkpointed": Task.Checkpointed,
-    "domain.task:Task.ShimLost": Task.ShimLost,
-    "domain.task:Task.Adopted": Task.Adopted,
-}
+
+# Every topic written before the stable ones (eventsourcing's module:qualname), spelt out
+# by name so that renaming a class cannot change them (it fails here). Registered, they
+# resolve to today's classes, so old histories load; nothing writes them any more.
+_LEGACY_NAMES = (
+    "Created", "Started", "Exited", "Deleted", "Killed", "Paused", "Resumed", "OOM", "ExecAdded",
+    "ExecStarted", "ExecExited", "Updated", "Checkpointed", "ShimLost", "Adopted",
+)  # fmt: skip
+LEGACY_TOPICS: dict[str, type[Any]] = {"domain.task:Task": Task} | {
+    f"domain.task:Task.{n}": getattr(Task, n) for n in _LEGACY_NAMES}  # fmt: skip
 for _topic, _cls in LEGACY_TOPICS.items():
     register_topic(_topic, _cls)

@@ -9,7 +9,17 @@ from typing import Any, cast
 
 from pydantic import BaseModel
 
-from domain.events import OOM, Created, Deleted, Exited, Killed, ShimLost, Started, event_type
+from domain.events import (
+    OOM,
+    Created,
+    Deleted,
+    Exited,
+    ExitRetracted,
+    Killed,
+    ShimLost,
+    Started,
+    event_type,
+)
 from projections.records import EventRecord
 
 
@@ -102,6 +112,13 @@ def _exited(life: Lifetime | None, record: EventRecord) -> Lifetime | None:
         life.exited = record.timestamp
         life.exit_status = fields.get("exit_status")
         life.signal = fields.get("signal")
+    return life
+
+
+@_step.register(ExitRetracted)
+def _exit_retracted(life: Lifetime | None, record: EventRecord) -> Lifetime | None:
+    if life is not None:  # the Exited was false: the incarnation lives on
+        life.exited = life.exit_status = life.signal = None
     return life
 
 

@@ -13,7 +13,16 @@ from uuid import UUID
 
 import aiosqlite
 
-from domain.events import Created, Deleted, Exited, Paused, Resumed, Started, TaskEvent
+from domain.events import (
+    Created,
+    Deleted,
+    Exited,
+    ExitRetracted,
+    Paused,
+    Resumed,
+    Started,
+    TaskEvent,
+)
 from domain.values import State, Status
 from projections.records import opened_key
 from projections.view import EventSource, View, rows_for
@@ -79,6 +88,15 @@ def _(event: Exited, state: State | None) -> State | None:
             "exited_at": event.exited_at,
         }
     )
+
+
+@_next.register
+def _(event: ExitRetracted, state: State | None) -> State | None:
+    if state is None:
+        return None
+    update = {"pid": event.pid, "status": Status(event.status), "exit_status": None,
+              "exited_at": None}  # fmt: skip
+    return state.model_copy(update=update)
 
 
 @_next.register

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -44,7 +44,20 @@ class ProcessState:
 
 
 @dataclass(frozen=True)
-class TaskExitEvent:
+class HeardEvent:
+    """What every decoded shim event carries besides its payload: who sent it.
+
+    ``sender`` is the pid of the process on the other end of the sink's connection
+    (SO_PEERCRED); None when nobody can say (an event made in-process). Any process of
+    our user can connect to the sink, so an event is believed only from the shim that
+    serves its task (shim.recording.shim_events).
+    """
+
+    sender: int | None = field(default=None, kw_only=True)
+
+
+@dataclass(frozen=True)
+class TaskExitEvent(HeardEvent):
     """A shim's /tasks/exit event, decoded; ``exec_id`` is empty for the task's init."""
 
     namespace: str
@@ -56,7 +69,7 @@ class TaskExitEvent:
 
 
 @dataclass(frozen=True)
-class TaskStartEvent:
+class TaskStartEvent(HeardEvent):
     """A shim's /tasks/start event, decoded (for the init process: execs have their own)."""
 
     namespace: str
@@ -65,7 +78,7 @@ class TaskStartEvent:
 
 
 @dataclass(frozen=True)
-class TaskOOMEvent:
+class TaskOOMEvent(HeardEvent):
     """A shim's /tasks/oom event: the task's cgroup hit its memory limit."""
 
     namespace: str
@@ -73,7 +86,7 @@ class TaskOOMEvent:
 
 
 @dataclass(frozen=True)
-class TaskCreateEvent:
+class TaskCreateEvent(HeardEvent):
     """/tasks/create: the shim made the task (recorded from the Create reply already)."""
 
     namespace: str
@@ -82,7 +95,7 @@ class TaskCreateEvent:
 
 
 @dataclass(frozen=True)
-class TaskDeleteEvent:
+class TaskDeleteEvent(HeardEvent):
     """/tasks/delete: the shim removed a process (``exec_id`` empty for the init)."""
 
     namespace: str
@@ -94,14 +107,14 @@ class TaskDeleteEvent:
 
 
 @dataclass(frozen=True)
-class TaskExecAddedEvent:
+class TaskExecAddedEvent(HeardEvent):
     namespace: str
     container_id: str
     exec_id: str
 
 
 @dataclass(frozen=True)
-class TaskExecStartedEvent:
+class TaskExecStartedEvent(HeardEvent):
     namespace: str
     container_id: str
     exec_id: str
@@ -109,19 +122,19 @@ class TaskExecStartedEvent:
 
 
 @dataclass(frozen=True)
-class TaskPausedEvent:
+class TaskPausedEvent(HeardEvent):
     namespace: str
     container_id: str
 
 
 @dataclass(frozen=True)
-class TaskResumedEvent:
+class TaskResumedEvent(HeardEvent):
     namespace: str
     container_id: str
 
 
 @dataclass(frozen=True)
-class TaskCheckpointedEvent:
+class TaskCheckpointedEvent(HeardEvent):
     namespace: str
     container_id: str
     image_path: str

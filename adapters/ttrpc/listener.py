@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from adapters.ttrpc.address import abstract_name, is_abstract
 from domain.errors import AlreadyExistsError
 
-__all__ = ["SocketFile", "bind_unix", "peer_description", "remove_stale_socket"]
+__all__ = ["SocketFile", "bind_unix", "peer_description", "peer_pid", "remove_stale_socket"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +120,20 @@ async def remove_stale_socket(path: str) -> None:
     with contextlib.suppress(Exception):
         await writer.wait_closed()
     raise AlreadyExistsError(f"a server is already listening on {path}")
+
+
+def peer_pid(writer: asyncio.StreamWriter) -> int | None:
+    """The pid of the process that connected (SO_PEERCRED), or None if it cannot be read."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return None
+    try:
+        pid, _, _ = _PEERCRED.unpack(
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+        )
+    except OSError:
+        return None
+    return int(pid)
 
 
 def peer_description(writer: asyncio.StreamWriter) -> str | None:

@@ -17,6 +17,7 @@ import enum
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TypeVar, cast
@@ -46,13 +47,19 @@ from adapters.ttrpc.listener import (
     SocketFile,
     bind_unix,
     peer_description,
+    peer_pid,
 )
 from adapters.ttrpc.metadata import Metadata
 from domain.errors import ShimledgerError
 
-__all__ = ["SERVER_CLOSED", "Handler", "Metadata", "ServerState", "TtrpcServer"]
+__all__ = ["PEER_PID", "SERVER_CLOSED", "Handler", "Metadata", "ServerState", "TtrpcServer"]
 
 logger = logging.getLogger(__name__)
+
+#: The pid of the peer whose request a handler serves (SO_PEERCRED), None outside one: for a
+#: handler that must know who speaks (the event sink believes a task's events only from
+#: that task's shim). Set per connection; each request's task inherits it.
+PEER_PID: ContextVar[int | None] = ContextVar("ttrpc_peer_pid", default=None)
 
 #: The Unavailable message for a request that arrives while the server shuts down
 #: (ttrpc's ErrServerClosed).
@@ -272,6 +279,7 @@ class TtrpcServer:
         try:
             peer = peer_description(writer)
             if peer is not None:
+                PEER_PID.set(peer_pid(writer))
                 await self._serve_connection(reader, _Connection(writer, peer))
         except asyncio.CancelledError:
             # Only aclose() cancels this task, and it is ending anyway. Ending normally

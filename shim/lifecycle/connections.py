@@ -58,6 +58,13 @@ class ShimConnections:
         except (UnavailableError, NotFoundError, OSError):
             return None
 
+    async def shim_pid(self, task: Task) -> int | None:
+        """The pid of the shim serving the task (its Connect reply), None if none answers."""
+        try:
+            return (await self.connect(task)).shim_pid
+        except (UnavailableError, NotFoundError, OSError):
+            return None
+
     async def aclose(self) -> None:
         """Drop every connection; the shims and their tasks keep running."""
         live, self._live = list(self._live.values()), {}

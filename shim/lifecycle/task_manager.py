@@ -27,7 +27,7 @@ from domain.errors import (
 )
 from domain.identifiers import validate_identifier
 from domain.state_dir import RESERVED
-from domain.task import HAS_PROCESS, Task
+from domain.task import Task
 from domain.values import Cause, Exit, State, Status
 from shim import DEFAULT_RUNTIME
 from shim.crash_points import crash_point
@@ -197,6 +197,7 @@ class TaskManager:
                 return fresh.exit
             raise
         async with self._recorder.editing_incarnation(task) as fresh:
+            await self._reconciler.record_exec_exits(fresh)  # what the shim knows, first
             fresh.observe_exit(exit_.status, exit_.exited_at, Cause(kind="shim", detail="Wait"))
         return exit_
 
@@ -212,8 +213,9 @@ class TaskManager:
             if await self._adopter.remove_leftovers(self.namespace, task_id, force=force):
                 return None
             raise
-        if task.status in HAS_PROCESS and await self.reconcile(task):
-            task = await self._live_task(task_id)  # it had exited while nobody listened
+        # With --force a stopped record is checked too: its shim may say it runs after all.
+        if await self._reconciler.reconcile(task, stopped=force):
+            task = await self._live_task(task_id)  # it had exited (or not) while unheard
         if task.status in (Status.RUNNING, Status.PAUSED):
             if not force:
                 task.check_delete()  # raises: kill it first, or use delete --force
@@ -223,6 +225,7 @@ class TaskManager:
             # It may die of itself (or of another command's kill) after the check above.
             with contextlib.suppress(FailedPreconditionError):
                 await self.kill(task_id, 9, all=True)
+            await self._reconciler.end_execs(task)  # their exits before the task's own
             await self.wait(task_id)
             crash_point("delete.process-stopped")
         elif task.status is Status.CREATED:
@@ -236,6 +239,7 @@ class TaskManager:
                 raise InvalidTransitionError(f"task {task_id} is {task.status.value} again; retry")
             await self._view.catch_up()
             final = await self._view.get(self.namespace, task_id)
+            await self._reconciler.settle_execs(task)
             await self._remove(task)
             task.observe_deleted(self._cause())
         assert final is not None, "a live task always has a row in the view"
@@ -397,9 +401,7 @@ class TaskManager:
         validate_identifier("task ID", task_id)
         async with self._recorder.editing(self.namespace, task_id) as task:
             if task is None or not task.is_live:
-                raise NotFoundError(
-                    f"task {task_id} does not exist in namespace {self.namespace}"
-                )
+                raise NotFoundError(f"task {task_id} does not exist in namespace {self.namespace}")
             yield task
 
     async def _client(self, task_id: str, missing: str | None = None) -> ShimClient:

@@ -9,12 +9,15 @@ one append in either order, in any process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from typing import Protocol
 
+from domain.errors import UnavailableError
 from domain.task import Task
 from domain.values import Cause, Status
 from shim.clock import now
+from shim.lifecycle.shim_manager import ShimProcess
 from shim.ports import (
     ShimEvent,
     TaskCheckpointedEvent,
@@ -29,13 +32,25 @@ from shim.ports import (
     TaskStartEvent,
 )
 from shim.recording.recorder import TaskRecorder
+from shim.recovery.exec_facts import record_exec_drift, running_execs
 
 logger = logging.getLogger(__name__)
 
-# What the task's shim says its init is doing now (None: it cannot say). Paused and resumed
-# events carry no sequence number, so a late one is checked against the shim before it is
-# believed: pause, resume, then a delayed /tasks/paused must not make history say paused.
-Probe = Callable[[Task], Awaitable[Status | None]]
+
+class TaskShims(Protocol):
+    """What the recorder asks of the shim that serves a task (ShimConnections)."""
+
+    async def connect(self, task: Task) -> ShimProcess:
+        """The task's own shim; UnavailableError if none answers."""
+        ...
+
+    async def probe(self, task: Task) -> Status | None:
+        """What the shim says the task's init is doing now (None: it cannot say)."""
+        ...
+
+    async def shim_pid(self, task: Task) -> int | None:
+        """The pid of the task's own shim (None: no shim answers for it)."""
+        ...
 
 
 def shim_event_cause(topic: str) -> Cause:
@@ -45,9 +60,30 @@ def shim_event_cause(topic: str) -> Cause:
 class ShimEventRecorder:
     """Turns each decoded shim event into an observation on the task it is about."""
 
-    def __init__(self, recorder: TaskRecorder, probe: Probe) -> None:
+    def __init__(self, recorder: TaskRecorder, shims: TaskShims) -> None:
         self._recorder = recorder
-        self._probe = probe
+        self._shims = shims
+
+    async def _believed(self, task: Task | None, event: ShimEvent) -> bool:
+        """Whether ``event`` may change ``task``'s history: the task is live and the event
+        came from the task's own shim.
+
+        The sink's socket takes any process of our user: another task's shim, a
+        third-party ``--runtime``, a script. Only the shim that serves the task can speak
+        for it, so the connection's peer pid must be that shim's; anything else (an
+        unknown sender included) is logged and dropped, and reconciliation asks the
+        shim itself if a real fact was missed.
+        """
+        if task is None or not task.is_live:
+            return False  # nothing to record on it (a deleted task's facts are not news)
+        owner = await self._shims.shim_pid(task)
+        if event.sender is not None and event.sender == owner:
+            return True
+        logger.warning(
+            "ignored %s about task %s/%s from pid %s: its shim is pid %s",
+            type(event).__name__, task.namespace, task.task_id, event.sender, owner,
+        )  # fmt: skip
+        return False
 
     async def handle_event(self, event: ShimEvent) -> None:
         match event:
@@ -73,19 +109,27 @@ class ShimEventRecorder:
 
     async def _start(self, event: TaskStartEvent) -> None:
         async with self._recorder.editing(event.namespace, event.container_id) as task:
-            if task is not None and task.pid == event.pid:
+            if await self._believed(task, event) and task is not None and task.pid == event.pid:
                 task.observe_start(event.pid, shim_event_cause("/tasks/start"))
 
     async def _exit(self, event: TaskExitEvent) -> None:
         """The init's exit, or an exec's (ExecExited: an exec's exit is not the task's)."""
         cause = shim_event_cause("/tasks/exit")
         async with self._recorder.editing(event.namespace, event.container_id) as task:
-            if task is None:
+            if task is None or not await self._believed(task, event):
                 return
             if event.exec_id not in ("", event.container_id):
                 task.observe_exec_exit(event.exec_id, event.exit_status, event.exited_at, cause)
             elif task.pid == event.pid:
+                await self._exec_exits_first(task)
                 task.observe_exit(event.exit_status, event.exited_at, cause)
+
+    async def _exec_exits_first(self, task: Task) -> None:
+        """The init's exit ends its execs too: those the shim already reports stopped are
+        recorded before it, so that history tells them in order."""
+        if running_execs(task):
+            with contextlib.suppress(UnavailableError, OSError):
+                await record_exec_drift(task, (await self._shims.connect(task)).client)
 
     async def _delete(self, event: TaskDeleteEvent) -> None:
         """/tasks/delete of the init: the shim removed the container, whoever asked it to.
@@ -97,14 +141,14 @@ class ShimEventRecorder:
             return  # an exec's removal is not a fact of the task's life
         cause = shim_event_cause("/tasks/delete")
         async with self._recorder.editing(event.namespace, event.container_id) as task:
-            if task is None or not task.is_live or task.pid != event.pid:
+            if task is None or task.pid != event.pid or not await self._believed(task, event):
                 return
             task.observe_exit(event.exit_status, event.exited_at or now(), cause)
             task.observe_deleted(cause)
 
     async def _exec(self, event: TaskExecAddedEvent | TaskExecStartedEvent) -> None:
         async with self._recorder.editing(event.namespace, event.container_id) as task:
-            if task is None:
+            if task is None or not await self._believed(task, event):
                 return
             if isinstance(event, TaskExecStartedEvent):
                 task.observe_exec_started(
@@ -121,7 +165,7 @@ class ShimEventRecorder:
         async with self._recorder.editing(event.namespace, event.container_id) as task:
             if task is None or task.status is not before:
                 return
-            if await self._probe(task) is not after:
+            if not await self._believed(task, event) or await self._shims.probe(task) is not after:
                 return  # a late event: the shim has moved on since
             if paused:
                 task.observe_paused(shim_event_cause("/tasks/paused"))
@@ -130,12 +174,12 @@ class ShimEventRecorder:
 
     async def _checkpoint(self, event: TaskCheckpointedEvent) -> None:
         async with self._recorder.editing(event.namespace, event.container_id) as task:
-            if task is not None:
+            if task is not None and await self._believed(task, event):
                 task.observe_checkpoint(
                     event.image_path, False, shim_event_cause("/tasks/checkpointed")
                 )
 
     async def _oom(self, event: TaskOOMEvent) -> None:
         async with self._recorder.editing(event.namespace, event.container_id) as task:
-            if task is not None:
+            if task is not None and await self._believed(task, event):
                 task.observe_oom(shim_event_cause("/tasks/oom"))

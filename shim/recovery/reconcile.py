@@ -10,6 +10,7 @@ says happened since); any other such bundle (a create killed half-way) is remove
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from collections.abc import Awaitable, Iterable
@@ -22,7 +23,7 @@ from domain.errors import (
 )
 from domain.state_dir import StateDir
 from domain.task import HAS_PROCESS, Task
-from domain.values import Bundle, Status
+from domain.values import Bundle, Cause, Status
 from shim.clock import now
 from shim.lifecycle.bundle import Bundles, is_identifier
 from shim.lifecycle.connections import ShimConnections
@@ -30,11 +31,18 @@ from shim.lifecycle.shim_manager import ShimManager
 from shim.ports import ProcessState
 from shim.recording.recorder import TaskRecorder
 from shim.recovery.adoption import BundleAdopter
+from shim.recovery.exec_facts import (
+    UNKNOWN_EXIT_STATUS,
+    exec_exits_unknown,
+    record_exec_drift,
+    running_execs,
+    wait_for_execs,
+)
 from shim.recovery.report import Action, Reconciliation, reconciliation_cause
 
 logger = logging.getLogger(__name__)
 
-UNKNOWN_EXIT_STATUS = 255  # containerd's status for an exit nobody saw (cleanupAfterDeadShim)
+WAITED = Cause(kind="shim", detail="Wait")
 DELETING = ".deleting."  # remove_bundle renames a bundle to .<id>.deleting.<pid> first
 
 
@@ -62,13 +70,21 @@ class Reconciler:
 
     # --- one recorded task ---------------------------------------------------------------
 
-    async def reconcile(self, task: Task) -> bool:
-        """Bring a task with a process in line with its shim; True if anything was recorded."""
-        if task.status not in HAS_PROCESS:
+    async def reconcile(self, task: Task, *, stopped: bool = False) -> bool:
+        """Bring a task with a process in line with its shim; True if anything was recorded.
+
+        With ``stopped``, a stopped record is asked about too (one more RPC): its shim may
+        report the init still running, when the recorded exit was wrong.
+        """
+        if task.status not in HAS_PROCESS and not (stopped and task.status is Status.STOPPED):
             return False
         async with self._recorder.editing_incarnation(task) as fresh:
-            action, _ = await self._with_process(fresh)
-        return action is not Action.UNCHANGED
+            if fresh.status is not Status.STOPPED:
+                await self._with_process(fresh)
+            elif (bundle := self._bundles.load(fresh.namespace, fresh.task_id)) is not None:
+                await self._recheck_stopped(fresh, bundle)
+            changed = bool(fresh.pending_events)
+        return changed
 
     async def _with_process(self, task: Task) -> tuple[Action, str]:
         """A created, running or paused record against its shim's State (inside an edit)."""
@@ -92,16 +108,49 @@ class Reconciler:
             await self._shims.delete(shim)
             await self.cleanup_dead(task, bundle)
             return Action.SHIM_LOST, "the shim no longer had the task; exit status unknown"
-        return _record_drift(task, process)
+        execs = await record_exec_drift(task, shim.client)  # before the init's exit, if any
+        action, detail = _record_drift(task, process)
+        if execs and action is Action.UNCHANGED:
+            return Action.EXEC_EXIT_RECORDED, f"exec {', '.join(execs)} exited unheard"
+        return action, detail
 
     async def cleanup_dead(self, task: Task, bundle: Bundle) -> None:
         """The shim is gone: its own cleanup, then ShimLost and Exited(255) on ``task``,
         which the caller is editing."""
         await self._shims.cleanup_after_dead_shim(bundle, task.runtime)
         task.observe_shim_lost(reconciliation_cause("shim lost"))
+        exec_exits_unknown(task, reconciliation_cause("shim lost; exit status unknown"))
         task.observe_exit(
             UNKNOWN_EXIT_STATUS, now(), reconciliation_cause("shim lost; exit status unknown")
         )
+
+    async def end_execs(self, task: Task) -> None:
+        """``delete --force`` after its kill: wait (the shim's Wait) for each exec history
+        has running, and record its exit before the task's own Exited and Deleted.
+
+        Not under the lock while waiting: the exec's own command may record it first.
+        """
+        async with self._recorder.editing_incarnation(task) as fresh:
+            running = bool(running_execs(fresh))
+        if not running:
+            return
+        exits = await wait_for_execs(fresh, (await self._connections.connect(fresh)).client)
+        async with self._recorder.editing_incarnation(task) as fresh:
+            for exec_id, exit_ in exits:
+                fresh.observe_exec_exit(exec_id, exit_.status, exit_.exited_at, WAITED)
+
+    async def record_exec_exits(self, task: Task) -> None:
+        """Inside an edit: each exec exit the task's shim knows and history does not (before
+        the init's own exit is recorded, so that history tells them in that order)."""
+        if running_execs(task):
+            with contextlib.suppress(UnavailableError):
+                await record_exec_drift(task, (await self._connections.connect(task)).client)
+
+    async def settle_execs(self, task: Task) -> None:
+        """Before its Deleted (inside the edit): each exec still running in history gets
+        its exit from the shim if it can tell, else 255; a deleted task runs nothing."""
+        await self.record_exec_exits(task)
+        exec_exits_unknown(task, reconciliation_cause("ended with its task; status unknown"))
 
     # --- the whole state dir -------------------------------------------------------------
 
@@ -175,15 +224,31 @@ class Reconciler:
             return action, f"{detail}; its working bundle is gone: Deleted recorded"
         if action is not Action.UNCHANGED:
             return action, detail
+        return await self._recheck_stopped(task, bundle)
+
+    async def _recheck_stopped(self, task: Task, bundle: Bundle) -> tuple[Action, str]:
+        """A stopped record with its bundle, against its shim (inside an edit): a dead
+        shim's leftovers cleared, execs' exits recorded, and an exit the shim contradicts
+        (the init still runs) retracted."""
+        unknown = reconciliation_cause("the task's processes are gone; exit status unknown")
         try:
             shim = await self._connections.connect(task)
-            await shim.client.state(task.task_id)
+            process = await shim.client.state(task.task_id)
         except UnavailableError:
             self._connections.forget(task)
             await self._shims.cleanup_after_dead_shim(bundle, task.runtime)
+            exec_exits_unknown(task, unknown)
             return Action.LEFTOVERS_REMOVED, "stopped; its shim is gone: its delete action ran"
         except NotFoundError:
+            exec_exits_unknown(task, unknown)
             return Action.UNCHANGED, "stopped; the shim holds no container (delete finishes it)"
+        execs = await record_exec_drift(task, shim.client)
+        status = process.status.value
+        cause = reconciliation_cause(f"shim reports {status}: the recorded exit was wrong")
+        if task.observe_still_running(process.status, process.pid, cause):
+            return Action.EXIT_RETRACTED, f"the shim reports it {status}, pid {process.pid}"
+        if execs:
+            return Action.EXEC_EXIT_RECORDED, f"stopped; exec {', '.join(execs)} exited unheard"
         return Action.UNCHANGED, "stopped"
 
 

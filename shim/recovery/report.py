@@ -13,6 +13,8 @@ class Action(enum.StrEnum):
 
     UNCHANGED = "unchanged"
     EXIT_RECORDED = "exit-recorded"
+    EXIT_RETRACTED = "exit-retracted"  # a recorded exit its shim contradicts
+    EXEC_EXIT_RECORDED = "exec-exit-recorded"
     START_RECORDED = "start-recorded"
     PAUSE_RECORDED = "pause-recorded"
     RESUME_RECORDED = "resume-recorded"

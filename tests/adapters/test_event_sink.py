@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -115,7 +116,9 @@ async def test_a_forwarded_event_reaches_the_handler(tmp_path: Path) -> None:
                               request, Empty, timeout=5)  # fmt: skip
     finally:
         await sink.aclose()
-    assert received == [TaskStartEvent(namespace="ns", container_id="c", pid=9)]
+    # The sender is the connection's peer (this process): the recorder checks it.
+    assert received == [TaskStartEvent(namespace="ns", container_id="c", pid=9,
+                                       sender=os.getpid())]  # fmt: skip
 
 
 def refuses(path: Path) -> bool:

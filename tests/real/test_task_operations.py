@@ -174,15 +174,16 @@ async def test_a_pause_nobody_recorded_is_recorded_from_the_event_and_a_late_one
     await manager.start("quiet")
     shim = await manager.shim("quiet")
     await shim.client.pause("quiet")  # behind the manager's back: only the event tells
-    await manager.handle_event(TaskPausedEvent(manager.namespace, "quiet"))
+    # As the sink hands it on, from the shim's own connection.
+    await manager.handle_event(TaskPausedEvent(manager.namespace, "quiet", sender=shim.shim_pid))
     assert (await manager.get("quiet")).status is Status.PAUSED
     history = await manager.history("quiet")
     assert types(history)[-1] == "Paused" and history[-1].cause.kind == "shim-event"
 
     await manager.resume("quiet")
     # A /tasks/paused delivered late, after the resume: the shim says running, so no Paused.
-    await manager.handle_event(TaskPausedEvent(manager.namespace, "quiet"))
-    await manager.handle_event(TaskResumedEvent(manager.namespace, "quiet"))
+    await manager.handle_event(TaskPausedEvent(manager.namespace, "quiet", sender=shim.shim_pid))
+    await manager.handle_event(TaskResumedEvent(manager.namespace, "quiet", sender=shim.shim_pid))
     await settle(manager)
     assert types(await manager.history("quiet")) == ["Created", "Started", "Paused", "Resumed"]
     assert (await manager.get("quiet")).status is Status.RUNNING

@@ -62,27 +62,33 @@ async def setup(tmp_path: Path) -> AsyncIterator[tuple[TaskManager, FakeShimBina
         yield manager, binary
 
 
-def exit_event(task_id: str, pid: int, status: int, exec_id: str = "") -> TaskExitEvent:
+def exit_event(
+    task_id: str, pid: int, status: int, exec_id: str = "", *, sender: int | None
+) -> TaskExitEvent:
+    """A /tasks/exit as the sink hands it on: ``sender`` is the peer's pid (the shim's)."""
     return TaskExitEvent(namespace="default", container_id=task_id, exec_id=exec_id or task_id,
-                         pid=pid, exit_status=status, exited_at=datetime.now(UTC))  # fmt: skip
+                         pid=pid, exit_status=status, exited_at=datetime.now(UTC),
+                         sender=sender)  # fmt: skip
 
 
 async def test_an_exit_heard_twice_is_recorded_once(setup, user_bundle, tmp_path) -> None:
     manager, binary = setup
     created = await manager.create("a", user_bundle)
     await manager.start("a")
-    binary.shims[str(tmp_path / "state" / "default" / "a")].exit("a", 3)
-    await manager.handle_event(exit_event("a", created.pid, 3))
-    await manager.handle_event(exit_event("a", created.pid, 3))
+    shim = binary.shims[str(tmp_path / "state" / "default" / "a")]
+    shim.exit("a", 3)
+    await manager.handle_event(exit_event("a", created.pid, 3, sender=shim.pid))
+    await manager.handle_event(exit_event("a", created.pid, 3, sender=shim.pid))
     assert (await manager.wait("a")).status == 3
     assert types(await manager.history("a")) == ["Created", "Started", "Exited"]
 
 
-async def test_an_exec_exit_is_not_the_task_exit(setup, user_bundle) -> None:
-    manager, _ = setup
+async def test_an_exec_exit_is_not_the_task_exit(setup, user_bundle, tmp_path) -> None:
+    manager, binary = setup
     created = await manager.create("a", user_bundle)
     await manager.start("a")
-    await manager.handle_event(exit_event("a", created.pid + 5, 1, exec_id="exec1"))
+    shim = binary.shims[str(tmp_path / "state" / "default" / "a")]
+    await manager.handle_event(exit_event("a", created.pid + 5, 1, "exec1", sender=shim.pid))
     assert (await manager.get("a")).status is Status.RUNNING
 
 
@@ -134,8 +140,8 @@ async def test_events_heard_by_another_process_wait_for_the_start_in_progress(
     async with new_manager(tmp_path, binary) as other:
 
         async def deliver() -> None:
-            await other.handle_event(TaskStartEvent("default", "a", created.pid))
-            await other.handle_event(exit_event("a", created.pid, 0))
+            await other.handle_event(TaskStartEvent("default", "a", created.pid, sender=shim.pid))
+            await other.handle_event(exit_event("a", created.pid, 0, sender=shim.pid))
 
         async def events_reach_the_other_process() -> None:
             shim.exit("a", 0)  # the process exits at once, and the shim publishes both events
@@ -150,3 +156,17 @@ async def test_events_heard_by_another_process_wait_for_the_start_in_progress(
     assert types(events) == ["Created", "Started", "Exited"]
     assert events[1].cause.kind == "cli" and events[2].cause.detail == "/tasks/exit"
     assert (await manager.get("a")).status is Status.STOPPED
+
+
+@pytest.mark.parametrize("sender", [None, 4242])
+async def test_an_exit_from_anyone_but_the_tasks_shim_is_ignored(
+    setup, user_bundle, sender: int | None
+) -> None:
+    """Unknown or another process: only the shim that serves the task speaks for it."""
+    manager, _ = setup
+    created = await manager.create("a", user_bundle)
+    await manager.start("a")
+    await manager.handle_event(exit_event("a", created.pid, 42, sender=sender))
+    assert (await manager.get("a", reconcile=False)).status is Status.RUNNING
+    assert types(await manager.history("a")) == ["Created", "Started"]
+    await manager.delete("a", force=True)
