@@ -23,6 +23,7 @@ CRASH_POINTS: tuple[str, ...] = (
     "start.before-rpc",  # the task is created and locked; no Start RPC yet
     "start.rpc-done",  # the process runs; Started not recorded
     "kill.rpc-done",  # the signal was sent; Killed not recorded
+    "exec.started",  # an exec runs, ExecStarted recorded; its command waited for its exit
     "delete.process-stopped",  # delete -f of a running task: Killed and Exited recorded
     "delete.rpc-done",  # the shim's Delete RPC removed the runc container; shim still up
     "delete.shim-gone",  # the shim was shut down; its working bundle is still there

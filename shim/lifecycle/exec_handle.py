@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from domain.task import Task
 from domain.values import Cause, Exit
+from shim.crash_points import crash_point
 from shim.lifecycle.shim_manager import bounded_cleanup
 from shim.ports import ProcessState, ShimClient
 from shim.recording.recorder import TaskRecorder
@@ -49,6 +50,7 @@ class ExecHandle:
                 await bounded_cleanup(self._client.delete(self.task_id, self.id))
                 raise
             task.observe_exec_started(self.id, pid, self._cause())
+        crash_point("exec.started")
         self.pid = pid
         return pid
 

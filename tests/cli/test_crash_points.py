@@ -152,12 +152,16 @@ class Scenario:
     after: tuple[str, ...]  # history after reconcile
     retry: tuple[str, ...]  # the retried or finishing command
     final: tuple[str, ...]  # history after `retry` (and delete -f, if still live)
+    release: bool = False  # let the exec the crashed command ran end (and wait until it has)
 
 
 CREATE = ("create", "--bundle", "{bundle}", ID)
 RUN = ("run", "-d", "--bundle", "{bundle}", ID)
 DELETED_CREATED = ("Killed", "Exited", "Deleted")  # delete -f of a created task
 RAN = ("Created", "Started", "Killed", "Exited")
+# An exec that ends when the test says so (a file appears in the rootfs), with status 7.
+EXEC = ("exec", ID, "--", "sh", "-c", "until [ -e /go ]; do sleep 0.01; done; exit 7")
+EXECUTED = ("Created", "Started", "ExecAdded", "ExecStarted")
 
 SCENARIOS: dict[str, Scenario] = {
     "create.bundle-made": Scenario(
@@ -180,6 +184,10 @@ SCENARIOS: dict[str, Scenario] = {
         (RUN,), ("kill", ID, "KILL"), ("Created", "Started"), "exit-recorded",
         ("Created", "Started", "Exited"), ("delete", ID),
         ("Created", "Started", "Exited", "Deleted")),
+    "exec.started": Scenario(
+        (RUN,), EXEC, EXECUTED, "exec-exit-recorded", (*EXECUTED, "ExecExited"),
+        ("kill", ID, "KILL"), (*EXECUTED, "ExecExited", "Killed", "Exited", "Deleted"),
+        release=True),
     "delete.process-stopped": Scenario(
         (RUN,), ("delete", "-f", ID), RAN, "unchanged", RAN, ("delete", ID), (*RAN, "Deleted")),
     "delete.rpc-done": Scenario(
@@ -204,7 +212,7 @@ def filled(command: tuple[str, ...], cli: Cli) -> list[str]:
 
 def test_every_point_has_a_scenario_and_a_call_site() -> None:
     """The list, the calls in the code and this file's scenarios name the same points."""
-    source = (ROOT / "shim" / "lifecycle" / "task_manager.py").read_text()
+    source = "".join(p.read_text() for p in sorted((ROOT / "shim" / "lifecycle").glob("*.py")))
     calls = re.findall(r'crash_point\("([^"]+)"\)', source)
     assert sorted(calls) == sorted(CRASH_POINTS)
     assert len(set(calls)) == len(calls)
@@ -232,16 +240,20 @@ def test_a_command_killed_at_a_point_leaves_nothing_untracked(cli: Cli, point: s
     crashed = cli(*filled(scenario.crash, cli), crash_at=point)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     assert tuple(cli.types()) == scenario.before
+    if scenario.release:
+        release_the_exec(cli)
 
     report = cli.reconcile()
-    [entry] = [e for e in report if e["id"] == ID]
+    # (a foreground command's stdio FIFOs, removed once it is dead, are not the task's)
+    [entry] = [e for e in report if e["id"] == ID and "stdio FIFOs" not in e["detail"]]
     history = cli.history()
     assert tuple(e["type"] for e in history) == scenario.after
     # A shim retries an event the killed command never acknowledged (after 1 s, 2 s, ...):
     # if that retry reached reconcile's event sink first, the fact is recorded once, by it.
     new = list(scenario.after[len(scenario.before) :])
     heard = [e["type"] for e in history if e["cause"]["kind"] == "shim-event"]
-    if entry["action"] == "unchanged" and new in (["Started"], ["Exited"]) and new[0] in heard:
+    once = (["Started"], ["Exited"], ["ExecExited"])
+    if entry["action"] == "unchanged" and new in once and new[0] in heard:
         assert entry["recorded"] == []
     else:
         assert (entry["action"], entry["recorded"]) == (scenario.action, new), entry
@@ -249,6 +261,9 @@ def test_a_command_killed_at_a_point_leaves_nothing_untracked(cli: Cli, point: s
     if "Exited" in scenario.after and point == "kill.rpc-done":
         exited = next(e for e in history if e["type"] == "Exited")
         assert exited["exit_status"] == 137  # the shim's own status, not 255
+    if scenario.release:
+        exec_exited = next(e for e in history if e["type"] == "ExecExited")
+        assert exec_exited["exit_status"] == 7  # the shim's own status, not 255
 
     retried = cli(*filled(scenario.retry, cli))
     assert retried.returncode == 0, retried.stderr
@@ -256,6 +271,17 @@ def test_a_command_killed_at_a_point_leaves_nothing_untracked(cli: Cli, point: s
         cli.ok("delete", "-f", ID)
     assert nothing_left(cli) == [], f"after finishing {point}"
     assert tuple(cli.types()) == scenario.final
+
+
+def release_the_exec(cli: Cli) -> None:
+    """Let EXEC end, and wait until it has (the shim reaped it): its exit is then a fact
+    only the shim knows, as when it ends after its command was killed."""
+    [started] = [e for e in cli.history() if e["type"] == "ExecStarted"]
+    (cli.bundle / "rootfs" / "go").touch()
+    deadline = time.monotonic() + 30
+    while alive(started["pid"]):
+        assert time.monotonic() < deadline, "the exec did not end"
+        time.sleep(0.02)
 
 
 def test_a_sigkilled_shim_under_a_running_container(cli: Cli) -> None:
