@@ -10,7 +10,10 @@ and history each event once.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +24,7 @@ from typing import Any
 import pytest
 
 from cli.bootstrap import Settings
+from domain.state_dir import StateDir
 from tests.conftest import cli_env
 
 SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
@@ -216,3 +220,52 @@ def test_delete_twice_at_once_deletes_once(cli: Cli, bundle: Bundle, stagger: fl
     history = cli.history("dd")
     assert types(history) == ["Created", "Started", "Exited", "Deleted"]
     assert history[-1]["cause"]["pid"] == winner.pid
+
+
+
+def lock_is_free(path: Path) -> bool:
+    """True if no process holds the task's lock (an flock, as adapters.file_lock takes it)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # releases it
+    return True
+
+
+def test_delete_force_records_the_exit_of_an_exec_whose_command_is_too_late(
+    cli: Cli, bundle: Bundle, settings: Settings
+) -> None:
+    """delete -f while an exec runs: the exec's command (here SIGSTOPped, so always late,
+    as it was 1 time in 6 by itself) and the shim's events (served by that command) come
+    after Deleted; delete -f records the exec's exit itself, before the task's own."""
+    assert cli("run", "-d", "--bundle", str(bundle("sleep", "300")), "ex").returncode == 0
+    execer = cli.spawn("exec", "ex", "--", "sleep", "300")
+    deadline = time.monotonic() + TIMEOUT
+    while "ExecStarted" not in types(cli.history("ex")):
+        assert time.monotonic() < deadline and execer.poll() is None, "the exec never started"
+        time.sleep(0.02)
+    lock = StateDir(settings.state).lock_file(settings.namespace, "ex")
+    while True:  # stopped where it holds no lock (not inside an event's recording)
+        os.kill(execer.pid, signal.SIGSTOP)
+        if lock_is_free(lock):
+            break
+        os.kill(execer.pid, signal.SIGCONT)
+        time.sleep(0.01)
+    try:
+        deleter = cli("delete", "-f", "ex")
+    finally:
+        os.kill(execer.pid, signal.SIGCONT)
+    exec_result = Racer(execer, ("exec", "ex"))
+
+    assert deleter.returncode == 0, deleter
+    assert exec_result.returncode == 137, exec_result  # its own command saw it killed
+    history = cli.history("ex")
+    assert types(history) == [
+        "Created", "Started", "ExecAdded", "ExecStarted", "Killed", "ExecExited", "Exited",
+        "Deleted",
+    ], history  # fmt: skip
+    assert history[5]["exit_status"] == 137
+    assert cli("list", "-q").stdout == ""
