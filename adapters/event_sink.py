@@ -3,7 +3,9 @@
 Every shim is started with TTRPC_ADDRESS pointing here. Whichever shimledger process is
 running serves the socket; the others find it taken and leave it. When nobody serves it,
 the socket refuses connections, so a shim's publish fails fast instead of stalling
-(shim-protocol.md 0.10), and reconciliation records what was missed.
+(shim-protocol.md 0.10), and reconciliation records what was missed. Each event is handed
+on with its sender, the connection's SO_PEERCRED pid: any process of our user can connect,
+and only the task's own shim may speak for it (shim/recording/shim_events.py checks).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Every shim publishes /tasks/start, /tasks/exit, /tasks/oom, ... to the event sin
 by whichever process runs (a command, or serve). The same facts also come back in RPC
 replies to the command that caused them. Each event here becomes one observation on the
 aggregate inside the recorder's ``editing`` block, so the reply and the event converge on
-one append in either order, in any process.
+one append in either order, in any process. An event is believed only from the task's
+own shim (its ``sender``, the sink connection's peer pid, must be that shim's pid).
 """
 
 from __future__ import annotations
