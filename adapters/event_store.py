@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -91,6 +92,31 @@ def store_env(url: str | None, root: Path) -> dict[str, str]:
     )
 
 
+def _make_private(database: Path) -> None:
+    """The SQLite file (and its -wal, -shm) readable by its owner alone: every event's
+    Cause holds a command line, and an unreadable file is what keeps it from other users.
+
+    The file is made empty (a valid SQLite database) with mode 0600 before SQLite opens
+    it, since SQLite gives its -wal and -shm the database's own mode; one an older
+    shimledger made 0644 is narrowed. Nothing is done for what this user does not own.
+    """
+    if str(database) == ":memory:" or str(database).startswith("file:"):
+        return
+    if database.parent.is_dir():
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            os.close(os.open(database, flags, 0o600))
+        except FileExistsError:
+            pass
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        if st.st_uid == os.geteuid() and not path.is_symlink() and st.st_mode & 0o077:
+            os.chmod(path, st.st_mode & 0o700)
+
+
 class EventStore:
     """Task histories: find, load and save Task aggregates; read the notification log."""
 
@@ -105,6 +131,8 @@ class EventStore:
 
     def _application(self) -> LedgerApplication:
         if self._app is None:
+            if self._env.get("PERSISTENCE_MODULE") == "eventsourcing.sqlite":
+                _make_private(Path(self._env["SQLITE_DBNAME"]))
             self._app = LedgerApplication(env=self._env)
         return self._app
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import pwd
@@ -13,12 +14,15 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from adapters.event_sink import EventSink
+from adapters.event_store import store_env
 from adapters.file_lock import TaskLocks
 from adapters.shim_binary import ShimBinaryLauncher, search_path
 from cli.ledger import Ledger, open_ledger
+from cli.redaction import redact_command
 from cli.settings import DEFAULT_STATE, Settings
 from domain.errors import FailedPreconditionError, InvalidArgumentError, ShimledgerError
 from domain.state_dir import StateDir
@@ -29,6 +33,7 @@ from shim.lifecycle.shim_manager import ManagerConfig, ShimManager
 from shim.lifecycle.task_manager import TaskManager
 from shim.ports import ShimBinary, ShimEvent, TaskStore, TaskView
 from shim.ports import TaskLocks as TaskLocksPort
+from shim.private_files import create_private
 from shim.recording.recorder import TaskRecorder
 from shim.recording.shim_events import ShimEventRecorder
 from shim.recovery.adoption import BundleAdopter
@@ -41,7 +46,8 @@ SINK_RETRY = 0.1
 
 
 def cli_cause() -> Cause:
-    """Who ran this command: user, uid, pid, command line and host."""
+    """Who ran this command: user, uid, pid, command line (secrets redacted: history is
+    kept for good; cli/redaction.py says the rule) and host."""
     uid = os.getuid()
     try:
         user: str | None = pwd.getpwuid(uid).pw_name
@@ -52,7 +58,7 @@ def cli_cause() -> Cause:
         user=user,
         uid=uid,
         pid=os.getpid(),
-        command=" ".join(["shimledger", *sys.argv[1:]]),
+        command=" ".join(["shimledger", *redact_command(sys.argv[1:])]),
         host=socket.gethostname(),
     )
 
@@ -71,6 +77,50 @@ def require_root(what: str) -> None:
         raise FailedPreconditionError(
             f"{what} needs root: runc and containerd-shim-runc-v2 create namespaces, "
             "cgroups and mounts (run it with sudo)"
+        )
+
+
+def store_identity(settings: Settings) -> str:
+    """The store a state dir's tasks are recorded in, as a URL without its password."""
+    env = store_env(settings.store, settings.root)
+    if "SQLITE_DBNAME" in env:
+        return f"sqlite://{Path(env['SQLITE_DBNAME']).resolve()}"
+    if "POSTGRES_HOST" in env:
+        return (f"postgresql://{env['POSTGRES_USER']}@{env['POSTGRES_HOST']}:"
+                f"{env['POSTGRES_PORT']}/{env['POSTGRES_DBNAME']}")  # fmt: skip
+    return env.get("PERSISTENCE_MODULE", "")
+
+
+def bind_state_dir(state: StateDir, settings: Settings) -> None:
+    """The state dir belongs to the first root (and store) that uses it; others are refused.
+
+    A state dir's shims, bundles and event sink are one history's: a second root sharing
+    it would take the first one's shims' exits (and drop them), adopt its tasks on
+    reconcile and delete its containers. The binding is a file in the state dir, made
+    once (exclusively, so two first commands agree on one owner); it goes with the state
+    dir (at reboot for /run).
+    """
+    ours = {"root": str(settings.root.resolve()), "store": store_identity(settings)}
+    path = state.binding
+    try:
+        if create_private(path, json.dumps(ours) + "\n"):
+            return
+    except OSError as exc:
+        raise FailedPreconditionError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        bound = json.loads(path.read_text())
+        if not isinstance(bound, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else exc
+        raise FailedPreconditionError(
+            f"cannot read {path}, which says whose state dir this is: {why}"
+        ) from None
+    if bound.get("root") != ours["root"] or bound.get("store") != ours["store"]:
+        raise FailedPreconditionError(
+            f"state dir {state.path} belongs to root {bound.get('root')} (store "
+            f"{bound.get('store')}), not to root {ours['root']} (store {ours['store']}): "
+            "give each root a --state of its own"
         )
 
 
@@ -175,9 +225,10 @@ async def wire(
             f"{MAX_SOCKET_PATH} bytes"
         )
     try:
-        settings.state.mkdir(mode=0o711, parents=True, exist_ok=True)
+        settings.state.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise InvalidArgumentError(f"cannot use {settings.state} as a directory: {exc}") from None
+    bind_state_dir(state, settings)
     manager: TaskManager | None = None
 
     async def on_event(event: ShimEvent) -> None:

@@ -28,12 +28,16 @@ logger = logging.getLogger(__name__)
 
 
 def write_pid_file(path: Path | None, pid: int) -> None:
-    """The pid, written whole or not at all, as runc's --pid-file is (a reader polls for it)."""
+    """The pid, written whole or not at all, as runc's --pid-file is (a reader polls for it).
+
+    Through a private temporary file (shim/private_files.py: no planted link in a shared
+    directory is followed), then 0644 as runc leaves it: a pid is no secret.
+    """
     if path is None:
         return
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(str(pid))
-    partial.replace(path)
+    from shim.private_files import write_private
+
+    write_private(path, str(pid), mode=0o644)
 
 
 def io_dir(settings: Settings, task_id: str) -> Path:

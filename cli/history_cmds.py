@@ -212,16 +212,15 @@ def audit_command(
 
 
 def _write_page(report: AuditReport, path: Path) -> None:
-    """Write the page whole or not at all: a browser never opens half of it."""
+    """Write the page whole or not at all (a browser never opens half of it), 0600: it
+    holds every task's command lines. In a shared directory such as /tmp, nobody else's
+    link is followed (shim/private_files.py)."""
     from cli.render.page import audit_page
+    from shim.private_files import write_private
 
-    page = audit_page(report)
-    partial = path.with_name(f".{path.name}.partial")
     try:
-        partial.write_text(page, encoding="utf-8")
-        partial.replace(path)
+        write_private(path, audit_page(report))
     except OSError as exc:
-        partial.unlink(missing_ok=True)
         typer.echo(f"shimledger: cannot write {path}: {exc.strerror or exc}", err=True)
         raise typer.Exit(code=1) from None
 

@@ -6,20 +6,25 @@ Kept apart from cli/bootstrap.py so that `history`, `events`, `replay`, `audit` 
 
 from __future__ import annotations
 
+import os
+import pwd
+import stat
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from adapters.event_store import EventStore, store_env
 from cli.settings import Settings
-from domain.errors import InvalidArgumentError
+from domain.errors import FailedPreconditionError, InvalidArgumentError
 from domain.state_dir import StateDir
 from projections.event_index import EventIndex
 from projections.state_files import StateFiles
 from projections.task_states import TaskStatesView
 from projections.view import View
 from shim.lifecycle.bundle import Bundles, remove_container_state, save_container_state
+from shim.private_files import tighten
 
 
 @dataclass
@@ -55,10 +60,51 @@ def _state_saver(settings: Settings) -> Callable[[str, str, dict[str, Any] | Non
     return save
 
 
+def require_access(settings: Settings) -> None:
+    """A user who cannot read the history's files is told it needs root, in one line.
+
+    The root dir and the SQLite store are their owner's alone (0700, 0600): every event
+    holds a command line. Checked before anything is opened, so `history` run as another
+    user says why it cannot answer instead of failing deep inside SQLite.
+    """
+    if os.geteuid() == 0:
+        return
+    store = store_env(settings.store, settings.root)
+    files = [settings.root, settings.root / "events.db", settings.root / "projections"]
+    if "SQLITE_DBNAME" in store:
+        files.append(Path(store["SQLITE_DBNAME"]))
+    for path in files:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        except PermissionError:  # a parent directory this user cannot search
+            raise _needs_root(path, f"{path.parent} is not searchable by this user") from None
+        wanted = os.R_OK | os.W_OK | (os.X_OK if stat.S_ISDIR(st.st_mode) else 0)
+        if not os.access(path, wanted):
+            raise _needs_root(path, f"{path} is private to {_owner(st.st_uid)}")
+    ancestor = next(p for p in (settings.root, *settings.root.parents) if p.exists())
+    if ancestor != settings.root and not os.access(ancestor, os.W_OK | os.X_OK):
+        raise _needs_root(settings.root, f"{settings.root} cannot be made in {ancestor}")
+
+
+def _needs_root(path: Path, why: str) -> FailedPreconditionError:
+    return FailedPreconditionError(f"reading the history needs root: {why} (run it with sudo)")
+
+
+def _owner(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
 def _prepare_root(settings: Settings) -> None:
     try:
-        settings.root.mkdir(mode=0o711, parents=True, exist_ok=True)
-        (settings.root / "logs").mkdir(mode=0o700, exist_ok=True)
+        settings.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for name in ("logs", "projections"):
+            (settings.root / name).mkdir(mode=0o700, exist_ok=True)
+            tighten(settings.root / name, 0o700)  # as an older shimledger made them: 0711
     except OSError as exc:
         raise InvalidArgumentError(f"cannot use {settings.root} as a directory: {exc}") from None
 
@@ -66,6 +112,7 @@ def _prepare_root(settings: Settings) -> None:
 @asynccontextmanager
 async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
     """The event store and every view, without shims: history, events, replay, audit."""
+    require_access(settings)
     _prepare_root(settings)
     store = EventStore(store_env(settings.store, settings.root))
     directory = settings.root / "projections"

@@ -24,7 +24,7 @@ STATE_FILE = "state.json"  # runs' current state of a task, for other tools to r
 @dataclass(frozen=True)
 class StateDir:
     """``<state>/{<ns>/<id>[/state.json], runc, locks/<ns>/<id>.lock, io/<ns>/<id>-<pid>,
-    *.sock}``."""
+    *.sock, .binding.json}``."""
 
     path: Path
 
@@ -79,6 +79,12 @@ class StateDir:
         """containerd's -address as the shims see it: they only hash it into their socket's
         name, so one in our state dir keeps two state dirs from sharing a shim."""
         return self.path / "shimledger.sock"
+
+    @property
+    def binding(self) -> Path:
+        """Which root and store this state dir belongs to (not an identifier, so never
+        taken for a namespace)."""
+        return self.path / ".binding.json"
 
     def is_reserved(self, name: str) -> bool:
         """True for a directory of the state dir that is not a namespace."""

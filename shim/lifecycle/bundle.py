@@ -18,6 +18,7 @@ from domain.errors import AlreadyExistsError, InvalidArgumentError, NotFoundErro
 from domain.identifiers import validate_identifier
 from domain.state_dir import STATE_FILE, StateDir
 from domain.values import Bundle
+from shim.private_files import create_new_private, tighten, write_private
 
 
 def read_spec(user_bundle: Path) -> dict[str, Any]:
@@ -85,16 +86,19 @@ class Bundles:
         if isinstance(linux, dict) and not linux.get("cgroupsPath"):
             linux["cgroupsPath"] = f"{self.cgroup_parent}/{namespace}/{task_id}"
         path = self.state.bundle(namespace, task_id)
-        path.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+        # 0700 down to config.json (0600): its process.env may hold secrets. Nothing of a
+        # container goes through here (its rootfs is the user's; runc reads this as root).
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tighten(path.parent, 0o700)  # a namespace dir an older shimledger made 0711
         try:
-            path.mkdir(mode=0o711)
+            path.mkdir(mode=0o700)
         except FileExistsError:
             raise AlreadyExistsError(
                 f"task {task_id} already exists in namespace {namespace} "
                 f"(its bundle {path} is in use)"
             ) from None
         try:
-            (path / "config.json").write_text(json.dumps(spec, indent=2))
+            create_new_private(path / "config.json", json.dumps(spec, indent=2))
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)
             raise
@@ -156,7 +160,7 @@ def is_identifier(name: str) -> bool:
 
 def save_runtime(bundle: Bundle, runtime: str) -> None:
     """Remember which shim serves the bundle, for whoever loads it without a record."""
-    (Path(bundle.path) / RUNTIME_FILE).write_text(runtime + "\n")
+    write_private(Path(bundle.path) / RUNTIME_FILE, runtime + "\n")
 
 
 def bundle_runtime(bundle: Bundle, default: str) -> str:
@@ -174,9 +178,7 @@ def save_container_state(bundle: Bundle, document: dict[str, Any]) -> None:
     path = Path(bundle.path) / STATE_FILE
     if not path.parent.is_dir():
         return
-    temporary = path.with_name(f".{STATE_FILE}.{os.getpid()}")
-    temporary.write_text(json.dumps(document, indent=2))
-    os.replace(temporary, path)
+    write_private(path, json.dumps(document, indent=2))
 
 
 def load_container_state(bundle: Bundle) -> dict[str, Any] | None:
