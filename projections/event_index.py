@@ -120,6 +120,5 @@ class EventIndex(View):
         sql = f"SELECT record FROM events {_index_for(selection)} {where} ORDER BY position"
         if selection.limit is not None:
             sql += f" LIMIT {int(selection.limit)}"
-        db = await self.connection()
-        async with db.execute(sql, args) as cursor:
+        async with self.reading() as db, db.execute(sql, args) as cursor:
             return [EventRecord.model_validate_json(row[0]) async for row in cursor]

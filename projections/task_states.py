@@ -196,20 +196,18 @@ class TaskStatesView(View):
     # --- the port shim.ports.TaskView ---------------------------------------------------
 
     async def get(self, namespace: str, task_id: str) -> State | None:
-        db = await self.connection()
-        async with db.execute(
+        async with self.reading() as db, db.execute(
             "SELECT state FROM task_states WHERE namespace = ? AND id = ?", (namespace, task_id)
         ) as cursor:
             row = await cursor.fetchone()
         return State.model_validate_json(row[0]) if row else None
 
     async def tasks(self, namespace: str | None = None) -> list[State]:
-        db = await self.connection()
         args: tuple[str, ...] = ()
         if namespace is None:
             query = "SELECT state FROM task_states ORDER BY namespace, id"
         else:
             query = "SELECT state FROM task_states WHERE namespace = ? ORDER BY id"
             args = (namespace,)
-        async with db.execute(query, args) as cursor:
+        async with self.reading() as db, db.execute(query, args) as cursor:
             return [State.model_validate_json(row[0]) async for row in cursor]

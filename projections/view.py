@@ -13,12 +13,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
-from collections.abc import Callable
+import sqlite3
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 import aiosqlite
+
+from domain.errors import UnavailableError
+from projections.view_file import (
+    SCHEMA_QUERY,
+    ForeignViewError,
+    Identity,
+    SchemaEntry,
+    damaged,
+    expected_schema,
+    identity,
+    rebuild_path,
+    remove_file,
+    remove_stale_rebuilds,
+    statements,
+)
+
+logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000
 IN_CHUNK = 500  # keys per "IN (...)" query, well under SQLite's variable limit
@@ -49,6 +68,19 @@ async def rows_for(
     return rows
 
 
+class _Handle:
+    """One connection and the inode it has open; closed once retired and unused."""
+
+    def __init__(self, db: aiosqlite.Connection, opened: Identity | None) -> None:
+        self.db = db
+        self.identity = opened
+        self.users = 0
+
+
+class _Swapped(Exception):
+    """The file was replaced (a rebuild by another process) under this connection."""
+
+
 class View:
     """Base of every read model: subclasses give ``name``, ``schema`` and ``apply``."""
 
@@ -58,7 +90,11 @@ class View:
     def __init__(self, directory: Path, source: EventSource) -> None:
         self.path = directory / f"{self.name}.db"
         self._source = source
-        self._db: aiosqlite.Connection | None = None
+        self._current: _Handle | None = None
+        # Connections to a file another process swapped away, still in use by a reader.
+        self._retired: list[_Handle] = []
+        self._expected: set[SchemaEntry] | None = None
+        self._swept = False
         # One connection is shared by every coroutine of the process: one opens it, and
         # one transaction at a time runs on it (SQLite has no nested BEGIN).
         self._opening = asyncio.Lock()
@@ -80,26 +116,119 @@ class View:
     # --- connection ----------------------------------------------------------------------
 
     async def _open(self, path: Path) -> aiosqlite.Connection:
+        """A connection to ``path`` with this view's schema, made there if the file is new.
+
+        Raises ForeignViewError (or SQLite's own corruption errors) for a file that is
+        not this view's: see view_file.damaged.
+        """
         path.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+        if self._expected is None:
+            self._expected = expected_schema(_POSITIONS + self.schema)
         db = await aiosqlite.connect(path, isolation_level=None)
         try:
             await db.execute("PRAGMA busy_timeout=30000")
-            await db.executescript(_POSITIONS + self.schema)
+            if await self._schema(db) != self._expected:
+                # Under the write lock: another process may be making the schema right now.
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    found = await self._schema(db)
+                    if not found:
+                        for statement in statements(_POSITIONS + self.schema):
+                            await db.execute(statement)
+                    elif found != self._expected:
+                        raise ForeignViewError(f"it holds another schema than {self.name}'s")
+                    await db.execute("COMMIT")
+                except BaseException:
+                    await db.execute("ROLLBACK")
+                    raise
         except BaseException:
             await db.close()
             raise
         return db
 
-    async def connection(self) -> aiosqlite.Connection:
+    @staticmethod
+    async def _schema(db: aiosqlite.Connection) -> set[SchemaEntry]:
+        async with db.execute(SCHEMA_QUERY) as cursor:
+            return {tuple(row) async for row in cursor}
+
+    async def _open_current(self) -> _Handle:
+        """Open the view's own file; a damaged or foreign one is rebuilt, with one warning."""
+        if not self._swept:
+            self._swept = True
+            remove_stale_rebuilds(self.path)
+        try:
+            return await self._open_handle()
+        except sqlite3.DatabaseError as exc:
+            if not damaged(exc):
+                raise self._fault(exc) from None
+            logger.warning("view %s is unusable (%s); rebuilding it from the history",
+                           self.path, exc)  # fmt: skip
+        await self._rebuild()
+        try:
+            return await self._open_handle()
+        except sqlite3.DatabaseError as exc:
+            raise self._fault(exc) from None
+
+    async def _open_handle(self) -> _Handle:
+        before = identity(self.path)
+        db = await self._open(self.path)
+        after = identity(self.path)
+        # Swapped while opening: which inode is open is unknown, so the next use reopens.
+        return _Handle(db, after if after == before else None)
+
+    def _fault(self, exc: sqlite3.Error) -> UnavailableError:
+        return UnavailableError(f"cannot use the view file {self.path}: {exc}")
+
+    async def _handle(self) -> _Handle:
+        """The connection to the file at the view's path now (reopened after a swap)."""
         async with self._opening:
-            if self._db is None:
-                self._db = await self._open(self.path)
-        return self._db
+            current = self._current
+            if current is not None and (current.identity is None
+                                        or current.identity != identity(self.path)):  # fmt: skip
+                self._retire()
+                current = None
+            if current is None:
+                current = self._current = await self._open_current()
+            return current
+
+    def _retire(self) -> None:
+        if self._current is not None:
+            self._retired.append(self._current)
+            self._current = None
+
+    async def _close_retired(self) -> None:
+        for handle in [h for h in self._retired if h.users == 0]:
+            self._retired.remove(handle)
+            await handle.db.close()
+
+    @contextlib.asynccontextmanager
+    async def _using(self) -> AsyncIterator[_Handle]:
+        handle = await self._handle()
+        handle.users += 1
+        try:
+            yield handle
+        finally:
+            handle.users -= 1
+            await self._close_retired()
+
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection for a read, kept open until the read is done even if swapped."""
+        try:
+            async with self._using() as handle:
+                yield handle.db
+        except sqlite3.DatabaseError as exc:
+            raise self._fault(exc) from None
+
+    async def connection(self) -> aiosqlite.Connection:
+        """The current connection (reads should prefer ``reading``, which survives swaps)."""
+        return (await self._handle()).db
 
     async def aclose(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        self._retire()
+        for handle in self._retired:
+            await handle.db.close()
+        self._retired = []
 
     # --- positions and catch-up ---------------------------------------------------------
 
@@ -110,15 +239,33 @@ class View:
         return int(row[0]) if row else 0
 
     async def position(self) -> int:
-        return await self._position(await self.connection())
+        async with self.reading() as db:
+            return await self._position(db)
 
     async def catch_up(self, progress: Progress | None = None) -> int:
-        """Apply every event recorded since the stored position; return the new position."""
-        db = await self.connection()
-        async with self._writing:
-            return await self._catch_up(db, progress)
+        """Apply every event recorded since the stored position; return the new position.
 
-    async def _catch_up(self, db: aiosqlite.Connection, progress: Progress | None) -> int:
+        A file swapped by another process's rebuild is reopened and caught up; one found
+        damaged midway is rebuilt once.
+        """
+        healed = False
+        while True:
+            try:
+                async with self._using() as handle, self._writing:
+                    return await self._catch_up(handle.db, progress, handle)
+            except _Swapped:
+                continue
+            except sqlite3.DatabaseError as exc:
+                if healed or not damaged(exc):
+                    raise self._fault(exc) from None
+                logger.warning("view %s is unusable (%s); rebuilding it from the history",
+                               self.path, exc)  # fmt: skip
+            healed = True
+            await self._rebuild()
+
+    async def _catch_up(
+        self, db: aiosqlite.Connection, progress: Progress | None, handle: _Handle | None = None
+    ) -> int:
         position = await self._position(db)
         head = await self._source.head() if progress else 0
         # The next page is read (on the store's thread) while this one is applied.
@@ -129,16 +276,22 @@ class View:
                 if not page:
                     return position
                 reading = asyncio.ensure_future(self._source.read(page[-1][0], PAGE_SIZE))
-                position = await self._commit_page(db, page)
+                position = await self._commit_page(db, page, handle)
                 if progress:
                     progress(position, max(head, position))
         finally:
             reading.cancel()
 
-    async def _commit_page(self, db: aiosqlite.Connection, page: list[tuple[int, Any]]) -> int:
+    async def _commit_page(
+        self, db: aiosqlite.Connection, page: list[tuple[int, Any]], handle: _Handle | None
+    ) -> int:
         """Apply a page and record its position in one transaction; return the position."""
         await db.execute("BEGIN IMMEDIATE")
         try:
+            if handle is not None and handle.identity != identity(self.path):
+                # A rebuild swapped the file before this lock was ours: its rows would be
+                # written to the replaced inode, and lost (see _swap_in).
+                raise _Swapped()
             # Re-read under the write lock: another process may have caught up meanwhile.
             stored = await self._position(db)
             await self.apply_page(db, [(n, e) for n, e in page if n > stored])
@@ -154,24 +307,60 @@ class View:
             raise
         return position
 
+    # --- rebuild ------------------------------------------------------------------------
+
     async def rebuild(self, progress: Progress | None = None) -> int:
         """Replay everything into a fresh file, then swap it in atomically."""
-        fresh = self.path.with_name(f".{self.path.name}.rebuild.{os.getpid()}")
-        fresh.unlink(missing_ok=True)
-        db = await self._open(fresh)
         try:
-            position = await self._catch_up(db, progress)
+            return await self._rebuild(progress)
+        except sqlite3.DatabaseError as exc:
+            raise self._fault(exc) from None
+
+    async def _rebuild(self, progress: Progress | None = None) -> int:
+        remove_stale_rebuilds(self.path)
+        fresh = rebuild_path(self.path, os.getpid())
+        remove_file(fresh)
+        try:
+            db = await self._open(fresh)
+            try:
+                position = await self._catch_up(db, progress)
+            finally:
+                await db.close()
+            async with self._writing:  # not while this process's catch-up writes the old file
+                await self._swap_in(fresh)
         finally:
-            await db.close()
-        async with self._writing:  # not while this process's catch-up writes the old file
-            await self.aclose()
-            if self.path.exists():
-                # Opening the old file once rolls back a hot journal a crashed writer left,
-                # so that journal can never be applied to the new file.
-                old = await aiosqlite.connect(self.path)
-                await old.execute("SELECT count(*) FROM sqlite_master")
+            remove_file(fresh)  # after a failure; after the swap there is nothing there
+        return position
+
+    async def _swap_in(self, fresh: Path) -> None:
+        """Rename ``fresh`` over the view's file while holding the old file's write lock.
+
+        Holding it means no writer is midway on the old file, and none starts before the
+        rename (each checks the inode under that lock, and reopens): no other process's
+        journal of the old file can be left to be rolled back into the new one. Taking it
+        also rolls back a hot journal a crashed writer left. A damaged old file cannot
+        be locked, nor written by anyone: its journal, if any, is removed.
+        """
+        old: aiosqlite.Connection | None = None
+        if self.path.exists():
+            old = await aiosqlite.connect(self.path, isolation_level=None)
+            try:
+                await old.execute("PRAGMA busy_timeout=30000")
+                await old.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as exc:
                 await old.close()
-            os.replace(fresh, self.path)
+                old = None
+                if not damaged(exc):
+                    raise
+            except BaseException:
+                await old.close()
+                raise
+        try:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{self.path}-journal")
-        return position
+            os.replace(fresh, self.path)
+        finally:
+            if old is not None:
+                await old.close()  # rolls back the empty transaction, releasing the lock
+        self._retire()
+        await self._close_retired()
