@@ -81,7 +81,14 @@ class View:
 
     async def _open(self, path: Path) -> aiosqlite.Connection:
         path.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path, isolation_level=None)
+        connecting = aiosqlite.connect(path, isolation_level=None)
+        try:
+            db = await connecting
+        except BaseException:
+            # aiosqlite stops its thread after a failed connect but does not wait: the
+            # thread's reply would reach a closed loop and print a traceback on stderr.
+            await asyncio.to_thread(connecting._thread.join, 5)
+            raise
         try:
             await db.execute("PRAGMA busy_timeout=30000")
             await db.executescript(_POSITIONS + self.schema)
