@@ -2,6 +2,11 @@
 
 containerd's calling conventions (shim-protocol.md section 2): flags before the action,
 cwd = the bundle, stdin closed, and TTRPC_ADDRESS naming where the shim sends events.
+
+A shim's ``start`` has a deadline, as each of containerd's calls to a shim has: a runtime
+whose start never returns must not hang ``create`` for ever. It is ``START_TIMEOUT``
+seconds, or ``SHIMLEDGER_SHIM_START_TIMEOUT`` when set. What ``start`` prints is read as
+bytes: a runtime that prints something other than UTF-8 is a runtime's fault, said so.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,12 +27,44 @@ from adapters.task_client import ShimTaskClient, exited_at
 from adapters.ttrpc.address import socket_path
 from adapters.ttrpc.client import TtrpcClient
 from adapters.ttrpc.listener import remove_stale_socket
-from domain.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, UnknownError
+from domain.errors import (
+    AlreadyExistsError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnknownError,
+)
 from domain.values import Bundle, Exit
 from shim.ports import ShimClient
 
 # runc lives in /usr/sbin on Debian; the shim finds it on its PATH (shim-protocol.md 0.9).
 _SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+
+# The real shim's start forks the shim, waits for its socket and prints the address: well
+# under a second. containerd gives a shim's calls 5 to 10 s; a loaded host gets the longer.
+START_TIMEOUT = 10.0
+START_TIMEOUT_ENV = "SHIMLEDGER_SHIM_START_TIMEOUT"
+
+
+def start_timeout() -> float:
+    """Seconds a shim's ``start`` may take: SHIMLEDGER_SHIM_START_TIMEOUT, or 10."""
+    text = os.environ.get(START_TIMEOUT_ENV, "").strip()
+    if not text:
+        return START_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 86400:  # NaN fails this too
+        raise InvalidArgumentError(
+            f"{START_TIMEOUT_ENV}={text!r}: give seconds, more than 0 and less than a day"
+        )
+    return seconds
+
+
+def _one_line(output: bytes) -> str:
+    """A program's output as one line of text, whatever its bytes and line breaks."""
+    return " ".join(output.decode(errors="replace").split())
 
 
 def shim_binary_name(runtime: str) -> str:
@@ -100,8 +138,18 @@ class ShimBinaryLauncher:
         ]  # fmt: skip
 
     async def _run(
-        self, argv: list[str], bundle: Bundle, ttrpc_address: str = ""
+        self,
+        argv: list[str],
+        bundle: Bundle,
+        ttrpc_address: str = "",
+        timeout: float | None = None,
     ) -> tuple[int, bytes, bytes]:
+        """Run a shim action; past ``timeout`` seconds its process group is killed.
+
+        The action runs in a process group of its own so that the kill reaches whatever it
+        started there too (a child holding its stdout open would keep us waiting). The real
+        shim puts the shim it forks in another group: a started shim is never killed here.
+        """
         env = dict(os.environ, PATH=search_path())
         if ttrpc_address:
             env["TTRPC_ADDRESS"] = ttrpc_address
@@ -112,8 +160,21 @@ class ShimBinaryLauncher:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            process_group=0,
         )
-        stdout, stderr = await process.communicate()
+        try:
+            async with asyncio.timeout(timeout):
+                stdout, stderr = await process.communicate()
+        except BaseException as exc:  # the deadline, or we are cancelled: leave no process
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await asyncio.shield(process.wait())
+            if isinstance(exc, TimeoutError):
+                raise DeadlineExceededError(
+                    f"{argv[0]} {argv[-1]} did not finish within {timeout:g}s "
+                    f"({START_TIMEOUT_ENV} sets the limit): killed"
+                ) from None
+            raise
         assert process.returncode is not None
         return process.returncode, stdout, stderr
 
@@ -122,17 +183,30 @@ class ShimBinaryLauncher:
         argv = self._argv(bundle, runtime, "start")
         log = ShimLog.open(bundle.path, bundle.id, self._shim_log(bundle))
         try:
-            code, stdout, stderr = await self._run(argv, bundle, ttrpc_address)
+            code, stdout, stderr = await self._run(
+                argv, bundle, ttrpc_address, timeout=start_timeout()
+            )
+        except DeadlineExceededError as exc:
+            log.close()
+            message = f"failed to start shim for task {bundle.id}: {exc}"
+            raise DeadlineExceededError(message) from None
         except BaseException:
             log.close()
             raise
         if code != 0:
             log.close()
-            message = (stderr or stdout).decode(errors="replace").strip()
+            message = _one_line(stderr or stdout)
             message = message or f"{argv[0]} exited with status {code} and said nothing"
             raise UnknownError(f"failed to start shim for task {bundle.id}: {message}")
+        try:
+            text = stdout.decode().strip()
+        except UnicodeDecodeError:
+            log.close()
+            raise UnknownError(
+                f"failed to start shim for task {bundle.id}: {argv[0]} start printed "
+                f"{_one_line(stdout)[:200]!r}, not UTF-8, where an address belongs"
+            ) from None
         self._logs[bundle.path] = log
-        text = stdout.decode().strip()
         try:
             parsed = json.loads(text)
         except json.JSONDecodeError:
@@ -152,7 +226,7 @@ class ShimBinaryLauncher:
             self._argv(bundle, runtime, "-bundle", bundle.path, "delete"), bundle
         )
         if code != 0:
-            message = stderr.decode(errors="replace").strip()
+            message = _one_line(stderr)
             raise UnknownError(f"shim delete of task {bundle.id} failed: {message}")
         response = task_pb2.DeleteResponse.FromString(stdout)
         when = exited_at(response.exited_at) or datetime.now(UTC)

@@ -153,20 +153,40 @@ def report_bug(exc: BaseException) -> int:
 
 
 @contextmanager
-def expected_errors() -> Iterator[None]:
-    """An expected error (ours, or the OS saying no) becomes one line on stderr and exit 1.
+def expected_errors(settings: Settings | None = None) -> Iterator[None]:
+    """An expected error (ours, or the environment saying no) becomes one line and exit 1.
 
-    For checks a command makes before its coroutine runs, so that they fail as if it had.
+    The environment: an OSError, or SQLite's full disk, read-only or unopenable file or a
+    file that is not a database (cli/faults.py names the path). ``settings`` say where the
+    history lives, for SQLite's errors, which name no file. For checks a command makes
+    before its coroutine runs, too, so that they fail as if it had.
     """
     try:
         yield
-    except (ShimledgerError, OSError) as exc:  # OSError: a path, a permission, a limit said no
+    except ShimledgerError as exc:
         logger.debug("%s: %s", type(exc).__name__, exc, exc_info=True)
         raise fail(str(exc)) from None
+    except Exception as exc:  # OSError, sqlite3's, eventsourcing's wrapping them: or a bug
+        line = _fault_line(exc, settings)
+        if line is None:
+            raise
+        logger.debug("%s: %s", type(exc).__name__, exc, exc_info=True)
+        raise fail(line) from None
 
 
-def run_command(work: Callable[[], Awaitable[T]]) -> T:
+def _fault_line(exc: BaseException, settings: Settings | None) -> str | None:
+    """One line if ``exc`` is a fault of the environment (see cli/faults.py), else None."""
+    from cli.faults import environment_fault  # only on an error: sqlite3 is not for --help
+
+    if settings is None:
+        return environment_fault(exc)
+    return environment_fault(exc, settings.root, settings.store)
+
+
+def run_command(work: Callable[[], Awaitable[T]], settings: Settings | None = None) -> T:
     """Run one command's coroutine; an expected error becomes one line on stderr and exit 1.
+
+    ``settings``: where the command's history lives, named when SQLite fails there.
 
     SIGTERM and SIGHUP cancel the command like Ctrl-C does, so its cleanup steps run and
     nothing half-made is left behind.
@@ -183,7 +203,7 @@ def run_command(work: Callable[[], Awaitable[T]]) -> T:
         return await work()
 
     try:
-        with expected_errors():
+        with expected_errors(settings):
             return asyncio.run(cancellable())
     except (asyncio.CancelledError, KeyboardInterrupt):
         raise fail("interrupted", code=130) from None
@@ -202,7 +222,7 @@ def with_tasks(settings: Settings, action: Callable[[TaskManager], Awaitable[T]]
         async with bootstrap(settings) as tasks:
             return await action(tasks)
 
-    return run_command(work)
+    return run_command(work, settings)
 
 
 def with_ledger(settings: Settings, action: Callable[[Ledger], Awaitable[T]]) -> T:
@@ -214,7 +234,7 @@ def with_ledger(settings: Settings, action: Callable[[Ledger], Awaitable[T]]) ->
         async with open_ledger(settings) as ledger:
             return await action(ledger)
 
-    return run_command(work)
+    return run_command(work, settings)
 
 
 def run_app(app: typer.Typer) -> None:
@@ -231,6 +251,7 @@ def run_app(app: typer.Typer) -> None:
         code = fail(f"{exc.format_message()}{hint}").exit_code
     except typer.Abort:
         code = fail("interrupted", code=130).exit_code
-    except Exception as exc:  # a bug: nothing above expected it
-        code = report_bug(exc)
+    except Exception as exc:  # a bug, unless the environment failed outside any command's run
+        line = _fault_line(exc, None)
+        code = report_bug(exc) if line is None else fail(line).exit_code
     sys.exit(code if isinstance(code, int) else 0)

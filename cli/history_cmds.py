@@ -13,7 +13,7 @@ import typer
 from cli.args import JsonFlag, TaskArg, TimeOption
 from cli.common import expected_errors, with_ledger
 from cli.settings import Settings
-from cli.timeparse import parse_duration, parse_time
+from cli.timeparse import duration_option, time_option
 from domain.errors import InvalidArgumentError, NotFoundError
 from domain.identifiers import validate_identifier
 
@@ -85,13 +85,14 @@ def events(
     from projections.event_index import EventFilter
 
     settings: Settings = ctx.obj
-    selection = EventFilter(
-        since=parse_time(since) if since else None,
-        until=parse_time(until) if until else None,
-        types=tuple(types or ()),
-        namespace=namespace,
-        id=task_id,
-    )
+    with expected_errors():  # a bad time is the user's: one line, before the root is opened
+        selection = EventFilter(
+            since=time_option("--since", since),
+            until=time_option("--until", until),
+            types=tuple(types or ()),
+            namespace=namespace,
+            id=task_id,
+        )
 
     def show(records: list[EventRecord], header: bool) -> None:
         if as_json:
@@ -142,8 +143,8 @@ def replay(
     from projections.task_states import replay_table
 
     settings: Settings = ctx.obj
-    moment: datetime | None = parse_time(at) if at else None
     with expected_errors():
+        moment = time_option("--at", at)
         if position is not None and position < 0:
             raise InvalidArgumentError("--position must be 0 or more")
 
@@ -185,9 +186,10 @@ def audit_command(
     from projections.event_index import EventFilter
 
     settings: Settings = ctx.obj
-    start = parse_time(since) if since else None
-    end = parse_time(until) if until else datetime.now().astimezone()
-    threshold = parse_duration(stuck_after)
+    with expected_errors():  # a bad time is the user's: one line, before the root is opened
+        start = time_option("--since", since)
+        end = time_option("--until", until) or datetime.now().astimezone()
+        threshold = duration_option("--stuck-after", stuck_after)
 
     async def work(ledger: Ledger) -> AuditReport:
         await ledger.event_index.catch_up()

@@ -124,7 +124,14 @@ class View:
         path.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
         if self._expected is None:
             self._expected = expected_schema(_POSITIONS + self.schema)
-        db = await aiosqlite.connect(path, isolation_level=None)
+        connecting = aiosqlite.connect(path, isolation_level=None)
+        try:
+            db = await connecting
+        except BaseException:
+            # aiosqlite stops its thread after a failed connect but does not wait: the
+            # thread's reply would reach a closed loop and print a traceback on stderr.
+            await asyncio.to_thread(connecting._thread.join, 5)
+            raise
         try:
             await db.execute("PRAGMA busy_timeout=30000")
             if await self._schema(db) != self._expected:
