@@ -151,6 +151,9 @@ def _copy_out(fd: int, target: Path) -> None:
         while chunk := os.pread(fd, BLOCK * 16, offset):
             os.write(out, chunk)
             offset += len(chunk)
+    except OSError:
+        partial.unlink(missing_ok=True)  # a full disk: the live log stays as it was
+        raise
     finally:
         os.close(out)
     partial.replace(target)

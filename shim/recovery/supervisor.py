@@ -71,7 +71,7 @@ class Supervisor:
                 await self._reconcile_gone()
                 if loop.time() >= next_scan:
                     await self.watch_new()
-                    await asyncio.to_thread(self.rotate_logs)
+                    await asyncio.to_thread(self.rotate_logs, list(self._watched))
                     next_scan = loop.time() + self._rescan
                 await self._catch_up()
             except Exception:  # the service goes on; the next round tries again
@@ -95,12 +95,16 @@ class Supervisor:
             logger.info("watching the shim of %s/%s (pid %d)", shim.namespace, shim.id,
                         shim.shim_pid)  # fmt: skip
 
-    def rotate_logs(self) -> None:
-        """Rotate the log of every watched task that reached the size (see task_logs)."""
+    def rotate_logs(self, tasks: list[Key]) -> None:
+        """Rotate the logs of these tasks that reached the size (see task_logs).
+
+        Runs in a thread (a copy of 10 MB should not stall the loop): ``tasks`` is taken
+        on the loop, where the set of watched shims changes.
+        """
         log_dir = self._shims.config.log_dir
         if log_dir is None:
             return
-        for namespace, task_id in list(self._watched):
+        for namespace, task_id in tasks:
             for live in (log_dir / namespace / task_id).glob("[0-9]*.log"):
                 rotate(live, self._rotation)
 
