@@ -193,7 +193,8 @@ def audit_command(
 
     async def work(ledger: Ledger) -> AuditReport:
         await ledger.event_index.catch_up()
-        records = await ledger.event_index.query(EventFilter(until=end))
+        # No --until: every event, also those a stepped-back clock dates after now.
+        records = await ledger.event_index.query(EventFilter(until=end if until else None))
         return audit(records, since=start, until=end, stuck_after=threshold)
 
     report = with_ledger(settings, work)

@@ -119,31 +119,49 @@ def logs(
         raise
 
 
-async def _print_log(tasks: TaskManager, task_id: str, *, follow: bool, tail: int | None) -> None:
-    """Copy the log to stdout; following, keep copying until the task is no longer live.
+def _drop_unwritten_output() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit does not fail a second time."""
+    import os
 
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
+async def _print_log(tasks: TaskManager, task_id: str, *, follow: bool, tail: int | None) -> None:
+    """Copy the log (across its rotated files) to stdout; following, keep copying until the
+    task is no longer live.
+
+    ``--tail`` reads from the end, so it costs the lines asked for, not the log's size.
+    This command rotates the log it reads when it is over the size (and keeps doing so
+    while it follows), as serve does each second for every task it watches.
     The state is read before each pause and the log after it, so whatever the task wrote
     before it exited is still copied once it is seen to have exited.
     """
     import asyncio
 
+    from shim.lifecycle.task_logs import LogFollower, LogRotation, rotate, write_log
+
+    rotation = LogRotation.from_env()
     path = await tasks.log_path(task_id)
-    with open(path, "rb") as log:
-        data = log.read()
-        if tail is not None:
-            data = b"".join(data.splitlines(keepends=True)[-tail:] if tail > 0 else [])
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
+    rotate(path, rotation)
+    try:
+        offset = write_log(path, sys.stdout.buffer, tail=tail)
+        follower = LogFollower(path, offset)
         while follow:
             try:
                 state = await tasks.get(task_id)
             except ShimledgerError:
                 state = None  # deleted meanwhile
             await asyncio.sleep(LOG_POLL)
-            sys.stdout.buffer.write(log.read())
-            sys.stdout.flush()
+            rotate(path, rotation)
+            follower.copy_new(sys.stdout.buffer)
             if state is None or state.status not in ("created", "running", "paused"):
                 break
+    except BrokenPipeError:  # `logs ID | head`: the reader has all it wanted
+        _drop_unwritten_output()
 
 
 def register(app: typer.Typer) -> None:

@@ -23,6 +23,15 @@ from domain.events import (
 from projections.records import EventRecord
 
 
+def duration(seconds: float) -> str:
+    """A short duration for an anomaly's detail: 7196s -> 1h59m56s, 0.3 -> 0.300s."""
+    if seconds < 60:
+        return f"{seconds:.3f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
 class Lifetime(BaseModel):
     """One incarnation from Created to Deleted (as far as it got)."""
 
@@ -38,6 +47,9 @@ class Lifetime(BaseModel):
     ooms: int = 0
     shim_lost: bool = False
     killed_by: list[dict[str, Any]] = []
+    # A recorded time earlier than the one before it (or later than the audit's end): a
+    # clock was stepped (NTP, a VM restored). Durations of this life are then not to trust.
+    clock_went_back: bool = False
 
     @property
     def ended(self) -> str:
@@ -157,23 +169,47 @@ def audit(
     until: datetime,
     stuck_after: timedelta,
 ) -> AuditReport:
-    """Fold events (in order, none after ``until``) into lifetimes and anomalies."""
+    """Fold events (in the store's order) into lifetimes and anomalies.
+
+    Every incarnation in ``records`` is counted, whatever its recorded times say: where
+    they go backwards (a clock stepped back), the incarnation is flagged
+    ``clock-went-back`` instead of being left out or counted as live.
+    """
     lives: Lives = {}
-    for record in records:
-        key = (record.namespace, record.id, record.incarnation)
-        step = _step.dispatch(event_type(record.type) or object)
-        life = step(lives.get(key), record)
-        if life is not None:
-            lives[key] = life
-    selected = [
-        life for life in lives.values()
-        if since is None or (life.deleted or until) >= since
-    ]  # fmt: skip
     anomalies: list[Anomaly] = []
+    last: dict[tuple[str, str], EventRecord] = {}  # per ID: times never go back in one ID
 
     def flag(life: Lifetime, kind: str, at: datetime, detail: str) -> None:
         anomalies.append(Anomaly(kind=kind, id=life.id, namespace=life.namespace,
                                  incarnation=life.incarnation, at=at, detail=detail))  # fmt: skip
+
+    for record in records:
+        key = (record.namespace, record.id, record.incarnation)
+        step = _step.dispatch(event_type(record.type) or object)
+        life = step(lives.get(key), record)
+        if life is None:
+            continue
+        lives[key] = life
+        before = last.get(key[:2])
+        if before is not None and record.timestamp < before.timestamp:
+            life.clock_went_back = True
+            gap = duration((before.timestamp - record.timestamp).total_seconds())
+            flag(life, "clock-went-back", record.timestamp,
+                 f"{record.type} is recorded {gap} before the {before.type} it follows "
+                 f"(#{before.incarnation}): a clock was stepped back")  # fmt: skip
+        if record.timestamp > until:
+            life.clock_went_back = True
+            gap = duration((record.timestamp - until).total_seconds())
+            flag(life, "clock-went-back", record.timestamp,
+                 f"{record.type} is recorded {gap} after {until.isoformat()}, the end of "
+                 "the audit: a clock was stepped back since")  # fmt: skip
+        last[key[:2]] = record
+    selected = [
+        life for life in lives.values()
+        if since is None or (life.deleted or until) >= since
+    ]  # fmt: skip
+    chosen = {(life.namespace, life.id, life.incarnation) for life in selected}
+    anomalies = [a for a in anomalies if (a.namespace, a.id, a.incarnation) in chosen]
 
     for life in selected:
         if life.exit_status not in (None, 0) and life.exited:

@@ -13,7 +13,7 @@ from html import escape
 from typing import TYPE_CHECKING
 
 from cli.render.palette import ENDING, ENDINGS
-from cli.render.words import duration, ending_of, outcome, signal_suffix
+from cli.render.words import duration, elapsed, ending_of, outcome, signal_suffix
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -36,6 +36,9 @@ _STEPS = (
 )  # fmt: skip
 
 
+CLOCK_NOTE = "recorded times go backwards here: a clock was stepped back"
+
+
 def task_key(life: Lifetime) -> str:
     """What the page calls an incarnation (and its bar's data-task): ``ns/id#incarnation``."""
     return f"{life.namespace}/{life.id}#{life.incarnation}"
@@ -48,7 +51,9 @@ def _tooltip(life: Lifetime, until: datetime) -> str:
         if when is not None:
             lines.append(f"{name} {when.isoformat()}")
     end = life.deleted or until
-    lines.append(f"lifetime {duration((end - life.created).total_seconds())}")
+    lines.append(f"lifetime {elapsed((end - life.created).total_seconds())}")
+    if life.clock_went_back:
+        lines.append(CLOCK_NOTE)
     for kill in life.killed_by:
         who = kill.get("command") or kill.get("detail") or kill.get("kind", "")
         lines.append(f"killed with signal {kill.get('signal')} by {who}")
@@ -113,8 +118,10 @@ def _bar(life: Lifetime, row: int, x: Callable[[datetime], float], until: dateti
     shown = label if len(label) <= 30 else label[:29] + "\u2026"
     text_x = min(x1 + 5, WIDTH - RIGHT_MARGIN + 5)
     tip = escape(_tooltip(life, until))
+    said = outcome(life) + (" \u00b7 clock went back" if life.clock_went_back else "")
+    stepped = " clock-went-back" if life.clock_went_back else ""
     return (
-        f'<g class="bar ended-{key}" data-task="{escape(label)}" data-ended="{key}">'
+        f'<g class="bar ended-{key}{stepped}" data-task="{escape(label)}" data-ended="{key}">'
         f"<title>{tip}</title>"
         f'<text class="label" x="{LABEL_WIDTH - 8}" y="{y + BAR_HEIGHT - 3:.1f}">'
         f"{escape(shown)}</text>"
@@ -123,8 +130,19 @@ def _bar(life: Lifetime, row: int, x: Callable[[datetime], float], until: dateti
         f'<rect class="run" x="{r0:.1f}" y="{y:.1f}" width="{r1 - r0:.1f}" '
         f'height="{BAR_HEIGHT}" fill="{colour}"/>'
         f'<text class="outcome" x="{text_x:.1f}" y="{y + BAR_HEIGHT - 3:.1f}">'
-        f"{escape(outcome(life))}</text></g>"
+        f"{escape(said)}</text></g>"
     )
+
+
+def clock_note(report: AuditReport) -> str:
+    """Say so where recorded times go backwards: those bars and durations are not to trust."""
+    stepped = [task_key(life) for life in report.lifetimes if life.clock_went_back]
+    if not stepped:
+        return ""
+    return (f'<p class="clock-went-back">Recorded times go backwards for {len(stepped)} '
+            f"incarnation{'s' if len(stepped) != 1 else ''} ({escape(', '.join(stepped))}): "
+            "a clock was stepped back; their bars are drawn at the times as recorded, and "
+            "see the anomalies below.</p>")  # fmt: skip
 
 
 def legend(report: AuditReport) -> str:
@@ -207,6 +225,7 @@ table { border-collapse: collapse; } th { text-align: left; color: #555; font-we
 td, th { padding: 2px 12px 2px 0; vertical-align: top; } td.num { text-align: right; }
 .count-bar { display: inline-block; height: 10px; background: #4a5568; }
 .anomalies td:nth-child(4) { white-space: pre-wrap; } .empty { color: #777; }
+.clock-went-back { color: #9a3412; }
 """
 
 
@@ -225,6 +244,7 @@ def audit_page(report: AuditReport, *, title: str = "shimledger audit") -> str:
 <p class="period">from {escape(since)} until {escape(report.until.isoformat())}</p>
 <div class="summary">{summary}</div>
 <h2>Task lifetimes</h2>
+{clock_note(report)}
 {legend(report)}
 {timeline(report)}
 <h2>Exit statuses</h2>

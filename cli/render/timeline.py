@@ -12,7 +12,7 @@ from itertools import groupby
 
 from cli.render.palette import BOLD, DIM, ENDING, EXITED, KILLED, event_colour
 from cli.render.tables import describe, paint, who
-from cli.render.words import duration, ending_of, outcome, signal_suffix
+from cli.render.words import duration, elapsed, ending_of, outcome, signal_suffix
 from projections.audit import Lifetime, audit
 from projections.records import EventRecord
 
@@ -35,7 +35,7 @@ def details(record: EventRecord) -> str:
 
 def bar(offset: float, span: float, width: int = BAR_WIDTH) -> str:
     """Where in the life an event fell: the past drawn heavy, the event a dot, the rest thin."""
-    at = 0 if span <= 0 else min(width - 1, int(offset / span * (width - 1) + 0.5))
+    at = 0 if span <= 0 else max(0, min(width - 1, int(offset / span * (width - 1) + 0.5)))
     return "\u2501" * at + "\u25cf" + "\u2500" * (width - 1 - at)
 
 
@@ -69,6 +69,7 @@ def timeline_text(
         + f"  namespace {first.namespace}, {count} incarnation{'s' if count != 1 else ''}"
     ]
     previous_end: datetime | None = None
+    texts = _with_clock_steps(records)
     for incarnation, group in groupby(records, key=lambda r: r.incarnation):
         events = list(group)
         life = lives.get(incarnation)
@@ -76,18 +77,17 @@ def timeline_text(
         lines.append(_heading(incarnation, events, life, previous_end, now, width, colour))
         start = events[0].timestamp
         span = (_last_moment(life, events, now) - start).total_seconds()
-        offsets = ["+0", *(f"+{duration((e.timestamp - start).total_seconds())}"
-                           for e in events[1:])]  # fmt: skip
+        offsets = ["+0", *(_offset((e.timestamp - start).total_seconds()) for e in events[1:])]
         offset_width = max(len(o) for o in offsets)
         name_width = max(len(e.type) for e in events)
         bar_width = BAR_WIDTH if width >= 100 else BAR_WIDTH // 2
-        detail_width = max(len(details(e)) for e in events)
+        detail_width = max(len(texts[id(e)]) for e in events)
         shown_cause: str | None = None
         for event, offset in zip(events, offsets, strict=True):
             at = (event.timestamp - start).total_seconds()
             head = f"    {offset.rjust(offset_width)}  {bar(at, span, bar_width)}  "
             name = _style(event.type.ljust(name_width), event_colour(event), colour)
-            text = details(event)
+            text = texts[id(event)]
             # Who did it, only when it changes: most steps of a run share one command.
             by = who(event.cause)
             room = width - len(head) - name_width - 2
@@ -111,13 +111,33 @@ def timeline_text(
     return "\n".join(lines)
 
 
+def _offset(seconds: float) -> str:
+    """An event's offset from its Created: "+4s", or "?" if recorded before it."""
+    return f"+{duration(seconds)}" if seconds >= 0 else "?"
+
+
+def _with_clock_steps(records: list[EventRecord]) -> dict[int, str]:
+    """Each event's details, and, where it is recorded before the event it follows, by how
+    much the clock went back: the offsets and durations around it are not to trust."""
+    texts: dict[int, str] = {}
+    for before, record in zip([None, *records], records, strict=False):
+        text = details(record)
+        if before is not None and record.timestamp < before.timestamp:
+            back = duration((before.timestamp - record.timestamp).total_seconds())
+            text = f"{text}  (recorded {back} before the {before.type}: the clock went back)"
+        texts[id(record)] = text.strip()
+    return texts
+
+
 def _last_moment(life: Lifetime | None, events: list[EventRecord], now: datetime) -> datetime:
-    """The right end of an incarnation's bars: deleted, or its last event, or now if live."""
+    """The right end of an incarnation's bars: deleted, or its last event, or now if live
+    (never before its latest recorded event, which a clock stepped back can make it)."""
+    latest = max(e.timestamp for e in events)
     if life is not None and life.deleted:
-        return life.deleted
+        return max(life.deleted, latest)
     if life is None or life.exited:
-        return events[-1].timestamp
-    return now
+        return latest
+    return max(now, latest)
 
 
 def _heading(
@@ -132,15 +152,15 @@ def _heading(
     created = events[0].timestamp
     text = f"#{incarnation}  created {created.isoformat(sep=' ', timespec='milliseconds')}"
     if previous_end is not None:
-        text += f" ({duration((created - previous_end).total_seconds())} after the last delete)"
+        text += f" ({elapsed((created - previous_end).total_seconds())} after the last delete)"
     if life is None:
         return text
     if life.deleted:
-        lived = f"lived {duration((life.deleted - created).total_seconds())}"
+        lived = f"lived {elapsed((life.deleted - created).total_seconds())}"
     elif life.exited:
-        lived = f"ran {duration((life.exited - created).total_seconds())}, not deleted yet"
+        lived = f"ran {elapsed((life.exited - created).total_seconds())}, not deleted yet"
     else:
-        lived = f"alive for {duration((now - created).total_seconds())}"
+        lived = f"alive for {elapsed((now - created).total_seconds())}"
     ending = ending_of(life)
     said = outcome(life)
     styled = _style(said, ENDING[ending].terminal, colour, bold=ending != "ok")

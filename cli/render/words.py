@@ -23,7 +23,8 @@ def signal_suffix(number: int | None) -> str:
 
 
 def duration(seconds: float) -> str:
-    """A short human duration: 0.4ms, 35ms, 4.2s, 3m05s, 2h03m, 1d02h."""
+    """A short human duration: 0.4ms, 35ms, 4.2s, 3m05s, 2h03m, 1d02h (``elapsed`` for one
+    between two recorded times, which a stepped clock can make negative)."""
     if seconds < 0.01:
         return f"{seconds * 1000:.1f}ms"
     if seconds < 1:
@@ -38,6 +39,17 @@ def duration(seconds: float) -> str:
         return f"{hours}h{minutes:02d}m"
     days, hours = divmod(hours, 24)
     return f"{days}d{hours:02d}h"
+
+
+def elapsed(seconds: float) -> str:
+    """A duration between two recorded times, never negative.
+
+    Where the later moment is recorded earlier (a clock stepped back, by NTP or a restored
+    VM), the true duration is unknown: it says so, instead of "lived -7196575.4ms".
+    """
+    if seconds >= 0:
+        return duration(seconds)
+    return f"? (the clock went back {duration(-seconds)})"
 
 
 def ending_of(life: Lifetime) -> str:

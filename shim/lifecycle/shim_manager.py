@@ -21,6 +21,7 @@ from domain.state_dir import StateDir
 from domain.values import Bundle, Exit
 from shim import DEFAULT_RUNTIME
 from shim.lifecycle.bundle import Bundles, bundle_runtime, save_runtime
+from shim.lifecycle.task_logs import remove_logs
 from shim.ports import RuncOptions, ShimBinary, ShimClient, Stdio
 
 logger = logging.getLogger(__name__)
@@ -52,13 +53,18 @@ class ManagerConfig:
         return self.log_dir / namespace / task_id / f"{incarnation}.log"
 
     def log_stdio(self, namespace: str, task_id: str, incarnation: int) -> Stdio:
-        """stdout and stderr into the task's log file (the shim creates it), or /dev/null."""
+        """stdout and stderr into the task's log file (the shim creates it), or /dev/null.
+
+        A deleted task's log is kept (``logs`` shows it, as docker's does until ``rm``)
+        until its ID is created again: ``logs`` shows only the latest incarnation, so the
+        earlier ones' logs (and a failed create's leftover) go now, rotated files and all.
+        """
         path = self.log_file(namespace, task_id, incarnation)
         if path is None:
             return Stdio()
         path.parent.parent.mkdir(mode=0o700, exist_ok=True)  # the log dir exists: bootstrap
         path.parent.mkdir(mode=0o700, exist_ok=True)
-        path.unlink(missing_ok=True)  # a leftover of a create that failed: start afresh
+        remove_logs(path.parent)
         return Stdio(stdout=f"file://{path}", stderr=f"file://{path}")
 
     @property

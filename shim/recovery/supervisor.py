@@ -5,6 +5,7 @@ listening, bundles no record knows). Then it holds a connection to every shim, w
 drains the shim's log and tells, by closing, when the shim goes away; a task whose shim
 vanished is reconciled at once instead of at the next command. The read models are caught
 up continuously, so `events --follow` and `list` see what happened within a moment.
+Each rescan also rotates the watched tasks' logs that reached their size.
 Stopping never touches a task: shims and containers keep running without us.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 
 from domain.errors import ShimledgerError
 from shim.lifecycle.shim_manager import ShimManager, ShimProcess
+from shim.lifecycle.task_logs import LogRotation, rotate
 from shim.lifecycle.task_manager import TaskManager
 from shim.recovery.report import Reconciliation
 
@@ -36,12 +38,16 @@ class Supervisor:
         *,
         interval: float = 0.2,
         rescan: float = 1.0,
+        rotation: LogRotation | None = None,
     ) -> None:
         self._manager = manager
         self._shims = shims
         self._catch_up = catch_up
         self._interval = interval
         self._rescan = rescan
+        # Task logs are rotated at each rescan; the policy comes from the environment
+        # (SHIMLEDGER_LOG_MAX_SIZE, SHIMLEDGER_LOG_MAX_FILES) unless one is handed in.
+        self._rotation = rotation or LogRotation.from_env()
         self._watched: dict[Key, ShimProcess] = {}
         self._gone: asyncio.Queue[Key] = asyncio.Queue()
 
@@ -65,6 +71,7 @@ class Supervisor:
                 await self._reconcile_gone()
                 if loop.time() >= next_scan:
                     await self.watch_new()
+                    await asyncio.to_thread(self.rotate_logs, list(self._watched))
                     next_scan = loop.time() + self._rescan
                 await self._catch_up()
             except Exception:  # the service goes on; the next round tries again
@@ -87,6 +94,19 @@ class Supervisor:
             self._watched[(shim.namespace, shim.id)] = shim
             logger.info("watching the shim of %s/%s (pid %d)", shim.namespace, shim.id,
                         shim.shim_pid)  # fmt: skip
+
+    def rotate_logs(self, tasks: list[Key]) -> None:
+        """Rotate the logs of these tasks that reached the size (see task_logs).
+
+        Runs in a thread (a copy of 10 MB should not stall the loop): ``tasks`` is taken
+        on the loop, where the set of watched shims changes.
+        """
+        log_dir = self._shims.config.log_dir
+        if log_dir is None:
+            return
+        for namespace, task_id in tasks:
+            for live in (log_dir / namespace / task_id).glob("[0-9]*.log"):
+                rotate(live, self._rotation)
 
     def _lost(self, shim: ShimProcess) -> None:
         key = (shim.namespace, shim.id)

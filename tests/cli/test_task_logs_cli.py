@@ -1,0 +1,144 @@
+"""Task logs through the real CLI and the real shim: tail from the end, rotation, deletes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from cli.bootstrap import Settings
+from tests.cli.test_serve import Service, wait_for
+from tests.conftest import cli_env
+
+SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def cli(settings: Settings) -> Run:
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([SHIMLEDGER, *args], env={**cli_env(settings), **env},
+                              capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL)  # fmt: skip
+
+    return run
+
+
+def log_dir(settings: Settings, task_id: str) -> Path:
+    return settings.root / "logs" / settings.namespace / task_id
+
+
+def numbered(first: int, last: int) -> str:
+    return "".join(f"line {n}\n" for n in range(first, last + 1))
+
+
+def test_tail_of_a_big_log_reads_from_the_end(cli, bundle, settings) -> None:
+    """50 MB of log, one line asked for: the command's peak memory stays far below the log."""
+    assert cli("run", "-d", "--bundle", str(bundle("echo", "first")), "big").returncode == 0
+    assert cli("wait", "big").returncode == 0
+    with open(log_dir(settings, "big") / "1.log", "ab") as log:
+        block = b"y" * 1023 + b"\n"
+        for _ in range(50 * 1024):
+            log.write(block)
+        log.write(b"the end\n")
+    with tempfile.TemporaryFile() as out:
+        process = subprocess.Popen([SHIMLEDGER, "logs", "--tail", "1", "big"],
+                                   env=cli_env(settings), stdout=out, stderr=subprocess.PIPE,
+                                   stdin=subprocess.DEVNULL)  # fmt: skip
+        assert process.stderr is not None
+        with process.stderr:
+            errors = process.stderr.read()  # until it exits
+        # wait4: the peak RSS of this one child, not of every child the tests ever waited for
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        printed = out.read()
+    assert process.returncode == 0, errors
+    assert printed == b"the end\n"
+    peak_mb = usage.ru_maxrss / 1024  # kB on Linux
+    assert peak_mb < 100, f"logs --tail 1 of a 50 MB log peaked at {peak_mb:.0f} MB"
+    # It was over the default size (10 MB): reading it rotated it, and reads on across.
+    assert (log_dir(settings, "big") / "1.log.1").exists()
+    assert cli("logs", "--tail", "2", "big").stdout == "y" * 1023 + "\nthe end\n"
+
+
+# Writes its output in batches, each when the test creates /go<N> in its rootfs.
+BATCHES = 6
+WRITER = (
+    f"for b in $(seq {BATCHES}); do until [ -e /go$b ]; do sleep 0.01; done; "
+    "seq $(( (b - 1) * 100 + 1 )) $(( b * 100 )) | sed 's/^/line /'; done"
+)
+
+
+def test_a_real_task_writing_past_the_cap_rotates_and_logs_reads_across(
+    cli, bundle, settings
+) -> None:
+    cap = {"SHIMLEDGER_LOG_MAX_SIZE": "512", "SHIMLEDGER_LOG_MAX_FILES": "20"}
+    path = bundle("sh", "-c", WRITER)
+    assert cli("run", "-d", "--bundle", str(path), "writer").returncode == 0
+    for batch in range(1, BATCHES + 1):
+        (path / "rootfs" / f"go{batch}").touch()
+        # each `logs` rotates the log it reads once it is over the cap
+        wait_for(lambda b=batch: cli("logs", "--tail", "1", "writer", **cap).stdout
+                 == f"line {b * 100}\n", f"batch {batch}")  # fmt: skip
+    assert cli("wait", "writer").returncode == 0
+    files = sorted(p.name for p in log_dir(settings, "writer").glob("1.log*"))
+    assert "1.log.1" in files and "1.log.2" in files and len(files) <= 20
+    whole = cli("logs", "writer", **cap)
+    assert (whole.returncode, whole.stdout) == (0, numbered(1, BATCHES * 100))  # in order
+    tail = cli("logs", "--tail", "250", "writer", **cap).stdout
+    assert tail == numbered(BATCHES * 100 - 249, BATCHES * 100)
+
+
+def test_serve_rotates_the_logs_of_the_tasks_it_watches(cli, bundle, settings) -> None:
+    cap = {"SHIMLEDGER_LOG_MAX_SIZE": "1k", "SHIMLEDGER_LOG_MAX_FILES": "2"}
+    service = Service({**cli_env(settings), **cap})
+    try:
+        script = "seq 2000 | sed 's/^/line /'; until [ -e /go ]; do sleep 0.01; done"
+        path = bundle("sh", "-c", script)
+        assert cli("run", "-d", "--bundle", str(path), "chatty").returncode == 0
+        rotated = log_dir(settings, "chatty") / "1.log.1"
+        wait_for(rotated.exists, "serve rotating the log")  # no command touched the log
+        (path / "rootfs" / "go").touch()
+        assert cli("wait", "chatty").returncode == 0
+        assert cli("logs", "chatty").stdout == numbered(1, 2000)
+    finally:
+        assert service.stop() == 0
+
+
+def test_logs_stay_after_delete_until_the_id_is_created_again(cli, bundle, settings) -> None:
+    path = bundle("echo", "hello")
+    assert cli("run", "-d", "--bundle", str(path), "kept").returncode == 0
+    assert cli("wait", "kept").returncode == 0
+    assert cli("delete", "kept").returncode == 0
+    assert cli("logs", "kept").stdout == "hello\n"  # like docker's, until the name is reused
+    (log_dir(settings, "kept") / "1.log.1").write_text("older\n")  # as a rotation leaves it
+    assert cli("run", "-d", "--bundle", str(path), "kept").returncode == 0
+    assert cli("wait", "kept").returncode == 0
+    names = sorted(p.name for p in log_dir(settings, "kept").iterdir())
+    assert names == ["2.log", "shim.log"]
+    assert cli("logs", "kept").stdout == "hello\n"
+
+
+def test_a_bad_rotation_setting_is_one_line(cli, bundle) -> None:
+    assert cli("run", "-d", "--bundle", str(bundle("true")), "set").returncode == 0
+    result = cli("logs", "set", SHIMLEDGER_LOG_MAX_SIZE="lots")
+    assert result.returncode == 1
+    assert result.stderr == (
+        "shimledger: SHIMLEDGER_LOG_MAX_SIZE='lots' is not a size: use bytes or e.g. 512k, "
+        "10M, 1G\n"
+    )
+
+
+def test_logs_into_a_closed_pipe_is_quiet(cli, bundle, settings) -> None:
+    assert cli("run", "-d", "--bundle", str(bundle("seq", "100000")), "piped").returncode == 0
+    assert cli("wait", "piped").returncode == 0
+    shell = subprocess.run(f"'{SHIMLEDGER}' logs piped | head -1", shell=True,
+                           env=cli_env(settings), capture_output=True, text=True,
+                           timeout=60)  # fmt: skip
+    assert (shell.stdout, shell.stderr) == ("1\n", "")
