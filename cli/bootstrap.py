@@ -243,6 +243,7 @@ async def wire(
         log_dir=settings.root / "logs",
         address=str(state.shim_address),
     )
+    failing = False
     async with open_ledger(settings) as ledger:
         components = compose(
             namespace=settings.namespace,
@@ -273,10 +274,17 @@ async def wire(
             else:
                 await events.start()
             yield Wiring(manager, shims, ledger, events, components)
+        except BaseException:
+            failing = True
+            raise
         finally:
             await events.aclose()
             await manager.aclose()
             try:
                 await ledger.state_files.catch_up()
             except (ShimledgerError, OSError) as exc:  # a cache: the next command catches up
-                logger.warning("state.json files not updated: %s", exc)
+                # A command that failed already says why in its one line; most often the
+                # same fault (a full disk) is what stops the catch-up too.
+                (logger.debug if failing else logger.warning)(
+                    "state.json files not updated: %s", exc
+                )

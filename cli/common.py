@@ -165,7 +165,11 @@ def expected_errors(settings: Settings | None = None) -> Iterator[None]:
         yield
     except ShimledgerError as exc:
         logger.debug("%s: %s", type(exc).__name__, exc, exc_info=True)
-        raise fail(str(exc)) from None
+        # Ours, unless the environment is behind it (a view file on a full disk, say):
+        # then the line names the path the filesystem refuses, and why.
+        cause = exc.__cause__
+        line = _fault_line(cause, settings) if cause is not None else None
+        raise fail(line or str(exc)) from None
     except Exception as exc:  # OSError, sqlite3's, eventsourcing's wrapping them: or a bug
         line = _fault_line(exc, settings)
         if line is None:

@@ -16,9 +16,9 @@ import contextlib
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiosqlite
 
@@ -79,6 +79,13 @@ class _Handle:
 
 class _Swapped(Exception):
     """The file was replaced (a rebuild by another process) under this connection."""
+
+
+T = TypeVar("T")
+
+
+class SourceError(Exception):
+    """The event store failed under a view: the store's fault, reported as such."""
 
 
 class View:
@@ -167,14 +174,14 @@ class View:
             return await self._open_handle()
         except sqlite3.DatabaseError as exc:
             if not damaged(exc):
-                raise self._fault(exc) from None
+                raise self._fault(exc) from exc
             logger.warning("view %s is unusable (%s); rebuilding it from the history",
                            self.path, exc)  # fmt: skip
         await self._rebuild()
         try:
             return await self._open_handle()
         except sqlite3.DatabaseError as exc:
-            raise self._fault(exc) from None
+            raise self._fault(exc) from exc
 
     async def _open_handle(self) -> _Handle:
         before = identity(self.path)
@@ -225,7 +232,7 @@ class View:
             async with self._using() as handle:
                 yield handle.db
         except sqlite3.DatabaseError as exc:
-            raise self._fault(exc) from None
+            raise self._fault(exc) from exc
 
     async def connection(self) -> aiosqlite.Connection:
         """The current connection (reads should prefer ``reading``, which survives swaps)."""
@@ -264,7 +271,7 @@ class View:
                 continue
             except sqlite3.DatabaseError as exc:
                 if healed or not damaged(exc):
-                    raise self._fault(exc) from None
+                    raise self._fault(exc) from exc
                 logger.warning("view %s is unusable (%s); rebuilding it from the history",
                                self.path, exc)  # fmt: skip
             healed = True
@@ -274,20 +281,31 @@ class View:
         self, db: aiosqlite.Connection, progress: Progress | None, handle: _Handle | None = None
     ) -> int:
         position = await self._position(db)
-        head = await self._source.head() if progress else 0
+        head = await self._from_source(self._source.head()) if progress else 0
         # The next page is read (on the store's thread) while this one is applied.
-        reading = asyncio.ensure_future(self._source.read(position, PAGE_SIZE))
+        reading = asyncio.ensure_future(self._from_source(self._source.read(position, PAGE_SIZE)))
         try:
             while True:
                 page = await reading
                 if not page:
                     return position
-                reading = asyncio.ensure_future(self._source.read(page[-1][0], PAGE_SIZE))
+                reading = asyncio.ensure_future(
+                    self._from_source(self._source.read(page[-1][0], PAGE_SIZE))
+                )
                 position = await self._commit_page(db, page, handle)
                 if progress:
                     progress(position, max(head, position))
         finally:
             reading.cancel()
+
+    @staticmethod
+    async def _from_source(read: Awaitable[T]) -> T:
+        """A read of the store: its SQLite errors are the store's, never this view file's
+        (a corrupt events.db must not make every view rebuild itself)."""
+        try:
+            return await read
+        except sqlite3.Error as exc:
+            raise SourceError(f"the history cannot be read: {exc}") from exc
 
     async def _commit_page(
         self, db: aiosqlite.Connection, page: list[tuple[int, Any]], handle: _Handle | None
@@ -321,7 +339,7 @@ class View:
         try:
             return await self._rebuild(progress)
         except sqlite3.DatabaseError as exc:
-            raise self._fault(exc) from None
+            raise self._fault(exc) from exc
 
     async def _rebuild(self, progress: Progress | None = None) -> int:
         remove_stale_rebuilds(self.path)

@@ -58,8 +58,10 @@ READ_COMMANDS = [
 
 
 def _with_history(cli: Cli, root: Path) -> None:
-    """Make a store and its views in ``root``, as any first command does."""
-    result = cli("--root", str(root), "list")
+    """Make a store and its views in ``root``, as any first command does (with a state dir
+    of its own: the test's state dir is bound to the root it is then used with)."""
+    result = cli("--root", str(root), "--state", str(root.with_name(f"{root.name}.state")),
+                 "list")  # fmt: skip
     assert result.returncode == 0, result.stderr
 
 
