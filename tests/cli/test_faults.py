@@ -21,6 +21,7 @@ import pytest
 from busybox_bundle import make_bundle
 
 from cli.bootstrap import Settings
+from domain.state_dir import StateDir
 from tests.cli.test_bad_input import SHIMLEDGER, Cli, nothing_left, refused
 from tests.conftest import cli_env
 
@@ -112,6 +113,12 @@ def read_only_root(cli: Cli, mount: Mount, tmp_path: Path) -> Path:
     return view
 
 
+def unbind(settings: Settings) -> None:
+    """The command above bound the test's state dir to its root; the teardown uses the
+    test's own root on it, so the binding goes (nothing else was made: checked above)."""
+    StateDir(settings.state).binding.unlink(missing_ok=True)
+
+
 @pytest.mark.parametrize("command", READ_COMMANDS, ids=" ".join)
 def test_a_full_disk_under_the_root_is_one_line_naming_it(cli, settings, full_root, command):
     result = cli("--root", str(full_root), *command)
@@ -123,6 +130,7 @@ def test_create_on_a_full_disk_leaves_nothing(cli, settings, sleeper, full_root)
     result = cli("--root", str(full_root), "run", "-d", "--bundle", str(sleeper), "x")
     refused(result, str(full_root), "No space left on device")
     nothing_left(cli, settings)
+    unbind(settings)
 
 
 @pytest.mark.parametrize("command", READ_COMMANDS, ids=" ".join)
@@ -136,6 +144,7 @@ def test_create_on_a_read_only_root_leaves_nothing(cli, settings, sleeper, read_
     result = cli("--root", str(read_only_root), "create", "--bundle", str(sleeper), "x")
     refused(result, str(read_only_root), "Read-only file system")
     nothing_left(cli, settings)
+    unbind(settings)
 
 
 @pytest.mark.parametrize("command", [["events"], ["audit"], ["projections", "status"]],
