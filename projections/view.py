@@ -7,6 +7,10 @@ the stored position. Reading the store is the source's business (off the event l
 A rebuild replays everything into a fresh file and swaps it in with one rename, so a
 reader sees the old view or the new one, never a half-built one. The files use
 SQLite's rollback journal (not WAL), whose single file is what makes that rename safe.
+
+A view is a cache: a file found damaged or of another schema is rebuilt with one
+warning, and a connection whose file another process swapped is reopened (readers that
+began on the old one keep it until they finish).
 """
 
 from __future__ import annotations
