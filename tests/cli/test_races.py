@@ -248,11 +248,13 @@ def test_delete_force_records_the_exit_of_an_exec_whose_command_is_too_late(
         assert time.monotonic() < deadline and execer.poll() is None, "the exec never started"
         time.sleep(0.02)
     lock = StateDir(settings.state).lock_file(settings.namespace, "ex")
+    deadline = time.monotonic() + TIMEOUT
     while True:  # stopped where it holds no lock (not inside an event's recording)
         os.kill(execer.pid, signal.SIGSTOP)
         if lock_is_free(lock):
             break
         os.kill(execer.pid, signal.SIGCONT)
+        assert time.monotonic() < deadline, "the exec's command never let go of the lock"
         time.sleep(0.01)
     try:
         deleter = cli("delete", "-f", "ex")

@@ -31,7 +31,8 @@ from shim.lifecycle.bundle import Bundles, remove_bundle
 from shim.lifecycle.process_spec import exec_process
 from shim.ports import RuncOptions, ShimBinary, ShimClient, ShimEvent, Stdio
 from tests.conftest import make_bundle
-from tests.shim.fakes import FakeShimBinary, shell_exit
+from tests.shim.fake_shim import shell_exit
+from tests.shim.fakes import FakeShimBinary
 
 RUNTIME = "io.containerd.runc.v2"
 NAMESPACE = "test"

@@ -26,7 +26,8 @@ from domain.errors import (
 from domain.values import Status
 from shim.ports import ShimBinary, ShimClient, Stdio, TaskExitEvent, TaskStats
 from tests.contract.conftest import STEP, Shims
-from tests.shim.fakes import FakeClient, FakeShim, FakeShimBinary
+from tests.shim.fake_shim import FakeShim
+from tests.shim.fakes import FakeClient, FakeShimBinary
 
 MiB = 1024 * 1024
 
