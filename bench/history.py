@@ -96,7 +96,7 @@ async def append_lifecycles(store: EventStore, tasks: int, tag: str) -> None:
             bundle=f"/srv/bundles/{task_id}",
             pid=4242,
             runtime="io.containerd.runc.v2",
-            cause=cause,
+            node="node-a", state_dir="", cause=cause,
         )
         await store.save(task)
         task.start(4242, cause)

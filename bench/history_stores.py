@@ -67,7 +67,7 @@ def lifecycle(task_id: str, n: int, clock: Clock, *, delete: bool, incarnation: 
         bundle=f"/srv/bundles/{task_id}",
         pid=pid,
         runtime="io.containerd.runc.v2",
-        cause=cause,
+        node="node-a", state_dir="", cause=cause,
     )
     task.start(pid, cause)
     status = 137 if n % 50 == 0 else 1 if n % 10 == 0 else 0

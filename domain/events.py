@@ -43,10 +43,16 @@ def signal_of(exit_status: int) -> int | None:
 
 
 class Created(Aggregate.Created):
-    """The shim created the task (Create RPC replied): incarnation N of an ID begins."""
+    """The shim created the task (Create RPC replied): incarnation N of an ID begins.
+
+    v2 added the task's owner: ``node`` (the host, or what ``--node`` names) and
+    ``state_dir`` (where its shim, bundle and sockets live on that node). Only that node's
+    commands, with that state dir, touch the task. A v1 event (written before nodes
+    existed) upcasts to "" for both: unowned, so it is taken for the reader's own.
+    """
 
     TOPIC = TOPIC_PREFIX + "Created"
-    class_version = 1
+    class_version = 2
 
     namespace: str
     task_id: str
@@ -54,7 +60,16 @@ class Created(Aggregate.Created):
     bundle: str
     pid: int
     runtime: str
+    node: str
+    state_dir: str
     cause: Cause
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        cause = state.pop("cause")  # keep ``cause`` last, as the declaration orders it
+        state["node"] = ""
+        state["state_dir"] = ""
+        state["cause"] = cause
 
 
 class Started(Aggregate.Event):

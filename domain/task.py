@@ -27,14 +27,14 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
-from eventsourcing.utils import register_topic
 
 from domain import events
 from domain.errors import FailedPreconditionError, InvalidTransitionError
 from domain.events import MAX_SIGNAL as MAX_SIGNAL
 from domain.events import TOPIC_PREFIX
 from domain.events import signal_of as signal_of
-from domain.values import Cause, Exit, Status
+from domain.legacy_topics import register_legacy_topics
+from domain.values import Cause, Exit, Owner, Status
 
 LIVE = (Status.CREATED, Status.RUNNING, Status.PAUSED, Status.STOPPED)
 HAS_PROCESS = (Status.CREATED, Status.RUNNING, Status.PAUSED)
@@ -87,6 +87,8 @@ class Task(Aggregate):
         bundle: str,
         pid: int,
         runtime: str,
+        node: str,
+        state_dir: str,
         cause: Cause,
     ) -> None:
         self.namespace = namespace
@@ -95,10 +97,16 @@ class Task(Aggregate):
         self.bundle = bundle
         self.pid = pid
         self.runtime = runtime
+        self.node = node
+        self.state_dir = state_dir
         self.status = Status.CREATED
         self.exit: Exit | None = None
         self.execs: dict[str, ExecProcess] = {}
         self.checkpoints: list[str] = []
+
+    def owned_by(self, owner: Owner) -> bool:
+        """True if ``owner``'s commands may act on this task (see Owner)."""
+        return owner.owns(self.node, self.state_dir)
 
     @property
     def is_live(self) -> bool:
@@ -406,14 +414,4 @@ class Task(Aggregate):
         self.status, self.pid, self.exit = Status(status), pid, None
 
 
-# Every topic written before the stable ones (eventsourcing's module:qualname), spelt out
-# by name so that renaming a class cannot change them (it fails here). Registered, they
-# resolve to today's classes, so old histories load; nothing writes them any more.
-_LEGACY_NAMES = (
-    "Created", "Started", "Exited", "Deleted", "Killed", "Paused", "Resumed", "OOM", "ExecAdded",
-    "ExecStarted", "ExecExited", "Updated", "Checkpointed", "ShimLost", "Adopted",
-)  # fmt: skip
-LEGACY_TOPICS: dict[str, type[Any]] = {"domain.task:Task": Task} | {
-    f"domain.task:Task.{n}": getattr(Task, n) for n in _LEGACY_NAMES}  # fmt: skip
-for _topic, _cls in LEGACY_TOPICS.items():
-    register_topic(_topic, _cls)
+LEGACY_TOPICS = register_legacy_topics(Task)  # old histories load (domain/legacy_topics.py)

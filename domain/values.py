@@ -44,6 +44,24 @@ CauseKind = Literal["cli", "shim-event", "shim", "reconciliation"]
 
 
 @dataclass(frozen=True)
+class Owner:
+    """Where a task lives: its node and, on that node, the state dir holding its shim.
+
+    Reconciliation, adoption and every lifecycle command act only on tasks their own
+    Owner owns, so many nodes (or many state dirs of one host) can share one history
+    without any of them taking another's task for a lost one. An empty field is
+    "unknown" (a task recorded before nodes existed) and matches anything.
+    """
+
+    node: str
+    state_dir: str
+
+    def owns(self, node: str, state_dir: str) -> bool:
+        """True for a task recorded by this owner, or by one too old to say."""
+        return node in ("", self.node) and state_dir in ("", self.state_dir)
+
+
+@dataclass(frozen=True)
 class Cause:
     """Who or what caused an event, so that history answers "who did this" as well as "what".
 
@@ -57,6 +75,9 @@ class Cause:
       foreground command waited for, which the event may or may not also report.
     - ``"reconciliation"``: what reconciliation found asking the shims (State) or, with a
       shim gone, its ``delete`` command; ``detail`` says what it found.
+
+    ``node`` names the node whose process recorded the fact (None in facts recorded
+    before nodes existed).
     """
 
     kind: CauseKind
@@ -66,6 +87,7 @@ class Cause:
     command: str | None = None
     host: str | None = None
     detail: str | None = None
+    node: str | None = None
 
     def as_dict(self) -> dict[str, str | int]:
         """The non-empty fields, for storage and JSON output."""

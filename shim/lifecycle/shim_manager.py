@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from domain.errors import NotFoundError, ShimledgerError, UnavailableError
 from domain.state_dir import StateDir
-from domain.values import Bundle, Exit
+from domain.values import Bundle, Exit, Owner
 from shim import DEFAULT_RUNTIME
 from shim.lifecycle.bundle import Bundles, bundle_runtime, save_runtime
 from shim.lifecycle.task_logs import remove_logs
@@ -46,6 +46,13 @@ class ManagerConfig:
     # Detached tasks' stdout and stderr go to <log_dir>/<ns>/<id>/<incarnation>.log, which
     # outlives the state dir (it is under the root dir, with the history).
     log_dir: Path | None = None
+    # This node's name: with the state dir, the Owner of every task this manager creates.
+    node: str = ""
+
+    @property
+    def owner(self) -> Owner:
+        """The owner of the tasks created here (see domain.values.Owner)."""
+        return Owner(self.node, str(self.state.path))
 
     def log_file(self, namespace: str, task_id: str, incarnation: int) -> Path | None:
         if self.log_dir is None:

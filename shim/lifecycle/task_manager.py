@@ -132,7 +132,8 @@ class TaskManager:
                 new.begin(Task(
                     namespace=self.namespace, task_id=task_id, incarnation=new.number,
                     bundle=str(user_bundle.resolve()), pid=pid, runtime=runtime,
-                    cause=self._cause(),
+                    node=self._shims.config.owner.node,
+                    state_dir=self._shims.config.owner.state_dir, cause=self._cause(),
                 ))  # fmt: skip
                 await new.commit()  # a store that refuses it undoes the task, as any failure
                 undo.pop_all()

@@ -99,6 +99,8 @@ class BundleAdopter:
             bundle=_user_bundle(bundle),
             pid=process.pid,
             runtime=bundle_runtime(bundle, _runtime_of(shim.shim_pid)),
+            node=self._shims.config.owner.node,
+            state_dir=self._shims.config.owner.state_dir,
             cause=cause,
         )
         task.adopt(cause)

@@ -74,7 +74,7 @@ def test_concurrent_appends_from_processes_are_neither_lost_nor_doubled(tmp_path
     async def seed() -> None:
         store = EventStore(sqlite_env(tmp_path))
         task = Task(namespace="default", task_id="shared", incarnation=1, bundle="/b", pid=1,
-                    runtime="r", cause=Cause(kind="cli"))  # fmt: skip
+                    runtime="r", node="node-a", state_dir="", cause=Cause(kind="cli"))  # fmt: skip
         task.start(2, Cause(kind="cli"))
         await store.save(task)
         await store.aclose()

@@ -22,7 +22,7 @@ from eventsourcing.utils import get_topic
 
 from adapters.event_store import EventStore, sqlite_env
 from domain.task import Task
-from domain.values import Cause, Status
+from domain.values import Cause, Owner, Status
 
 CLI = Cause(kind="cli", user="root", uid=0, pid=1, command="shimledger test", host="h")
 SHIM = Cause(kind="shim-event", detail="/tasks/exit")
@@ -44,7 +44,7 @@ def new_task(task_id: str) -> Task:
         bundle="/b",
         pid=10,
         runtime="io.containerd.runc.v2",
-        cause=CLI,
+        node="node-a", state_dir="", cause=CLI,
     )
 
 
@@ -145,3 +145,31 @@ async def test_a_v1_exited_event_still_loads_with_its_signal_derived(
     await store.save(task)
     deleted = await store.current("default", "old")
     assert deleted is not None and deleted.status is Status.DELETED and deleted.version == 4
+
+
+async def test_a_v1_created_event_loads_as_a_task_of_no_known_owner(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """Created v1 had neither node nor state_dir: it loads with both empty, which every
+    Owner takes for its own (a history from before nodes stays its host's)."""
+    db = tmp_path / "events.db"
+    reference = new_task("ref")
+    await store.save(reference)
+    topic, v2_state = stored_row(db, reference.id, 1)
+    assert v2_state["class_version"] == 2 and v2_state["node"] == "node-a"
+    v1_state = {
+        k: v for k, v in v2_state.items() if k not in ("class_version", "node", "state_dir")
+    }
+    v1_state["task_id"] = "old"
+    old_id = Task.create_id("default", "old", 1)
+    v1_state["originator_id"] = str(old_id)  # as eventsourcing stored the Created's state
+    insert_row(db, old_id, 1, topic, {k: v for k, v in v1_state.items() if k != "originator_id"})
+
+    task = await store.current("default", "old")
+    assert task is not None
+    assert (task.node, task.state_dir, task.task_id, task.pid) == ("", "", "old", 10)
+    assert task.owned_by(Owner("node-b", "/run/b")) and task.owned_by(Owner("node-a", "/s"))
+    [created] = await store.history("default", "old")
+    assert isinstance(created, Task.Created) and created.cause == CLI
+    assert (created.node, created.state_dir) == ("", "")
+    assert not reference.owned_by(Owner("node-b", "")) and reference.owned_by(Owner("node-a", "/x"))

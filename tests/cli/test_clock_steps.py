@@ -57,7 +57,8 @@ async def build(root: Path, now: datetime) -> None:
                                staticmethod(SteppedClock(moments))):  # fmt: skip
             for task_id, deleted in (("web", True), ("ahead", False), ("gone", True)):
                 task = Task(namespace="default", task_id=task_id, incarnation=1,
-                            bundle=f"/b/{task_id}", pid=10, runtime="r", cause=CLI)  # fmt: skip
+                            bundle=f"/b/{task_id}", pid=10, runtime="r",
+                            node="node-a", state_dir="", cause=CLI)  # fmt: skip
                 task.start(10, CLI)
                 if deleted:
                     task.record_exit(0, now, SHIM)

@@ -36,7 +36,8 @@ async def build_history(root: Path) -> list[int]:
         def new(task_id: str, incarnation: int = 1, namespace: str = "default") -> Task:
             return Task(
                 namespace=namespace, task_id=task_id, incarnation=incarnation,
-                bundle=f"/b/{task_id}", pid=100 + incarnation, runtime="r", cause=CLI,
+                bundle=f"/b/{task_id}", pid=100 + incarnation, runtime="r",
+                node="node-a", state_dir="", cause=CLI,
             )  # fmt: skip
 
         ok = new("ok")
@@ -184,7 +185,7 @@ def test_events_follow_shows_new_events_as_they_are_recorded(root) -> None:
         async def append() -> None:
             store = EventStore(sqlite_env(path))
             task = Task(namespace="default", task_id="late", incarnation=1, bundle="/b",
-                        pid=5, runtime="r", cause=CLI)  # fmt: skip
+                        pid=5, runtime="r", node="node-a", state_dir="", cause=CLI)  # fmt: skip
             await store.save(task)
             await store.aclose()
 

@@ -43,7 +43,8 @@ async def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
 
 def new_task(task_id: str = "a", incarnation: int = 1, namespace: str = "default") -> Task:
     return Task(namespace=namespace, task_id=task_id, incarnation=incarnation, bundle="/b",
-                pid=100 + incarnation, runtime="io.containerd.runc.v2", cause=CLI)  # fmt: skip
+                pid=100 + incarnation, runtime="io.containerd.runc.v2",
+                node="node-a", state_dir="", cause=CLI)  # fmt: skip
 
 
 async def live_to_deleted(store: EventStore, task_id: str, incarnation: int) -> None:

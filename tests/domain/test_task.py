@@ -24,7 +24,7 @@ def new_task(incarnation: int = 1) -> Task:
         bundle="/b",
         pid=10,
         runtime="io.containerd.runc.v2",
-        cause=CLI,
+        node="node-a", state_dir="", cause=CLI,
     )
 
 

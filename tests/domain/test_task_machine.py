@@ -161,7 +161,7 @@ class TaskMachine(RuleBasedStateMachine):
             bundle="/b",
             pid=pid,
             runtime="io.containerd.runc.v2",
-            cause=cause,
+            node="node-a", state_dir="", cause=cause,
         )
         self.model = Model(pid=pid)
         self.events = self.task.collect_events()

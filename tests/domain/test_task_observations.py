@@ -274,7 +274,8 @@ def test_every_observation_from_every_status_applies_at_most_once(begin: str, co
 
 def new_task() -> Task:
     return Task(namespace="default", task_id=TASK_ID, incarnation=1, bundle="/b", pid=10,
-                runtime="io.containerd.runc.v2", cause=CLI)  # fmt: skip
+                runtime="io.containerd.runc.v2",
+                node="node-a", state_dir="", cause=CLI)  # fmt: skip
 
 
 def test_an_unknown_exec_that_started_is_added_and_started_in_one_observation() -> None:

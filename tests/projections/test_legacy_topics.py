@@ -43,7 +43,8 @@ OLD_EVENTS = tuple(cls for cls in EVENT_TYPES if cls is not ExitRetracted)
 
 def new_task(task_id: str, incarnation: int = 1, pid: int = 10) -> Task:
     return Task(namespace="default", task_id=task_id, incarnation=incarnation, bundle="/b",
-                pid=pid, runtime="io.containerd.runc.v2", cause=CLI)  # fmt: skip
+                pid=pid, runtime="io.containerd.runc.v2",
+                node="node-a", state_dir="", cause=CLI)  # fmt: skip
 
 
 def every_kind_of_history() -> list[Task]:

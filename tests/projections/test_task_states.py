@@ -36,7 +36,7 @@ async def random_workload(store: EventStore, seed: int, steps: int = 120) -> Non
             incarnation = task.incarnation + 1 if task else 1
             task = Task(namespace=namespace, task_id=task_id, incarnation=incarnation,
                         bundle=f"/b/{task_id}", pid=rng.randrange(2, 9999),
-                        runtime="r", cause=CAUSE)  # fmt: skip
+                        runtime="r", node="node-a", state_dir="", cause=CAUSE)  # fmt: skip
         elif task.status is Status.CREATED:
             step = rng.choice(["start", "exit", "delete"])
             if step == "start":
@@ -109,7 +109,7 @@ async def test_deleting_the_projection_file_loses_nothing(store: EventStore, tmp
 async def test_the_store_finds_the_latest_incarnation(store: EventStore) -> None:
     for n in range(1, 12):
         task = Task(namespace="default", task_id="x", incarnation=n, bundle="/b", pid=n,
-                    runtime="r", cause=CAUSE)  # fmt: skip
+                    runtime="r", node="node-a", state_dir="", cause=CAUSE)  # fmt: skip
         task.delete(CAUSE)
         await store.save(task)
     current = await store.current("default", "x")
@@ -122,7 +122,7 @@ async def test_a_concurrent_append_is_a_conflict_not_a_lost_write(store: EventSt
     from domain.errors import ConflictError
 
     task = Task(namespace="default", task_id="x", incarnation=1, bundle="/b", pid=1,
-                runtime="r", cause=CAUSE)  # fmt: skip
+                runtime="r", node="node-a", state_dir="", cause=CAUSE)  # fmt: skip
     await store.save(task)
     first = await store.current("default", "x")
     second = await store.current("default", "x")
