@@ -45,6 +45,13 @@ StoreOption = Annotated[
         help="Event store URL: sqlite:///PATH or postgresql://... (default: <root>/events.db).",
     ),
 ]
+NodeOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="SHIMLEDGER_NODE",
+        help="This node's name in a shared history (default: the host name).",
+    ),
+]
 DebugFlag = Annotated[bool, typer.Option("--debug", help="Log debug output (shim logs included).")]
 LogOption = Annotated[
     Path | None,

@@ -241,6 +241,7 @@ async def wire(
         ttrpc_address=events.address,
         runc_binary=shutil.which("runc", path=search_path()) or "",
         log_dir=settings.root / "logs",
+        node=settings.node,
         address=str(state.shim_address),
     )
     failing = False

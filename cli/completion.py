@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cli.settings import DEFAULT_ROOT, DEFAULT_STATE, Settings
+from cli.settings import DEFAULT_ROOT, DEFAULT_STATE, Settings, default_node
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +20,7 @@ def _settings(ctx: typer.Context) -> Settings:
         state=Path(params.get("state") or DEFAULT_STATE).absolute(),
         namespace=params.get("namespace") or "default",
         store=params.get("store"),
+        node=params.get("node") or default_node(),
     )
 
 

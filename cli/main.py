@@ -26,12 +26,15 @@ from cli.args import (
     LogFormatOption,
     LogOption,
     NamespaceOption,
+    NodeOption,
     RootOption,
     StateOption,
     StoreOption,
 )
 from cli.common import LogFormat, configure_logging, run_app
-from cli.settings import DEFAULT_ROOT, DEFAULT_STATE, Settings
+from cli.settings import DEFAULT_ROOT, DEFAULT_STATE, Settings, default_node
+from domain.errors import InvalidArgumentError
+from domain.identifiers import validate_identifier
 
 app = typer.Typer(
     name="shimledger",
@@ -51,14 +54,26 @@ def _global(
     state: StateOption = DEFAULT_STATE,
     namespace: NamespaceOption = "default",
     store: StoreOption = None,
+    node: NodeOption = None,
     debug: DebugFlag = False,
     log: LogOption = None,
     log_format: LogFormatOption = LogFormat.text,
 ) -> None:
     configure_logging(debug=debug, log_file=log, log_format=log_format)
     ctx.obj = Settings(
-        root=root.absolute(), state=state.absolute(), namespace=namespace, store=store
+        root=root.absolute(),
+        state=state.absolute(),
+        namespace=namespace,
+        store=store,
+        node=_node(node) if node else default_node(),
     )
+
+
+def _node(name: str) -> str:
+    try:
+        return validate_identifier("node", name)
+    except InvalidArgumentError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--node'") from None
 
 
 lifecycle_cmds.register(app)
