@@ -28,6 +28,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from busybox_bundle import make_bundle  # noqa: E402
 
+pytest_plugins = ["tests.postgres_cluster"]  # postgres_cluster, postgres_url
+
 
 def missing_for_real_tests() -> str | None:
     if os.geteuid() != 0:
