@@ -24,7 +24,7 @@ from eventsourcing.persistence import IntegrityError, JSONTranscoder, Notificati
 
 from domain.errors import ConflictError, InvalidArgumentError
 from domain.task import Task
-from domain.values import Cause
+from domain.values import Cause, Owner
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -228,3 +228,45 @@ class EventStore:
 
     def _head(self) -> int:
         return self._application().recorder.max_notification_id() or 0
+
+    # --- owners (shim.ports.TaskStore): each incarnation's owner is in its Created ---------
+
+    async def latest_owned(
+        self, namespace: str, task_id: str, owner: Owner
+    ) -> tuple[int, Task | None]:
+        """The ID's latest incarnation number (0: none) and ``owner``'s latest incarnation
+        (None: it has none); of other owners' incarnations only the Created is read."""
+        return await self._run(self._latest_owned, namespace, task_id, owner)
+
+    async def live_elsewhere(self, namespace: str, task_id: str, owner: Owner) -> Owner | None:
+        """The owner of the newest live incarnation ``owner`` does not own (None: none);
+        "live" is read from the incarnation's last event (nothing follows a Deleted)."""
+        return await self._run(self._live_elsewhere, namespace, task_id, owner)
+
+    def _edge(self, namespace: str, task_id: str, n: int, *, last: bool) -> object:
+        originator = Task.create_id(namespace, task_id, n)
+        app = self._application()
+        [stored] = app.recorder.select_events(originator, desc=last, limit=1)
+        return app.mapper.to_domain_event(stored)
+
+    def _owner_of(self, namespace: str, task_id: str, n: int) -> Owner:
+        created = self._edge(namespace, task_id, n, last=False)
+        assert isinstance(created, Task.Created), f"incarnation {n} of {task_id} has no Created"
+        return Owner(created.node, created.state_dir)
+
+    def _latest_owned(self, namespace: str, task_id: str, owner: Owner) -> tuple[int, Task | None]:
+        latest = self._last_incarnation(namespace, task_id)
+        for n in range(latest, 0, -1):
+            theirs = self._owner_of(namespace, task_id, n)
+            if owner.owns(theirs.node, theirs.state_dir):
+                return latest, self._get(Task.create_id(namespace, task_id, n))
+        return latest, None
+
+    def _live_elsewhere(self, namespace: str, task_id: str, owner: Owner) -> Owner | None:
+        for n in range(self._last_incarnation(namespace, task_id), 0, -1):
+            theirs = self._owner_of(namespace, task_id, n)
+            if not owner.owns(theirs.node, theirs.state_dir) and not isinstance(
+                self._edge(namespace, task_id, n, last=True), Task.Deleted
+            ):
+                return theirs
+        return None

@@ -6,6 +6,7 @@ code, and the ttrpc adapter can map each to a gRPC status code and back::
     ShimledgerError
     ├── InvalidArgumentError       (gRPC 3)
     ├── NotFoundError              (gRPC 5)
+    │   └── OwnedElsewhereError      the task is another node's (or state dir's)
     ├── AlreadyExistsError         (gRPC 6)
     ├── FailedPreconditionError    (gRPC 9)
     │   └── InvalidTransitionError   an illegal lifecycle step of a task
@@ -30,6 +31,14 @@ class InvalidArgumentError(ShimledgerError):
 
 class NotFoundError(ShimledgerError):
     """The task, shim or file the caller named does not exist."""
+
+
+class OwnedElsewhereError(NotFoundError):
+    """The ID names a live task of another owner (node, state dir): not this one's to touch.
+
+    A NotFoundError, since for this owner there is no such task; the message says whose
+    it is, so a user on the wrong host learns where to go.
+    """
 
 
 class AlreadyExistsError(ShimledgerError):

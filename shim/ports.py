@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from domain.task import Task
-from domain.values import Bundle, Exit, State, Status
+from domain.values import Bundle, Exit, Owner, State, Status
 
 
 @dataclass(frozen=True)
@@ -215,12 +215,27 @@ class ShimBinary(Protocol):
 
 
 class TaskStore(Protocol):
-    """Task histories (the event store)."""
+    """Task histories (the event store).
+
+    Incarnation numbers are fleet-wide per (namespace, ID); each incarnation belongs to
+    the owner its Created names (domain.values.Owner). ``latest_owned`` and
+    ``live_elsewhere`` read only the first (and last) event of other owners'
+    incarnations, so a node never loads what it may not act on.
+    """
 
     async def current(self, namespace: str, task_id: str) -> Task | None: ...
     async def incarnation(self, namespace: str, task_id: str, incarnation: int) -> Task | None: ...
     async def save(self, task: Task) -> None: ...
     async def history(self, namespace: str, task_id: str) -> list[Any]: ...
+    async def latest_owned(
+        self, namespace: str, task_id: str, owner: Owner
+    ) -> tuple[int, Task | None]:
+        """The ID's latest incarnation number (0: none) and ``owner``'s latest incarnation."""
+        ...
+
+    async def live_elsewhere(self, namespace: str, task_id: str, owner: Owner) -> Owner | None:
+        """The owner of the newest live incarnation that ``owner`` does not own (None: none)."""
+        ...
 
 
 class TaskView(Protocol):
