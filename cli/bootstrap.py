@@ -23,7 +23,7 @@ from adapters.file_lock import TaskLocks
 from adapters.shim_binary import ShimBinaryLauncher, search_path
 from cli.ledger import Ledger, open_ledger
 from cli.redaction import redact_command
-from cli.settings import DEFAULT_STATE, Settings
+from cli.settings import DEFAULT_STATE, Settings, default_node
 from domain.errors import FailedPreconditionError, InvalidArgumentError, ShimledgerError
 from domain.state_dir import StateDir
 from domain.values import Cause
@@ -45,9 +45,9 @@ MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes, the last one a NUL
 SINK_RETRY = 0.1
 
 
-def cli_cause() -> Cause:
+def cli_cause(node: str | None = None) -> Cause:
     """Who ran this command: user, uid, pid, command line (secrets redacted: history is
-    kept for good; cli/redaction.py says the rule) and host."""
+    kept for good; cli/redaction.py says the rule), host and node (``--node``)."""
     uid = os.getuid()
     try:
         user: str | None = pwd.getpwuid(uid).pw_name
@@ -60,6 +60,7 @@ def cli_cause() -> Cause:
         pid=os.getpid(),
         command=" ".join(["shimledger", *redact_command(sys.argv[1:])]),
         host=socket.gethostname(),
+        node=node or None,
     )
 
 
@@ -161,7 +162,7 @@ def compose(
     bundles = bundles or Bundles(config.state, cgroup_parent)
     shims = shims or ShimManager(config, binary, bundles)
     connections = connections or ShimConnections(shims, bundles)
-    recorder = recorder or TaskRecorder(store, locks)
+    recorder = recorder or TaskRecorder(store, locks, config.owner)
     shim_events = ShimEventRecorder(recorder, connections)
     adopter = BundleAdopter(shims, recorder, bundles)
     reconciler = Reconciler(
@@ -241,7 +242,7 @@ async def wire(
         ttrpc_address=events.address,
         runc_binary=shutil.which("runc", path=search_path()) or "",
         log_dir=settings.root / "logs",
-        node=settings.node,
+        node=settings.node or default_node(),  # "" only from a caller that set none
         address=str(state.shim_address),
     )
     failing = False
@@ -256,7 +257,7 @@ async def wire(
             store=ledger.store,
             view=ledger.task_states,
             locks=TaskLocks(state),
-            cause=cli_cause,
+            cause=lambda: cli_cause(config.node),
             cgroup_parent=cgroup_parent(settings),
         )
         manager, shims = components.manager, components.shims

@@ -61,8 +61,8 @@ class ExecHandle:
         if self.pid is not None:
             async with self._recorder.editing_incarnation(self._task) as task:
                 task.observe_exec_exit(
-                    self.id, exit_.status, exit_.exited_at, Cause(kind="shim-event",
-                    detail="/tasks/exit"),
+                    self.id, exit_.status, exit_.exited_at,
+                    self._recorder.causes.shim_event("/tasks/exit"),
                 )  # fmt: skip
         return exit_
 

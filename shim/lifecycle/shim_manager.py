@@ -59,6 +59,16 @@ class ManagerConfig:
             return None
         return self.log_dir / namespace / task_id / f"{incarnation}.log"
 
+    def move_log(self, namespace: str, task_id: str, planned: int | None, actual: int) -> None:
+        """A create's log, opened for the incarnation number it planned, moved to the one it
+        got if another node saved the planned one first; the shim writes on to the file.
+        ``planned`` None: the create made no log (its stdio went elsewhere)."""
+        if planned is None or planned == actual:
+            return
+        old, new = (self.log_file(namespace, task_id, n) for n in (planned, actual))
+        if old is not None and new is not None and old.exists():
+            old.rename(new)
+
     def log_stdio(self, namespace: str, task_id: str, incarnation: int) -> Stdio:
         """stdout and stderr into the task's log file (the shim creates it), or /dev/null.
 

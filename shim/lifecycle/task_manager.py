@@ -83,7 +83,7 @@ class TaskManager:
         self._cause = cause
         self._queries = TaskQueries(
             self.namespace, store=store, view=view, reconciler=reconciler,
-            connections=connections, config=shims.config,
+            connections=connections, config=shims.config, recorder=recorder,
         )  # fmt: skip
 
     def in_namespace(self, namespace: str) -> TaskManager:
@@ -117,6 +117,7 @@ class TaskManager:
                     f"task {task_id} already exists in namespace {self.namespace} "
                     f"({new.previous.status.value})"
                 )
+            planned = new.number if stdio is None else None  # None: no log of ours
             if stdio is None:
                 stdio = self._shims.config.log_stdio(self.namespace, task_id, new.number)
             bundle = self._bundles.new(self.namespace, task_id, user_bundle)
@@ -129,15 +130,16 @@ class TaskManager:
                 options = self._shims.config.runc_options
                 pid = await shim.client.create(task_id, bundle.path, stdio, options)
                 crash_point("create.task-created")
-                new.begin(Task(
-                    namespace=self.namespace, task_id=task_id, incarnation=new.number,
+                owner, cause = self._recorder.owner, self._cause()
+                new.begin(lambda number: Task(
+                    namespace=self.namespace, task_id=task_id, incarnation=number,
                     bundle=str(user_bundle.resolve()), pid=pid, runtime=runtime,
-                    node=self._shims.config.owner.node,
-                    state_dir=self._shims.config.owner.state_dir, cause=self._cause(),
+                    node=owner.node, state_dir=owner.state_dir, cause=cause,
                 ))  # fmt: skip
-                await new.commit()  # a store that refuses it undoes the task, as any failure
+                task = await new.commit()  # a refusing store undoes the task, as any failure
                 undo.pop_all()
             self._connections.remember(shim)
+            self._shims.config.move_log(self.namespace, task_id, planned, task.incarnation)
         crash_point("create.recorded")
         return await self.get(task_id, reconcile=False)
 
@@ -199,7 +201,7 @@ class TaskManager:
             raise
         async with self._recorder.editing_incarnation(task) as fresh:
             await self._reconciler.record_exec_exits(fresh)  # what the shim knows, first
-            fresh.observe_exit(exit_.status, exit_.exited_at, Cause(kind="shim", detail="Wait"))
+            fresh.observe_exit(exit_.status, exit_.exited_at, self._recorder.causes.waited())
         return exit_
 
     async def delete(self, task_id: str, *, force: bool = False) -> State | None:
@@ -243,7 +245,9 @@ class TaskManager:
             await self._reconciler.settle_execs(task)
             await self._remove(task)
             task.observe_deleted(self._cause())
-        assert final is not None, "a live task always has a row in the view"
+        # SEAM(node-views): one view row per (namespace, ID): it may be another owner's.
+        if final is None or final.incarnation != task.incarnation:
+            return None
         return final.model_copy(update={"status": Status.DELETED})
 
     async def _remove(self, task: Task) -> None:
@@ -367,7 +371,7 @@ class TaskManager:
         return await self._queries.tasks(all_namespaces=all_namespaces)
 
     async def current(self, namespace: str, task_id: str) -> Task | None:
-        return await self._store.current(namespace, task_id)
+        return await self._queries.own(namespace, task_id)  # this owner's, never another's
 
     async def history(self, task_id: str) -> list[Any]:
         return await self._queries.history(task_id)
@@ -402,7 +406,7 @@ class TaskManager:
         validate_identifier("task ID", task_id)
         async with self._recorder.editing(self.namespace, task_id) as task:
             if task is None or not task.is_live:
-                raise NotFoundError(f"task {task_id} does not exist in namespace {self.namespace}")
+                raise await self._recorder.missing(self.namespace, task_id)
             yield task
 
     async def _client(self, task_id: str, missing: str | None = None) -> ShimClient:

@@ -1,7 +1,8 @@
 """What TaskManager reads: states, listings and histories, each after reconciling.
 
 Reads go through the projection after reconciling it with reality, so a task whose
-process exited while nobody listened is never shown as running.
+process exited while nobody listened is never shown as running. Only this owner's tasks
+are reconciled (the recorder's Owner); histories span every owner.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from domain.values import State
 from shim.lifecycle.connections import ShimConnections
 from shim.lifecycle.shim_manager import ManagerConfig, ShimProcess
 from shim.ports import TaskStore, TaskView
+from shim.recording.recorder import TaskRecorder
 from shim.recovery.reconcile import Reconciler
 from shim.recovery.report import Reconciliation
 
@@ -32,6 +34,7 @@ class TaskQueries:
         reconciler: Reconciler,
         connections: ShimConnections,
         config: ManagerConfig,
+        recorder: TaskRecorder,
     ) -> None:
         self.namespace = namespace
         self._store = store
@@ -39,29 +42,38 @@ class TaskQueries:
         self._reconciler = reconciler
         self._connections = connections
         self._config = config
+        self._recorder = recorder
+
+    async def own(self, namespace: str, task_id: str) -> Task | None:
+        """This owner's latest incarnation of the ID (None: it has none)."""
+        _, task = await self._store.latest_owned(namespace, task_id, self._recorder.owner)
+        return task
 
     async def get(self, task_id: str, *, reconcile: bool = True) -> State:
         """The task's state from the projection, after reconciling it with its shim."""
         validate_identifier("task ID", task_id)
         if reconcile:
-            task = await self._store.current(self.namespace, task_id)
+            task = await self.own(self.namespace, task_id)
             if task is not None and task.is_live:
                 await self._reconciler.reconcile(task)
         await self._view.catch_up()
+        # SEAM(node-views): the view's row for (namespace, ID) may be another owner's
+        # incarnation; the view must give this owner's row (node, state dir columns).
         state = await self._view.get(self.namespace, task_id)
         if state is None:
-            raise NotFoundError(f"task {task_id} does not exist in namespace {self.namespace}")
+            raise await self._recorder.missing(self.namespace, task_id)
         return state
 
     async def tasks(self, *, all_namespaces: bool = False) -> list[State]:
         await self._view.catch_up()
         namespace = None if all_namespaces else self.namespace
         changed = False
+        # SEAM(node-views): the rows are every owner's; only this owner's incarnation of
+        # each ID is reconciled (the listing's node filter is the view's to add).
         for state in await self._view.tasks(namespace):
-            if state.status in HAS_PROCESS:
-                task = await self._store.current(state.namespace, state.id)
-                if task is not None:
-                    changed |= await self._reconciler.reconcile(task)
+            task = await self.own(state.namespace, state.id)
+            if task is not None and task.status in HAS_PROCESS:
+                changed |= await self._reconciler.reconcile(task)
         if changed:
             await self._view.catch_up()
         return await self._view.tasks(namespace)
@@ -81,9 +93,9 @@ class TaskQueries:
     async def log_path(self, task_id: str) -> Path:
         """The log of the ID's latest incarnation, live or deleted."""
         validate_identifier("task ID", task_id)
-        task = await self._store.current(self.namespace, task_id)
+        task = await self.own(self.namespace, task_id)
         if task is None:
-            raise NotFoundError(f"task {task_id} does not exist in namespace {self.namespace}")
+            raise await self._recorder.missing(self.namespace, task_id)
         path = self._config.log_file(task.namespace, task.task_id, task.incarnation)
         if path is None or not path.exists():
             raise NotFoundError(
@@ -105,9 +117,10 @@ class TaskQueries:
         return report
 
     async def live_task(self, task_id: str) -> Task:
-        """The ID's latest incarnation, if it is live; NotFoundError otherwise."""
+        """This owner's latest incarnation, if it is live; NotFoundError otherwise (an
+        OwnedElsewhereError naming the owner if another one's runs)."""
         validate_identifier("task ID", task_id)
-        task = await self._store.current(self.namespace, task_id)
+        task = await self.own(self.namespace, task_id)
         if task is None or not task.is_live:
-            raise NotFoundError(f"task {task_id} does not exist in namespace {self.namespace}")
+            raise await self._recorder.missing(self.namespace, task_id)
         return task

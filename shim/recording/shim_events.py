@@ -16,7 +16,7 @@ from typing import Protocol
 
 from domain.errors import UnavailableError
 from domain.task import Task
-from domain.values import Cause, Status
+from domain.values import Status
 from shim.clock import now
 from shim.lifecycle.shim_manager import ShimProcess
 from shim.ports import (
@@ -54,10 +54,6 @@ class TaskShims(Protocol):
         ...
 
 
-def shim_event_cause(topic: str) -> Cause:
-    return Cause(kind="shim-event", detail=topic)
-
-
 class ShimEventRecorder:
     """Turns each decoded shim event into an observation on the task it is about."""
 
@@ -75,7 +71,13 @@ class ShimEventRecorder:
         unknown sender included) is logged and dropped, and reconciliation asks the
         shim itself if a real fact was missed.
         """
-        if task is None or not task.is_live:
+        if task is None:
+            # No incarnation of this owner: the ID may be another node's (its shim reports
+            # to that node's sink, never to ours), so there is nothing of ours to record.
+            logger.debug("ignored %s about %s/%s: this owner has no such task",
+                         type(event).__name__, event.namespace, event.container_id)  # fmt: skip
+            return False
+        if not task.is_live:
             return False  # nothing to record on it (a deleted task's facts are not news)
         owner = await self._shims.shim_pid(task)
         if event.sender is not None and event.sender == owner:
@@ -111,13 +113,13 @@ class ShimEventRecorder:
     async def _start(self, event: TaskStartEvent) -> None:
         async with self._recorder.editing(event.namespace, event.container_id) as task:
             if await self._believed(task, event) and task is not None and task.pid == event.pid:
-                task.observe_start(event.pid, shim_event_cause("/tasks/start"))
+                task.observe_start(event.pid, self._recorder.causes.shim_event("/tasks/start"))
 
     async def _exit(self, event: TaskExitEvent) -> None:
         """The init's exit, or an exec's (ExecExited: an exec's exit is not the task's)."""
-        cause = shim_event_cause("/tasks/exit")
+        cause = self._recorder.causes.shim_event("/tasks/exit")
         async with self._recorder.editing(event.namespace, event.container_id) as task:
-            if task is None or not await self._believed(task, event):
+            if not await self._believed(task, event) or task is None:
                 return
             if event.exec_id not in ("", event.container_id):
                 task.observe_exec_exit(event.exec_id, event.exit_status, event.exited_at, cause)
@@ -130,7 +132,9 @@ class ShimEventRecorder:
         recorded before it, so that history tells them in order."""
         if running_execs(task):
             with contextlib.suppress(UnavailableError, OSError):
-                await record_exec_drift(task, (await self._shims.connect(task)).client)
+                await record_exec_drift(
+                    task, (await self._shims.connect(task)).client, self._recorder.causes
+                )
 
     async def _delete(self, event: TaskDeleteEvent) -> None:
         """/tasks/delete of the init: the shim removed the container, whoever asked it to.
@@ -140,7 +144,7 @@ class ShimEventRecorder:
         """
         if event.exec_id:
             return  # an exec's removal is not a fact of the task's life
-        cause = shim_event_cause("/tasks/delete")
+        cause = self._recorder.causes.shim_event("/tasks/delete")
         async with self._recorder.editing(event.namespace, event.container_id) as task:
             if task is None or task.pid != event.pid or not await self._believed(task, event):
                 return
@@ -149,14 +153,14 @@ class ShimEventRecorder:
 
     async def _exec(self, event: TaskExecAddedEvent | TaskExecStartedEvent) -> None:
         async with self._recorder.editing(event.namespace, event.container_id) as task:
-            if task is None or not await self._believed(task, event):
+            if not await self._believed(task, event) or task is None:
                 return
             if isinstance(event, TaskExecStartedEvent):
-                task.observe_exec_started(
-                    event.exec_id, event.pid, shim_event_cause("/tasks/exec-started")
-                )
+                cause = self._recorder.causes.shim_event("/tasks/exec-started")
+                task.observe_exec_started(event.exec_id, event.pid, cause)
             else:
-                task.observe_exec_added(event.exec_id, shim_event_cause("/tasks/exec-added"))
+                cause = self._recorder.causes.shim_event("/tasks/exec-added")
+                task.observe_exec_added(event.exec_id, cause)
 
     async def _pause(self, event: TaskPausedEvent | TaskResumedEvent) -> None:
         paused = isinstance(event, TaskPausedEvent)
@@ -169,18 +173,18 @@ class ShimEventRecorder:
             if not await self._believed(task, event) or await self._shims.probe(task) is not after:
                 return  # a late event: the shim has moved on since
             if paused:
-                task.observe_paused(shim_event_cause("/tasks/paused"))
+                task.observe_paused(self._recorder.causes.shim_event("/tasks/paused"))
             else:
-                task.observe_resumed(shim_event_cause("/tasks/resumed"))
+                task.observe_resumed(self._recorder.causes.shim_event("/tasks/resumed"))
 
     async def _checkpoint(self, event: TaskCheckpointedEvent) -> None:
         async with self._recorder.editing(event.namespace, event.container_id) as task:
-            if task is not None and await self._believed(task, event):
+            if await self._believed(task, event) and task is not None:
                 task.observe_checkpoint(
-                    event.image_path, False, shim_event_cause("/tasks/checkpointed")
+                    event.image_path, False, self._recorder.causes.shim_event("/tasks/checkpointed")
                 )
 
     async def _oom(self, event: TaskOOMEvent) -> None:
         async with self._recorder.editing(event.namespace, event.container_id) as task:
-            if task is not None and await self._believed(task, event):
-                task.observe_oom(shim_event_cause("/tasks/oom"))
+            if await self._believed(task, event) and task is not None:
+                task.observe_oom(self._recorder.causes.shim_event("/tasks/oom"))

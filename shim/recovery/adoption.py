@@ -23,7 +23,7 @@ from shim.lifecycle.bundle import Bundles, bundle_runtime, remove_bundle
 from shim.lifecycle.shim_manager import ShimManager, ShimProcess, bounded_cleanup
 from shim.ports import ProcessState
 from shim.recording.recorder import TaskRecorder
-from shim.recovery.report import Action, Reconciliation, reconciliation_cause
+from shim.recovery.report import Action, Reconciliation
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +52,11 @@ class BundleAdopter:
                     namespace, task_id, None, Action.CLEANED,
                     f"working bundle with no record and {why}: removed",
                 )  # fmt: skip
-            try:
-                task = self._adopted(bundle, shim, process, new.number)
-            finally:
-                await shim.client.aclose()
-            new.begin(task)
-            recorded = tuple(type(e).__name__ for e in task.pending_events)
+            await shim.client.aclose()
+            runtime = bundle_runtime(bundle, _runtime_of(shim.shim_pid))
+            new.begin(lambda number: self._adopted(bundle, runtime, process, number))
+            task = await new.commit()
+            recorded = new.recorded
         return Reconciliation(
             namespace, task_id, task.incarnation, Action.ADOPTED,
             f"its shim (pid {shim.shim_pid}) holds a {process.status.value} task, "
@@ -88,19 +87,25 @@ class BundleAdopter:
         remove_bundle(bundle)
 
     def _adopted(
-        self, bundle: Bundle, shim: ShimProcess, process: ProcessState, incarnation: int
+        self, bundle: Bundle, runtime: str, process: ProcessState, incarnation: int
     ) -> Task:
-        """A new incarnation for the task a shim holds: Created, Adopted, then its state."""
-        cause = reconciliation_cause("adopted: a live shim held a task no record knew")
+        """A new incarnation for the task a shim holds: Created, Adopted, then its state.
+
+        This owner's: the bundle is in this owner's state dir, whoever else records the ID.
+        """
+        cause = self._recorder.causes.reconciliation(
+            "adopted: a live shim held a task no record knew"
+        )
+        owner = self._recorder.owner
         task = Task(
             namespace=bundle.namespace,
             task_id=bundle.id,
             incarnation=incarnation,
             bundle=_user_bundle(bundle),
             pid=process.pid,
-            runtime=bundle_runtime(bundle, _runtime_of(shim.shim_pid)),
-            node=self._shims.config.owner.node,
-            state_dir=self._shims.config.owner.state_dir,
+            runtime=runtime,
+            node=owner.node,
+            state_dir=owner.state_dir,
             cause=cause,
         )
         task.adopt(cause)

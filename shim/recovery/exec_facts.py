@@ -16,7 +16,7 @@ from domain.task import ExecProcess, Task
 from domain.values import Cause, Exit, Status
 from shim.clock import now
 from shim.ports import ShimClient
-from shim.recovery.report import reconciliation_cause
+from shim.recording.causes import Causes
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def running_execs(task: Task) -> list[ExecProcess]:
     return [p for p in task.execs.values() if p.pid is not None and p.exit is None]
 
 
-async def record_exec_drift(task: Task, client: ShimClient) -> list[str]:
+async def record_exec_drift(task: Task, client: ShimClient, causes: Causes) -> list[str]:
     """Observe on ``task`` (being edited) every exec exit its shim knows and history does
     not; the ids of those recorded. An exec the shim no longer has ended unseen: 255."""
     recorded = []
@@ -36,12 +36,12 @@ async def record_exec_drift(task: Task, client: ShimClient) -> list[str]:
         try:
             state = await client.state(task.task_id, process.exec_id)
         except NotFoundError:
-            cause = reconciliation_cause("the shim no longer has the exec; exit status unknown")
+            cause = causes.reconciliation("the shim no longer has the exec; exit status unknown")
             task.observe_exec_exit(process.exec_id, UNKNOWN_EXIT_STATUS, now(), cause)
         else:
             if state.status is not Status.STOPPED:
                 continue
-            cause = reconciliation_cause("shim reports the exec stopped")
+            cause = causes.reconciliation("shim reports the exec stopped")
             exited_at = state.exited_at or now()
             task.observe_exec_exit(process.exec_id, state.exit_status, exited_at, cause)
         recorded.append(process.exec_id)

@@ -6,6 +6,10 @@ ShimLost and Exited(255), as containerd does. A scan (``Reconciler.scan``, the
 ``reconcile`` command) also visits what no record knows: a working bundle whose shim
 still holds a task is adopted (a new incarnation: Created, Adopted, and what the shim
 says happened since); any other such bundle (a create killed half-way) is removed.
+
+Only this owner's tasks (the recorder's Owner: this node, this state dir) are reconciled.
+Another node's task has no working bundle here, which would read as a lost shim: its
+record is never touched. A working bundle here is ours, whoever else recorded the ID.
 """
 
 from __future__ import annotations
@@ -23,12 +27,13 @@ from domain.errors import (
 )
 from domain.state_dir import StateDir
 from domain.task import HAS_PROCESS, Task
-from domain.values import Bundle, Cause, Status
+from domain.values import Bundle, Status
 from shim.clock import now
 from shim.lifecycle.bundle import Bundles, is_identifier
 from shim.lifecycle.connections import ShimConnections
 from shim.lifecycle.shim_manager import ShimManager
 from shim.ports import ProcessState
+from shim.recording.causes import Causes
 from shim.recording.recorder import TaskRecorder
 from shim.recovery.adoption import BundleAdopter
 from shim.recovery.exec_facts import (
@@ -38,11 +43,10 @@ from shim.recovery.exec_facts import (
     running_execs,
     wait_for_execs,
 )
-from shim.recovery.report import Action, Reconciliation, reconciliation_cause
+from shim.recovery.report import Action, Reconciliation
 
 logger = logging.getLogger(__name__)
 
-WAITED = Cause(kind="shim", detail="Wait")
 DELETING = ".deleting."  # remove_bundle renames a bundle to .<id>.deleting.<pid> first
 
 
@@ -68,6 +72,10 @@ class Reconciler:
     def _state(self) -> StateDir:
         return self._bundles.state
 
+    @property
+    def _causes(self) -> Causes:
+        return self._recorder.causes
+
     # --- one recorded task ---------------------------------------------------------------
 
     async def reconcile(self, task: Task, *, stopped: bool = False) -> bool:
@@ -78,6 +86,8 @@ class Reconciler:
         """
         if task.status not in HAS_PROCESS and not (stopped and task.status is Status.STOPPED):
             return False
+        if not task.owned_by(self._recorder.owner):
+            return False  # another node's (or state dir's): its shim is not ours to ask
         async with self._recorder.editing_incarnation(task) as fresh:
             if fresh.status is not Status.STOPPED:
                 await self._with_process(fresh)
@@ -108,8 +118,9 @@ class Reconciler:
             await self._shims.delete(shim)
             await self.cleanup_dead(task, bundle)
             return Action.SHIM_LOST, "the shim no longer had the task; exit status unknown"
-        execs = await record_exec_drift(task, shim.client)  # before the init's exit, if any
-        action, detail = _record_drift(task, process)
+        # before the init's exit, if any
+        execs = await record_exec_drift(task, shim.client, self._causes)
+        action, detail = _record_drift(task, process, self._causes)
         if execs and action is Action.UNCHANGED:
             return Action.EXEC_EXIT_RECORDED, f"exec {', '.join(execs)} exited unheard"
         return action, detail
@@ -118,11 +129,10 @@ class Reconciler:
         """The shim is gone: its own cleanup, then ShimLost and Exited(255) on ``task``,
         which the caller is editing."""
         await self._shims.cleanup_after_dead_shim(bundle, task.runtime)
-        task.observe_shim_lost(reconciliation_cause("shim lost"))
-        exec_exits_unknown(task, reconciliation_cause("shim lost; exit status unknown"))
-        task.observe_exit(
-            UNKNOWN_EXIT_STATUS, now(), reconciliation_cause("shim lost; exit status unknown")
-        )
+        task.observe_shim_lost(self._causes.reconciliation("shim lost"))
+        unknown = self._causes.reconciliation("shim lost; exit status unknown")
+        exec_exits_unknown(task, unknown)
+        task.observe_exit(UNKNOWN_EXIT_STATUS, now(), unknown)
 
     async def end_execs(self, task: Task) -> None:
         """``delete --force`` after its kill: wait (the shim's Wait) for each exec history
@@ -137,20 +147,24 @@ class Reconciler:
         exits = await wait_for_execs(fresh, (await self._connections.connect(fresh)).client)
         async with self._recorder.editing_incarnation(task) as fresh:
             for exec_id, exit_ in exits:
-                fresh.observe_exec_exit(exec_id, exit_.status, exit_.exited_at, WAITED)
+                fresh.observe_exec_exit(
+                    exec_id, exit_.status, exit_.exited_at, self._causes.waited()
+                )
 
     async def record_exec_exits(self, task: Task) -> None:
         """Inside an edit: each exec exit the task's shim knows and history does not (before
         the init's own exit is recorded, so that history tells them in that order)."""
         if running_execs(task):
             with contextlib.suppress(UnavailableError):
-                await record_exec_drift(task, (await self._connections.connect(task)).client)
+                await record_exec_drift(
+                    task, (await self._connections.connect(task)).client, self._causes
+                )
 
     async def settle_execs(self, task: Task) -> None:
         """Before its Deleted (inside the edit): each exec still running in history gets
         its exit from the shim if it can tell, else 255; a deleted task runs nothing."""
         await self.record_exec_exits(task)
-        exec_exits_unknown(task, reconciliation_cause("ended with its task; status unknown"))
+        exec_exits_unknown(task, self._causes.reconciliation("ended with its task; status unknown"))
 
     # --- the whole state dir -------------------------------------------------------------
 
@@ -167,15 +181,19 @@ class Reconciler:
         """
         report: list[Reconciliation] = []
         keys = set(known)
+        inspected: set[tuple[str, str]] = set()  # live records of this owner, reconciled
         for ns, task_id in sorted(keys):
             if namespace is None or ns == namespace:
-                report += await self._guarded(ns, task_id, self.inspect(ns, task_id))
+                entries = await self._guarded(ns, task_id, self.inspect(ns, task_id))
+                inspected |= {(ns, task_id)} if entries else set()
+                report += entries
         namespaces = [namespace] if namespace else self._namespaces({ns for ns, _ in keys})
         for ns in namespaces:
             for path in _candidates(self._state.namespace_dir(ns)):
                 if path.name.startswith("."):
                     report += _listed(_remove_half_deleted(ns, path))
-                elif (ns, path.name) not in keys:
+                elif (ns, path.name) not in inspected:
+                    # No live record of ours (another node's may exist): adopt or clean.
                     report += await self._guarded(ns, path.name, self._unknown(ns, path.name))
         io = self._state.io
         for ns_dir in sorted(io.iterdir()) if io.is_dir() else []:
@@ -217,7 +235,7 @@ class Reconciler:
         bundle = self._bundles.load(task.namespace, task.task_id)
         if bundle is None:
             task.observe_deleted(
-                reconciliation_cause("working bundle gone: the task no longer exists")
+                self._causes.reconciliation("working bundle gone: the task no longer exists")
             )
             if action is Action.UNCHANGED:
                 return Action.DELETE_RECORDED, "its working bundle is gone (a delete cut short)"
@@ -230,7 +248,7 @@ class Reconciler:
         """A stopped record with its bundle, against its shim (inside an edit): a dead
         shim's leftovers cleared, execs' exits recorded, and an exit the shim contradicts
         (the init still runs) retracted."""
-        unknown = reconciliation_cause("the task's processes are gone; exit status unknown")
+        unknown = self._causes.reconciliation("the task's processes are gone; exit status unknown")
         try:
             shim = await self._connections.connect(task)
             process = await shim.client.state(task.task_id)
@@ -242,9 +260,9 @@ class Reconciler:
         except NotFoundError:
             exec_exits_unknown(task, unknown)
             return Action.UNCHANGED, "stopped; the shim holds no container (delete finishes it)"
-        execs = await record_exec_drift(task, shim.client)
+        execs = await record_exec_drift(task, shim.client, self._causes)
         status = process.status.value
-        cause = reconciliation_cause(f"shim reports {status}: the recorded exit was wrong")
+        cause = self._causes.reconciliation(f"shim reports {status}: the recorded exit was wrong")
         if task.observe_still_running(process.status, process.pid, cause):
             return Action.EXIT_RETRACTED, f"the shim reports it {status}, pid {process.pid}"
         if execs:
@@ -252,15 +270,15 @@ class Reconciler:
         return Action.UNCHANGED, "stopped"
 
 
-def _record_drift(task: Task, process: ProcessState) -> tuple[Action, str]:
+def _record_drift(task: Task, process: ProcessState, causes: Causes) -> tuple[Action, str]:
     """Observe on ``task`` what its shim reports and history does not know yet."""
     if process.status is Status.STOPPED:
         exited_at = process.exited_at or now()
-        cause = reconciliation_cause("shim reports stopped")
+        cause = causes.reconciliation("shim reports stopped")
         if task.observe_exit(process.exit_status, exited_at, cause):
             return Action.EXIT_RECORDED, f"exited with {process.exit_status} while nobody listened"
         return Action.UNCHANGED, "stopped"
-    cause = reconciliation_cause(f"shim reports {process.status.value}")
+    cause = causes.reconciliation(f"shim reports {process.status.value}")
     if task.status is Status.CREATED and process.status in (Status.RUNNING, Status.PAUSED):
         task.observe_start(process.pid, cause)
         if process.status is Status.PAUSED:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from domain.values import Cause
-
 
 class Action(enum.StrEnum):
     """What reconciling one task (or one bundle no record knows) did."""
@@ -36,7 +34,3 @@ class Reconciliation:
     action: Action
     detail: str
     recorded: tuple[str, ...] = ()
-
-
-def reconciliation_cause(detail: str) -> Cause:
-    return Cause(kind="reconciliation", detail=detail)

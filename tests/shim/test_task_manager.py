@@ -3,56 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from adapters.event_store import EventStore, sqlite_env
-from adapters.file_lock import TaskLocks
-from cli.bootstrap import compose
 from domain.errors import AlreadyExistsError, InvalidTransitionError, NotFoundError
-from domain.state_dir import StateDir
-from domain.values import Cause, Status
-from projections.task_states import TaskStatesView
-from shim.lifecycle.shim_manager import ManagerConfig
+from domain.values import Status
 from shim.lifecycle.task_manager import TaskManager
 from shim.ports import TaskExitEvent, TaskStartEvent
 from tests.conftest import event_types as types
+from tests.shim.conftest import new_manager
 from tests.shim.fakes import FakeShimBinary
-
-
-@pytest.fixture
-def user_bundle(tmp_path: Path) -> Path:
-    bundle = tmp_path / "bundle"
-    (bundle / "rootfs").mkdir(parents=True)
-    spec = {"process": {"args": ["true"], "terminal": False}, "root": {"path": "rootfs"}}
-    (bundle / "config.json").write_text(json.dumps(spec))
-    return bundle
-
-
-@contextlib.asynccontextmanager
-async def new_manager(tmp_path: Path, binary: FakeShimBinary) -> AsyncIterator[TaskManager]:
-    """A TaskManager as one CLI process has it (its own store and view connections), wired
-    by the composition root with a fake shim binary."""
-    store = EventStore(sqlite_env(tmp_path))
-    view = TaskStatesView(tmp_path / "projections", store)
-    state = StateDir(tmp_path / "state")
-    components = compose(
-        namespace="default",
-        config=ManagerConfig(state=state, ttrpc_address="unix://sink"),
-        binary=binary, store=store, view=view, locks=TaskLocks(state),
-        cause=lambda: Cause(kind="cli", uid=0),
-    )  # fmt: skip
-    try:
-        yield components.manager
-    finally:
-        await components.manager.aclose()
-        await view.aclose()
-        await store.aclose()
 
 
 @pytest.fixture
