@@ -49,10 +49,17 @@ async def file_lock(path: Path) -> AsyncIterator[None]:
 
 
 class TaskLocks:
-    """Implements shim.ports.TaskLocks: ``hold`` excludes every other holder, anywhere."""
+    """Implements shim.ports.TaskLocks: ``hold`` excludes every other holder, anywhere.
 
-    def __init__(self, state: StateDir) -> None:
+    With ``root``, the root dir's lock of the task is held too (after the state dir's, so
+    the order is the same everywhere): state dirs that share one root (and its task logs,
+    named by incarnation number) then number a new incarnation one at a time. Roots on
+    other hosts are kept apart by the store's conflict check instead.
+    """
+
+    def __init__(self, state: StateDir, root: Path | None = None) -> None:
         self._state = state
+        self._root = root
         # flock() is per open file, so tasks of one process queue on an asyncio.Lock first.
         self._local: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -60,4 +67,8 @@ class TaskLocks:
     async def hold(self, namespace: str, task_id: str) -> AsyncIterator[None]:
         async with self._local[(namespace, task_id)]:
             async with file_lock(self._state.lock_file(namespace, task_id)):
-                yield
+                if self._root is None:
+                    yield
+                    return
+                async with file_lock(self._root / "locks" / namespace / f"{task_id}.lock"):
+                    yield

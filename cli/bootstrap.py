@@ -256,7 +256,7 @@ async def wire(
             ),
             store=ledger.store,
             view=ledger.task_states,
-            locks=TaskLocks(state),
+            locks=TaskLocks(state, settings.root),
             cause=lambda: cli_cause(config.node),
             cgroup_parent=cgroup_parent(settings),
         )
