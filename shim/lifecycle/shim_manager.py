@@ -69,19 +69,24 @@ class ManagerConfig:
         if old is not None and new is not None and old.exists():
             old.rename(new)
 
-    def log_stdio(self, namespace: str, task_id: str, incarnation: int) -> Stdio:
+    def log_stdio(
+        self, namespace: str, task_id: str, incarnation: int, previous: int | None = None
+    ) -> Stdio:
         """stdout and stderr into the task's log file (the shim creates it), or /dev/null.
 
         A deleted task's log is kept (``logs`` shows it, as docker's does until ``rm``)
         until its ID is created again: ``logs`` shows only the latest incarnation, so the
-        earlier ones' logs (and a failed create's leftover) go now, rotated files and all.
+        earlier one's log (``previous``, this owner's last incarnation) and a failed
+        create's leftover (numbered ``incarnation`` or later: no Created names it) go now,
+        rotated files and all. Other logs stay: on a root several state dirs share, they
+        are other owners' incarnations (numbers are fleet-wide).
         """
         path = self.log_file(namespace, task_id, incarnation)
         if path is None:
             return Stdio()
         path.parent.parent.mkdir(mode=0o700, exist_ok=True)  # the log dir exists: bootstrap
         path.parent.mkdir(mode=0o700, exist_ok=True)
-        remove_logs(path.parent)
+        remove_logs(path.parent, only=lambda n: n == previous or n >= incarnation)
         return Stdio(stdout=f"file://{path}", stderr=f"file://{path}")
 
     @property

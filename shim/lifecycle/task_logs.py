@@ -21,7 +21,7 @@ import contextlib
 import fcntl
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -88,16 +88,21 @@ def log_files(path: Path) -> list[Path]:
     return [p for _, p in reversed(rotated_files(path))] + [path]
 
 
-def remove_logs(directory: Path, *, keep: str | None = None) -> None:
+def remove_logs(
+    directory: Path, *, keep: str | None = None, only: Callable[[int], bool] | None = None
+) -> None:
     """Remove the incarnation logs (``<n>.log`` and rotated ones) in ``directory``.
 
-    ``keep`` names a live log to leave with its rotated files; the shim's own ``shim.log``
+    ``keep`` names a live log to leave with its rotated files; ``only``, if given, picks
+    the incarnation numbers whose logs go (the others' stay); the shim's own ``shim.log``
     is never touched.
     """
     for candidate in directory.glob("[0-9]*.log*"):
         live = candidate.name.split(".log", 1)[0] + ".log"
-        if live != keep:
-            candidate.unlink(missing_ok=True)
+        number = live.removesuffix(".log")
+        if live == keep or (only is not None and not (number.isdigit() and only(int(number)))):
+            continue
+        candidate.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -118,8 +118,8 @@ class TaskManager:
                     f"({new.previous.status.value})"
                 )
             planned = new.number if stdio is None else None  # None: no log of ours
-            if stdio is None:
-                stdio = self._shims.config.log_stdio(self.namespace, task_id, new.number)
+            stdio = stdio or self._shims.config.log_stdio(
+                self.namespace, task_id, new.number, new.previous_number)  # fmt: skip
             bundle = self._bundles.new(self.namespace, task_id, user_bundle)
             crash_point("create.bundle-made")
             async with AsyncExitStack() as undo:

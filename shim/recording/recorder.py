@@ -55,6 +55,10 @@ class NewIncarnation:
     _make: Callable[[int], Task] | None = field(default=None)
 
     @property
+    def previous_number(self) -> int | None:
+        return self.previous.incarnation if self.previous is not None else None
+
+    @property
     def number(self) -> int:
         """The incarnation number the new aggregate gets (if no other owner takes it first)."""
         return self.latest + 1

@@ -129,10 +129,20 @@ def wait_for_exit(node: Node, task_id: str, incarnation: int) -> None:
         node.ok("reconcile")
 
 
+def wait_for_log(node: Node, task_id: str, text: str) -> None:
+    """Until the node's `logs` of its task shows ``text`` (the shim copies output on)."""
+    deadline = time.monotonic() + DEADLINE
+    while text not in node("logs", task_id).stdout:
+        assert time.monotonic() < deadline, f"{node.name}: no {text!r} in the log of {task_id}"
+        time.sleep(0.1)
+
+
 def test_two_nodes_on_one_store_each_act_on_their_own_tasks(nodes, bundle: Bundle) -> None:
     a, b = nodes
-    path = str(bundle("sleep", "300"))
-    a.ok("run", "-d", "--bundle", path, "dup")
+    path_a = str(bundle("sh", "-c", "echo from-hosta; exec sleep 300"))
+    path_b = str(bundle("sh", "-c", "echo from-hostb; exec sleep 300"))
+    a.ok("run", "-d", "--bundle", path_a, "dup")
+    wait_for_log(a, "dup", "from-hosta")
     before = a.history("dup")
     assert types(before) == ["Created", "Started"]
 
@@ -150,7 +160,9 @@ def test_two_nodes_on_one_store_each_act_on_their_own_tasks(nodes, bundle: Bundl
     assert b.history("dup") == before
 
     # The same ID on B at the same time: a new incarnation, B's; both live.
-    b.ok("run", "-d", "--bundle", path, "dup")
+    b.ok("run", "-d", "--bundle", path_b, "dup")
+    wait_for_log(b, "dup", "from-hostb")
+    assert "from-hosta" in a.ok("logs", "dup").stdout, "node B's create removed A's log"
     a.ok("reconcile", "-A")
     b.ok("reconcile", "-A")
     both = incarnations(a.history("dup"))
