@@ -13,7 +13,7 @@ import pytest
 from adapters.event_store import EventStore, store_env
 from domain.errors import ConflictError
 from domain.task import Task
-from domain.values import Cause
+from domain.values import Cause, Owner
 from tests.conftest import event_types as types
 
 CLI = Cause(kind="cli", uid=0)
@@ -186,3 +186,46 @@ async def test_a_reopened_store_sees_what_was_written(new_store: NewStore) -> No
     assert [(p, e.originator_id, e.originator_version) for p, e in after[1]] == [
         (p, e.originator_id, e.originator_version) for p, e in before[1]
     ]
+
+
+def owned_task(task_id: str, incarnation: int, node: str, state_dir: str = "/run/x") -> Task:
+    return Task(namespace="default", task_id=task_id, incarnation=incarnation, bundle="/b",
+                pid=100 + incarnation, runtime="io.containerd.runc.v2",
+                node=node, state_dir=state_dir, cause=CLI)  # fmt: skip
+
+
+async def test_an_owners_latest_incarnation_is_found_past_other_owners(
+    new_store: NewStore,
+) -> None:
+    """Numbers are fleet-wide: node A's latest may lie under node B's newer ones."""
+    store = new_store()
+    mine, theirs = Owner("node-a", "/run/x"), Owner("node-b", "/run/x")
+    assert await store.latest_owned("default", "a", mine) == (0, None)
+    await store.save(owned_task("a", 1, "node-a"))
+    await store.save(owned_task("a", 2, "node-b"))
+    await store.save(owned_task("a", 3, "node-b"))
+    latest, task = await store.latest_owned("default", "a", mine)
+    assert latest == 3 and task is not None and (task.incarnation, task.node) == (1, "node-a")
+    latest, task = await store.latest_owned("default", "a", theirs)
+    assert latest == 3 and task is not None and task.incarnation == 3
+    other_dir = Owner("node-a", "/run/y")  # the same node, another state dir: not its task
+    assert await store.latest_owned("default", "a", other_dir) == (3, None)
+
+
+async def test_the_owner_of_a_live_incarnation_elsewhere_is_named(new_store: NewStore) -> None:
+    store = new_store()
+    mine = Owner("node-a", "/run/x")
+    await store.save(owned_task("a", 1, "node-b"))
+    assert await store.live_elsewhere("default", "a", mine) == Owner("node-b", "/run/x")
+    deleted = await store.incarnation("default", "a", 1)
+    assert deleted is not None
+    deleted.delete(CLI)  # a created task may be deleted at once
+    await store.save(deleted)
+    assert await store.live_elsewhere("default", "a", mine) is None, "a deleted one is not live"
+    await store.save(owned_task("a", 2, "node-a"))
+    assert await store.live_elsewhere("default", "a", mine) is None, "its own is not elsewhere"
+    legacy = Owner("", "")  # recorded before nodes existed: every owner takes it for its own
+    await store.save(owned_task("b", 1, legacy.node, legacy.state_dir))
+    assert await store.live_elsewhere("default", "b", mine) is None
+    latest, task = await store.latest_owned("default", "b", mine)
+    assert latest == 1 and task is not None
