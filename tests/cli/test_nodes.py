@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -22,12 +23,15 @@ from typing import Any
 import pytest
 
 from cli.bootstrap import Settings
+from shim.crash_points import ENV
+from tests.cli.test_serve import Service
 from tests.conftest import cli_env, teardown
 
 SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
 TIMEOUT = 120  # per command: the machine is shared
 DEADLINE = 60.0  # for an exit to be recorded after a kill
 ROUNDS = 4  # creates racing across the two owners
+CREATED = "create.task-created"  # a crash point: the shim holds the task, no Created yet
 
 Bundle = Callable[..., Path]
 Result = subprocess.CompletedProcess[str]
@@ -94,11 +98,10 @@ def nodes(
     try:
         yield a, b
     finally:
-        leftovers = []
-        for node in (a, b):
+        for node in (a, b):  # first each node's own tasks, by that node
             for task_id in ("dup", "race"):
-                node("delete", "-f", task_id)  # each its own; nothing to do is fine
-            leftovers += teardown(node.settings)
+                node("delete", "-f", task_id)  # nothing to do is fine
+        leftovers = teardown(a.settings) + teardown(b.settings)
         shutil.rmtree(state_b, ignore_errors=True)
         assert not leftovers, f"the test left these behind: {leftovers}"
 
@@ -218,3 +221,48 @@ def test_creates_of_one_id_racing_on_two_nodes_both_succeed(nodes, bundle: Bundl
     for number, events in history.items():
         assert types(events) == ["Created", "Killed", "Exited", "Deleted"], (number, events)
         assert {e["cause"].get("node") for e in events} == {events[0]["node"]}
+
+
+def test_a_create_killed_on_one_node_is_adopted_by_it_past_the_others_task(
+    nodes, bundle: Bundle
+) -> None:
+    """B's create is SIGKILLed after its Create RPC while A runs the ID: B's reconcile
+    adopts B's working bundle as a new incarnation of B's (A's record of the ID does not
+    hide it), and A's task is not touched."""
+    a, b = nodes
+    path = str(bundle("sleep", "300"))
+    a.ok("run", "-d", "--bundle", path, "dup")
+    before = a.history("dup")
+    killed = subprocess.run(
+        [SHIMLEDGER, "create", "--bundle", path, "dup"], env=dict(b.env, **{ENV: CREATED}),
+        capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed
+    assert a.history("dup") == before
+    [entry] = [e for e in json.loads(b.ok("reconcile", "--json").stdout) if e["id"] == "dup"]
+    assert (entry["action"], entry["incarnation"]) == ("adopted", 2), entry
+    history = incarnations(a.history("dup"))
+    assert history[1] == before
+    assert types(history[2]) == ["Created", "Adopted"]
+    assert (history[2][0]["node"], history[2][0]["state_dir"]) == ("hostb", b.state)
+    assert {e["cause"].get("node") for e in history[2]} == {"hostb"}
+    a.ok("reconcile")
+    assert incarnations(a.history("dup"))[1] == before
+
+
+def test_serve_on_one_node_never_records_on_the_others_task(nodes, bundle: Bundle) -> None:
+    """B's serve reconciles its state dir on start and watches its shims: A's task, with
+    no bundle there, is neither lost nor watched; A's own exit is A's to record."""
+    a, b = nodes
+    a.ok("run", "-d", "--bundle", str(bundle("sleep", "300")), "dup")
+    before = a.history("dup")
+    service = Service(b.env)
+    try:
+        assert a.history("dup") == before, "B's serve recorded on A's task at start"
+        a.ok("kill", "dup", "KILL")
+        wait_for_exit(a, "dup", 1)
+    finally:
+        assert service.stop() == 0, service.lines
+    history = a.history("dup")
+    assert history[:2] == before and types(history) == ["Created", "Started", "Killed", "Exited"]
+    assert {e["cause"].get("node") for e in history} == {"hosta"}
