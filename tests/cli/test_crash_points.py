@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 from adapters.shim_binary import search_path
 from cli.bootstrap import Settings, bootstrap
 from cli.main import app
+from cli.settings import default_node
 from shim.crash_points import CRASH_POINTS, ENV, crash_point
 from tests.conftest import cli_env, processes_in
 
@@ -308,7 +309,7 @@ def test_a_sigkilled_shim_under_a_running_container(cli: Cli) -> None:
     history = cli.history()
     assert [e["type"] for e in history] == ["Created", "Started", "ShimLost", "Exited"]
     assert history[-1]["exit_status"] == 255
-    assert history[-1]["cause"] == {"kind": "reconciliation",
+    assert history[-1]["cause"] == {"kind": "reconciliation", "node": default_node(),
                                     "detail": "shim lost; exit status unknown"}  # fmt: skip
     assert runc_containers(settings.state) == set()
     assert not alive(container_pid)
