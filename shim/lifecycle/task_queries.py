@@ -1,7 +1,9 @@
 """What TaskManager reads: states, listings and histories, each after reconciling.
 
 Reads go through the projection after reconciling it with reality, so a task whose
-process exited while nobody listened is never shown as running.
+process exited while nobody listened is never shown as running. They show this owner's
+tasks (ManagerConfig.owner) unless asked for another node's (Whose); only this owner's
+are reconciled: another node's task is that node's to look after.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 from domain.errors import NotFoundError
 from domain.identifiers import validate_identifier
 from domain.task import HAS_PROCESS, Task
-from domain.values import State
+from domain.values import State, Whose
 from shim.lifecycle.connections import ShimConnections
 from shim.lifecycle.shim_manager import ManagerConfig, ShimProcess
 from shim.ports import TaskStore, TaskView
@@ -40,31 +42,44 @@ class TaskQueries:
         self._connections = connections
         self._config = config
 
-    async def get(self, task_id: str, *, reconcile: bool = True) -> State:
+    @property
+    def own(self) -> Whose:
+        """This owner's tasks: what every read shows unless told otherwise."""
+        return Whose.owner(self._config.owner)
+
+    async def get(
+        self, task_id: str, *, reconcile: bool = True, whose: Whose | None = None
+    ) -> State:
         """The task's state from the projection, after reconciling it with its shim."""
         validate_identifier("task ID", task_id)
+        whose = whose or self.own
         if reconcile:
             task = await self._store.current(self.namespace, task_id)
-            if task is not None and task.is_live:
+            if task is not None and task.is_live and task.owned_by(self._config.owner):
                 await self._reconciler.reconcile(task)
         await self._view.catch_up()
-        state = await self._view.get(self.namespace, task_id)
+        state = await self._view.get(self.namespace, task_id, whose)
         if state is None:
             raise NotFoundError(f"task {task_id} does not exist in namespace {self.namespace}")
         return state
 
-    async def tasks(self, *, all_namespaces: bool = False) -> list[State]:
+    async def tasks(
+        self, *, all_namespaces: bool = False, whose: Whose | None = None
+    ) -> list[State]:
+        """Live tasks of the namespace (or all), of ``whose`` (default: this owner's)."""
         await self._view.catch_up()
         namespace = None if all_namespaces else self.namespace
+        whose = whose or self.own
+        owner = self._config.owner
         changed = False
-        for state in await self._view.tasks(namespace):
-            if state.status in HAS_PROCESS:
-                task = await self._store.current(state.namespace, state.id)
+        for state in await self._view.tasks(namespace, whose):
+            if state.status in HAS_PROCESS and owner.owns(state.node, state.state_dir):
+                task = await self._store.incarnation(state.namespace, state.id, state.incarnation)
                 if task is not None:
                     changed |= await self._reconciler.reconcile(task)
         if changed:
             await self._view.catch_up()
-        return await self._view.tasks(namespace)
+        return await self._view.tasks(namespace, whose)
 
     async def history(self, task_id: str) -> list[Any]:
         """Every event of every incarnation of the ID, oldest first."""
@@ -99,7 +114,7 @@ class TaskQueries:
         """
         await self._view.catch_up()
         namespace = None if all_namespaces else self.namespace
-        known = [(s.namespace, s.id) for s in await self._view.tasks(namespace)]
+        known = [(s.namespace, s.id) for s in await self._view.tasks(namespace, self.own)]
         report = await self._reconciler.scan(known, namespace)
         await self._view.catch_up()
         return report
