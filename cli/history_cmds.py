@@ -237,8 +237,8 @@ def audit_command(
     counts = ", ".join(f"{status}: {n}" for status, n in report.exit_statuses.items())
     typer.echo(f"\nexit statuses: {counts or 'none'}")
     if report.anomalies:
-        typer.echo("\n" + table([["AT", "KIND", "NAMESPACE", "ID", "INC", "DETAIL"]] + [
-            [a.at.isoformat(), a.kind, a.namespace, a.id, str(a.incarnation), a.detail]
+        typer.echo("\n" + table([["AT", "KIND", "NAMESPACE", "ID", "INC", "DETAIL", "NODE"]] + [
+            [a.at.isoformat(), a.kind, a.namespace, a.id, str(a.incarnation), a.detail, a.node]
             for a in report.anomalies]))  # fmt: skip
 
 

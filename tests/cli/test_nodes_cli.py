@@ -106,6 +106,13 @@ def test_each_node_lists_its_own_tasks_and_the_fleet_on_asking(
     assert [(life["id"], life["node"]) for life in report["lifetimes"]] == [("on-b", "node-b")]
     everything = json.loads(ok(a("audit", "--json")))
     assert sorted(life["node"] for life in everything["lifetimes"]) == sorted([here, "node-b"])
+    stuck = ok(a("audit", "--node", "node-b", "--stuck-after", "0s")).split("\n\n")[-1]
+    assert [(r[1], r[3], r[-1]) for r in rows(stuck)] == [
+        ("KIND", "ID", "NODE"), ("stuck-created", "on-b", "node-b")]  # fmt: skip
+    page = settings.root.parent / "audit.html"
+    ok(a("audit", "--node", "node-b", "--stuck-after", "0s", "--html", str(page)))
+    html = page.read_text()
+    assert "on-b" in html and "node node-b" in html and "on-a" not in html
 
     # replay: this node's table by default, like list.
     assert [t["id"] for t in json.loads(ok(a("replay", "--at", "0s", "--json")))] == ["on-a"]
