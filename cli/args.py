@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cli.common import LogFormat
 from cli.completion import complete_task_id
+from cli.settings import Settings
+from domain.errors import InvalidArgumentError
+from domain.identifiers import validate_identifier
+
+if TYPE_CHECKING:  # domain.values imports pydantic: not at start-up, which --help shares
+    from domain.values import Whose
 
 
 class Format(enum.StrEnum):
@@ -93,3 +99,35 @@ FormatOption = Annotated[
 FormatJsonFlag = Annotated[bool, typer.Option("--json", help="Same as --format json.")]
 BareJsonFlag = Annotated[bool, typer.Option("--json")]  # `projections`: its --help says no more
 TimeOption = Annotated[str | None, typer.Option(help="ISO 8601 time, or a duration ago.")]
+
+# --- nodes: whose tasks a command shows ------------------------------------------------------
+
+NodeFilterOption = Annotated[
+    str | None,
+    typer.Option("--node", metavar="NODE", help="Only the tasks of node NODE."),
+]
+AllNodesFlag = Annotated[
+    bool, typer.Option("--all-nodes", help="The tasks of every node (with a NODE column).")
+]
+
+
+def whose_tasks(settings: Settings, node: str | None, all_nodes: bool) -> Whose:
+    """`list`, `state`, `replay`: this owner's tasks by default, node ``node``'s, or all."""
+    from domain.values import EVERY_NODE, Whose
+
+    if node is not None and all_nodes:
+        raise InvalidArgumentError("give --node or --all-nodes, not both")
+    if all_nodes:
+        return EVERY_NODE
+    if node is not None:
+        return Whose.node_of(validate_identifier("node", node), settings.owner)
+    return Whose.owner(settings.owner)
+
+
+def whose_events(settings: Settings, node: str | None) -> Whose:
+    """`history`, `events`, `audit`: the whole fleet's by default, or node ``node``'s."""
+    from domain.values import EVERY_NODE, Whose
+
+    if node is None:
+        return EVERY_NODE
+    return Whose.node_of(validate_identifier("node", node), settings.owner)

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.args import JsonFlag, TaskArg, TimeOption
+from cli.args import (
+    AllNodesFlag,
+    JsonFlag,
+    NodeFilterOption,
+    TaskArg,
+    TimeOption,
+    whose_events,
+    whose_tasks,
+)
 from cli.common import expected_errors, with_ledger
 from cli.settings import Settings
 from cli.timeparse import duration_option, time_option
@@ -33,20 +41,28 @@ def _dump(records: list[EventRecord]) -> str:
     return json.dumps([r.model_dump(mode="json", exclude_none=True) for r in records])
 
 
-def history(ctx: typer.Context, task_id: TaskArg, as_json: JsonFlag = False) -> None:
-    """Every event of a task ID, across all its incarnations, oldest first."""
+def history(
+    ctx: typer.Context, task_id: TaskArg, as_json: JsonFlag = False, node: NodeFilterOption = None
+) -> None:
+    """Every event of a task ID, across all its incarnations on every node, oldest first."""
     from cli.render.tables import colour_enabled, event_rows, on_terminal
     from projections.records import history_records
 
     settings: Settings = ctx.obj
     with expected_errors():  # a bad ID is refused before the root dir is opened
         validate_identifier("task ID", task_id)
+        whose = whose_events(settings, node)
 
     async def work(ledger: Ledger) -> list[EventRecord]:
         events = await ledger.store.history(settings.namespace, task_id)
-        if not events:
-            raise NotFoundError(f"task {task_id} has no history in namespace {settings.namespace}")
-        return history_records(events)
+        # Events name their task's node only (whose_events asks for no state dir).
+        records = [r for r in history_records(events) if whose.matches(r.node, "")]
+        if not records:
+            on = f" on node {node}" if node is not None else ""
+            raise NotFoundError(
+                f"task {task_id} has no history in namespace {settings.namespace}{on}"
+            )
+        return records
 
     records = with_ledger(settings, work)
     if not as_json and on_terminal():
@@ -75,12 +91,13 @@ def events(
         str | None, typer.Option("--namespace", help="Only this namespace.")
     ] = None,
     task_id: Annotated[str | None, typer.Option("--id", help="Only this task ID.")] = None,
+    node: NodeFilterOption = None,
     as_json: JsonFlag = False,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new events.")
     ] = False,
 ) -> None:
-    """Events of every task, filtered by time, type, namespace and ID."""
+    """Events of every task of every node, filtered by time, type, namespace, ID and node."""
     from cli.render.tables import event_rows
     from projections.event_index import EventFilter
 
@@ -92,6 +109,7 @@ def events(
             types=tuple(types or ()),
             namespace=namespace,
             id=task_id,
+            whose=whose_events(settings, node),
         )
 
     def show(records: list[EventRecord], header: bool) -> None:
@@ -134,8 +152,10 @@ def replay(
     at: Annotated[str | None, typer.Option(help="The table as it stood at this time.")] = None,
     position: Annotated[int | None, typer.Option(help="... or after this event position.")] = None,
     as_json: JsonFlag = False,
+    node: NodeFilterOption = None,
+    all_nodes: AllNodesFlag = False,
 ) -> None:
-    """The whole task table as it stood then, computed from the events themselves."""
+    """The task table (this node's, by default) as it stood then, from the events themselves."""
     if (at is None) == (position is None):
         raise typer.BadParameter("give exactly one of --at and --position")
     from cli.output import TaskOutput
@@ -147,16 +167,19 @@ def replay(
         moment = time_option("--at", at)
         if position is not None and position < 0:
             raise InvalidArgumentError("--position must be 0 or more")
+        whose = whose_tasks(settings, node, all_nodes)
 
     async def work(ledger: Ledger) -> list[TaskOutput]:
         states = await replay_table(ledger.store, stop=position, at=moment)
-        return [TaskOutput.of(states[key]) for key in sorted(states)]
+        return [TaskOutput.of(states[key]) for key in sorted(states)
+                if whose.matches(states[key].node, states[key].state_dir)]  # fmt: skip
 
     outputs = with_ledger(settings, work)
     if as_json:
         typer.echo(json.dumps([o.model_dump(mode="json") for o in outputs]))
     else:
-        typer.echo(state_rows(outputs, with_namespace=True))
+        with_node = node is not None or all_nodes
+        typer.echo(state_rows(outputs, with_namespace=True, with_node=with_node))
 
 
 def audit_command(
@@ -176,10 +199,12 @@ def audit_command(
             help="Write a self-contained HTML page (timeline, counts, anomalies).",
         ),
     ] = None,
+    node: NodeFilterOption = None,
 ) -> None:
     """Lifetimes, exit statuses and anomalies: failures, signals, OOMs, lost shims, stuck tasks.
 
-    With --html the report goes to FILE as a page to look at, instead of the table.
+    Every node's tasks, or node NODE's with --node. With --html the report goes to FILE as
+    a page to look at, instead of the table.
     """
     from cli.render.tables import table
     from projections.audit import audit
@@ -190,11 +215,14 @@ def audit_command(
         start = time_option("--since", since)
         end = time_option("--until", until) or datetime.now().astimezone()
         threshold = duration_option("--stuck-after", stuck_after)
+        whose = whose_events(settings, node)
 
     async def work(ledger: Ledger) -> AuditReport:
         await ledger.event_index.catch_up()
         # No --until: every event, also those a stepped-back clock dates after now.
-        records = await ledger.event_index.query(EventFilter(until=end if until else None))
+        records = await ledger.event_index.query(
+            EventFilter(until=end if until else None, whose=whose)
+        )
         return audit(records, since=start, until=end, stuck_after=threshold)
 
     report = with_ledger(settings, work)
@@ -209,8 +237,8 @@ def audit_command(
     counts = ", ".join(f"{status}: {n}" for status, n in report.exit_statuses.items())
     typer.echo(f"\nexit statuses: {counts or 'none'}")
     if report.anomalies:
-        typer.echo("\n" + table([["AT", "KIND", "NAMESPACE", "ID", "INC", "DETAIL"]] + [
-            [a.at.isoformat(), a.kind, a.namespace, a.id, str(a.incarnation), a.detail]
+        typer.echo("\n" + table([["AT", "KIND", "NAMESPACE", "ID", "INC", "DETAIL", "NODE"]] + [
+            [a.at.isoformat(), a.kind, a.namespace, a.id, str(a.incarnation), a.detail, a.node]
             for a in report.anomalies]))  # fmt: skip
 
 

@@ -8,8 +8,17 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.args import Format, FormatJsonFlag, FormatOption, JsonTextFlag, TaskArg
-from cli.common import fail, with_tasks
+from cli.args import (
+    AllNodesFlag,
+    Format,
+    FormatJsonFlag,
+    FormatOption,
+    JsonTextFlag,
+    NodeFilterOption,
+    TaskArg,
+    whose_tasks,
+)
+from cli.common import expected_errors, fail, with_tasks
 from cli.settings import Settings
 from domain.errors import ShimledgerError
 
@@ -37,8 +46,10 @@ def list_(
     all_namespaces: Annotated[
         bool, typer.Option("--all-namespaces", "-A", help="Tasks of every namespace.")
     ] = False,
+    node: NodeFilterOption = None,
+    all_nodes: AllNodesFlag = False,
 ) -> None:
-    """List the live tasks of the namespace (or of all namespaces)."""
+    """List the live tasks of the namespace (or of all namespaces), this node's by default."""
     from cli.output import TaskOutput, dump_list
     from cli.render.tables import state_rows
 
@@ -46,8 +57,12 @@ def list_(
     if unknown := wanted - set(LISTED_STATUSES):
         raise fail(f"unknown status {', '.join(sorted(unknown))}: use one of "
                    f"{', '.join(LISTED_STATUSES)}")  # fmt: skip
+    with expected_errors():
+        whose = whose_tasks(ctx.obj, node, all_nodes)
 
-    states = with_tasks(ctx.obj, lambda tasks: tasks.tasks(all_namespaces=all_namespaces))
+    states = with_tasks(
+        ctx.obj, lambda tasks: tasks.tasks(all_namespaces=all_namespaces, whose=whose)
+    )
     outputs = [TaskOutput.of(s) for s in states if not wanted or s.status in wanted]
     if quiet:
         for out in outputs:
@@ -55,14 +70,22 @@ def list_(
     elif as_json or format is Format.json:
         typer.echo(dump_list(outputs))
     else:
-        typer.echo(state_rows(outputs, with_namespace=all_namespaces))
+        with_node = node is not None or all_nodes
+        typer.echo(state_rows(outputs, with_namespace=all_namespaces, with_node=with_node))
 
 
-def state(ctx: typer.Context, task_id: TaskArg) -> None:
-    """Print a task's state as JSON (as runc state does)."""
+def state(
+    ctx: typer.Context,
+    task_id: TaskArg,
+    node: NodeFilterOption = None,
+    all_nodes: AllNodesFlag = False,
+) -> None:
+    """Print a task's state as JSON (as runc state does): this node's task of the ID."""
     from cli.output import TaskOutput
 
-    current = with_tasks(ctx.obj, lambda tasks: tasks.get(task_id))
+    with expected_errors():
+        whose = whose_tasks(ctx.obj, node, all_nodes)
+    current = with_tasks(ctx.obj, lambda tasks: tasks.get(task_id, whose=whose))
     typer.echo(TaskOutput.of(current).model_dump_json(indent=2))
 
 

@@ -120,7 +120,8 @@ async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
         store,
         TaskStatesView(directory, store),
         EventIndex(directory, store),
-        StateFiles(directory, store, StateDir(settings.state), save=_state_saver(settings)),
+        StateFiles(directory, store, StateDir(settings.state), save=_state_saver(settings),
+                   owner=settings.owner),  # fmt: skip
     )
     try:
         yield ledger

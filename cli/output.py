@@ -30,10 +30,11 @@ class TaskOutput(BaseModel):
     started: datetime | None = None
     exit_status: int | None = None
     exited_at: datetime | None = None
+    node: str = ""  # the node whose task it is; "" if recorded before nodes existed
 
     @classmethod
     def of(cls, state: State) -> TaskOutput:
-        return cls(**state.model_dump())
+        return cls(**state.model_dump(exclude={"state_dir"}))
 
 
 class ProcessOutput(BaseModel):

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from domain.values import Owner
 
 DEFAULT_ROOT = Path("/var/lib/shimledger")
 DEFAULT_STATE = Path("/run/shimledger")
+
+
+def default_node() -> str:
+    """The host name, cut at its first dot: what a NODE column should show of each host.
+
+    Hosts that share one history need distinct names; where host names collide (cloned
+    machines, containers called ``localhost``) ``--node``/``SHIMLEDGER_NODE`` sets one.
+    """
+    return socket.gethostname().split(".", 1)[0] or "localhost"
 
 
 @dataclass(frozen=True)
@@ -18,13 +31,13 @@ class Settings:
     state: Path = DEFAULT_STATE
     namespace: str = "default"
     store: str | None = None  # an event-store URL; None: SQLite at <root>/events.db
-    node: str = ""  # this node's name (see default_node); "" only before the CLI resolves it
+    # This node's name. The CLI's default too, so that settings made in a program (a test)
+    # own the tasks the CLI run with them creates.
+    node: str = field(default_factory=default_node)
 
+    @property
+    def owner(self) -> Owner:
+        """The owner of the tasks made with these settings (as ManagerConfig.owner says)."""
+        from domain.values import Owner
 
-def default_node() -> str:
-    """The host name, cut at its first dot: what a NODE column should show of each host.
-
-    Hosts that share one history need distinct names; where host names collide (cloned
-    machines, containers called ``localhost``) ``--node``/``SHIMLEDGER_NODE`` sets one.
-    """
-    return socket.gethostname().split(".", 1)[0] or "localhost"
+        return Owner(self.node, str(self.state))

@@ -62,6 +62,38 @@ class Owner:
 
 
 @dataclass(frozen=True)
+class Whose:
+    """Which owners' tasks a read shows: one owner's, one node's, or (all None) every node's.
+
+    A task recorded before nodes existed (node and state dir "") counts as its reader's
+    own: ``unknown`` says whether such a task is shown, true for this owner or this node.
+    """
+
+    node: str | None = None
+    state_dir: str | None = None
+    unknown: bool = True
+
+    @classmethod
+    def owner(cls, owner: Owner) -> Whose:
+        """The tasks ``owner`` acts on (Owner.owns): what a node's own reads show."""
+        return cls(owner.node, owner.state_dir)
+
+    @classmethod
+    def node_of(cls, node: str, here: Owner) -> Whose:
+        """Every task of ``node``, in any state dir; unknown ones only if it is ``here``'s."""
+        return cls(node, None, unknown=node == here.node)
+
+    def matches(self, node: str, state_dir: str) -> bool:
+        return self._field(self.node, node) and self._field(self.state_dir, state_dir)
+
+    def _field(self, wanted: str | None, value: str) -> bool:
+        return wanted is None or value == wanted or (self.unknown and value == "")
+
+
+EVERY_NODE = Whose()
+
+
+@dataclass(frozen=True)
 class Cause:
     """Who or what caused an event, so that history answers "who did this" as well as "what".
 
@@ -113,3 +145,5 @@ class State(BaseModel):
     started: datetime | None = None
     exit_status: int | None = None
     exited_at: datetime | None = None
+    node: str = ""  # the owner (Created's); "" for a task recorded before nodes existed
+    state_dir: str = ""

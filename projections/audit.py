@@ -38,6 +38,7 @@ class Lifetime(BaseModel):
     id: str
     namespace: str
     incarnation: int
+    node: str = ""  # the task's node; "" if recorded before nodes existed
     created: datetime
     started: datetime | None = None
     exited: datetime | None = None
@@ -70,6 +71,7 @@ class Anomaly(BaseModel):
     id: str
     namespace: str
     incarnation: int
+    node: str = ""
     at: datetime
     detail: str
 
@@ -106,7 +108,7 @@ _step = functools.singledispatch(_unchanged)
 def _created(life: Lifetime | None, record: EventRecord) -> Lifetime | None:
     return Lifetime(
         id=record.id, namespace=record.namespace, incarnation=record.incarnation,
-        created=record.timestamp,
+        node=record.node, created=record.timestamp,
     )  # fmt: skip
 
 
@@ -181,7 +183,8 @@ def audit(
 
     def flag(life: Lifetime, kind: str, at: datetime, detail: str) -> None:
         anomalies.append(Anomaly(kind=kind, id=life.id, namespace=life.namespace,
-                                 incarnation=life.incarnation, at=at, detail=detail))  # fmt: skip
+                                 incarnation=life.incarnation, node=life.node, at=at,
+                                 detail=detail))  # fmt: skip
 
     for record in records:
         key = (record.namespace, record.id, record.incarnation)

@@ -1,4 +1,5 @@
-"""The event index: every event by time, type, task and namespace, for `events` and `audit`."""
+"""The event index: every event by time, type, task, namespace and node, for `events` and
+`audit`. The whole fleet's events are here; a query narrows them to a node's (EventFilter)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ from typing import Any
 
 import aiosqlite
 
+from domain.values import EVERY_NODE, Whose
+from projections.owner_sql import owners_clause
 from projections.records import EventRecord, TaskKey, event_record, opened_key
 from projections.view import View, rows_for
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS originators (
     originator TEXT PRIMARY KEY, namespace TEXT NOT NULL, id TEXT NOT NULL,
-    incarnation INTEGER NOT NULL
+    incarnation INTEGER NOT NULL, node TEXT NOT NULL, state_dir TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
     position INTEGER PRIMARY KEY,
@@ -23,6 +26,8 @@ CREATE TABLE IF NOT EXISTS events (
     type TEXT NOT NULL,
     namespace TEXT NOT NULL,
     id TEXT NOT NULL,
+    node TEXT NOT NULL,
+    state_dir TEXT NOT NULL,
     record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_at ON events (at);
@@ -46,6 +51,7 @@ class EventFilter:
     types: Sequence[str] = ()
     namespace: str | None = None
     id: str | None = None
+    whose: Whose = EVERY_NODE  # only the tasks of a node (--node)
     after: int = 0  # only events past this position (for --follow)
     limit: int | None = None
 
@@ -78,12 +84,14 @@ class EventIndex(View):
         for _, event in page:
             if (key := opened_key(event)) is not None:
                 keys[str(event.originator_id)] = key
-                created.append((str(event.originator_id), key.namespace, key.id, key.incarnation))
+                created.append((str(event.originator_id), key.namespace, key.id, key.incarnation,
+                                key.node, key.state_dir))  # fmt: skip
         unknown = list({str(e.originator_id) for _, e in page} - keys.keys())
-        for originator, namespace, task_id, incarnation in await rows_for(
+        for originator, namespace, task_id, incarnation, node, state_dir in await rows_for(
             db, "SELECT * FROM originators WHERE originator IN ({marks})", unknown
         ):
-            keys[originator] = TaskKey(namespace=namespace, id=task_id, incarnation=incarnation)
+            keys[originator] = TaskKey(namespace=namespace, id=task_id, incarnation=incarnation,
+                                       node=node, state_dir=state_dir)  # fmt: skip
         rows = []
         for position, event in page:
             key = keys.get(str(event.originator_id))
@@ -91,9 +99,11 @@ class EventIndex(View):
                 continue  # cannot happen: an aggregate's first event is its Created
             record = event_record(event, key, position)
             rows.append((position, sortable(record.timestamp), record.type, key.namespace,
-                         key.id, record.model_dump_json()))  # fmt: skip
-        await db.executemany("INSERT OR REPLACE INTO originators VALUES (?, ?, ?, ?)", created)
-        await db.executemany("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
+                         key.id, key.node, key.state_dir, record.model_dump_json()))  # fmt: skip
+        await db.executemany("INSERT OR REPLACE INTO originators VALUES (?, ?, ?, ?, ?, ?)",
+                             created)  # fmt: skip
+        await db.executemany("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             rows)  # fmt: skip
 
     async def query(self, selection: EventFilter) -> list[EventRecord]:
         clauses: list[str] = []
@@ -116,6 +126,10 @@ class EventIndex(View):
         if selection.id is not None:
             clauses.append("id = ?")
             args.append(selection.id)
+        owners, owner_args = owners_clause(selection.whose)
+        if owners:
+            clauses.append(owners)
+            args.extend(owner_args)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = f"SELECT record FROM events {_index_for(selection)} {where} ORDER BY position"
         if selection.limit is not None:

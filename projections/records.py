@@ -14,7 +14,7 @@ from domain.events import Created, TaskEvent
 # Attributes every event has, or that name the task; the rest are the event's own fields.
 _ENVELOPE = {
     "originator_id", "originator_version", "timestamp", "originator_topic", "cause",
-    "task_id", "namespace",
+    "task_id", "namespace", "node",
 }  # fmt: skip
 
 
@@ -27,6 +27,7 @@ class EventRecord(BaseModel):
     timestamp: datetime
     id: str
     namespace: str
+    node: str = ""  # the task's node (its Created's); "" for one recorded before nodes existed
     incarnation: int
     version: int
     cause: dict[str, Any]
@@ -43,10 +44,13 @@ class TaskKey(BaseModel):
     namespace: str
     id: str
     incarnation: int
+    node: str = ""
+    state_dir: str = ""
 
 
 def key_of(created: Created) -> TaskKey:
-    return TaskKey(namespace=created.namespace, id=created.task_id, incarnation=created.incarnation)
+    return TaskKey(namespace=created.namespace, id=created.task_id, incarnation=created.incarnation,
+                   node=created.node, state_dir=created.state_dir)  # fmt: skip
 
 
 @functools.singledispatch
@@ -71,6 +75,7 @@ def event_record(event: TaskEvent, key: TaskKey, position: int | None = None) ->
         timestamp=event.timestamp,
         id=key.id,
         namespace=key.namespace,
+        node=key.node,
         incarnation=key.incarnation,
         version=event.originator_version,
         cause=event.cause.as_dict(),

@@ -6,6 +6,8 @@ the history. Each file holds absolute values (an event sets fields, never adds t
 so re-applying a page after a crash rewrites the same content: with the position
 committed after the files, the effect is exactly once. Files are written atomically
 (rename), and only where the working bundle exists: history never recreates state.
+Only this owner's tasks (Owner.owns: this node and state dir) have files here: another
+node's task of the same ID has its working bundle, and its file, on that node.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import aiosqlite
 from domain.events import Created, TaskEvent
 from domain.state_dir import StateDir
 from domain.task import Task
-from domain.values import State
+from domain.values import Owner, State
 from projections.task_states import evolve
 from projections.view import EventSource, View
 
@@ -31,7 +33,8 @@ SaveState = Callable[[str, str, dict[str, Any] | None], None]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS originators (
-    originator TEXT PRIMARY KEY, namespace TEXT NOT NULL, id TEXT NOT NULL, runtime TEXT NOT NULL
+    originator TEXT PRIMARY KEY, namespace TEXT NOT NULL, id TEXT NOT NULL, runtime TEXT NOT NULL,
+    node TEXT NOT NULL, state_dir TEXT NOT NULL
 );
 """
 
@@ -53,6 +56,8 @@ def state_document(state: State, runtime: str) -> dict[str, Any]:
         "Started": state.started.isoformat() if state.started else None,
         "ExitStatus": state.exit_status,
         "ExitedAt": state.exited_at.isoformat() if state.exited_at else None,
+        "Node": state.node,
+        "StateDir": state.state_dir,
     }
 
 
@@ -62,11 +67,12 @@ def state_of(document: dict[str, Any]) -> State:
         pid=document["Pid"], status=document["Status"], bundle=document["Bundle"],
         created=document["Created"], started=document["Started"],
         exit_status=document["ExitStatus"], exited_at=document["ExitedAt"],
+        node=document.get("Node", ""), state_dir=document.get("StateDir", ""),
     )  # fmt: skip
 
 
 class StateFiles(View):
-    """Keeps ``<state>/<namespace>/<id>/state.json`` for every live task."""
+    """Keeps ``<state>/<namespace>/<id>/state.json`` for every live task of ``owner``."""
 
     name = "state_files"
     schema = _SCHEMA
@@ -77,10 +83,13 @@ class StateFiles(View):
         source: EventSource,
         state_dir: StateDir,
         save: SaveState,
+        *,
+        owner: Owner,
     ) -> None:
         super().__init__(directory, source)
         self._state_dir = state_dir
         self._save = save
+        self.owner = owner
 
     def file_of(self, namespace: str, task_id: str) -> Path:
         return self._state_dir.state_file(namespace, task_id)
@@ -93,12 +102,13 @@ class StateFiles(View):
         """Any event after Created: rewrite the file of the incarnation it belongs to."""
         originator = str(event.originator_id)
         async with db.execute(
-            "SELECT namespace, id, runtime FROM originators WHERE originator = ?", (originator,)
+            "SELECT namespace, id, runtime, node, state_dir FROM originators WHERE originator = ?",
+            (originator,),
         ) as cursor:
             row = await cursor.fetchone()
-        if row is None:
-            return
-        namespace, task_id, runtime = row
+        if row is None or not self.owner.owns(row[3], row[4]):
+            return  # another owner's task: its file is in its own state dir
+        namespace, task_id, runtime = row[:3]
         path = self.file_of(namespace, task_id)
         try:
             document = json.loads(path.read_text())
@@ -113,9 +123,12 @@ class StateFiles(View):
     async def _(self, event: Created, db: aiosqlite.Connection) -> None:
         """A new incarnation: remember whose it is (and its runtime), write its first file."""
         await db.execute(
-            "INSERT OR REPLACE INTO originators VALUES (?, ?, ?, ?)",
-            (str(event.originator_id), event.namespace, event.task_id, event.runtime),
-        )
+            "INSERT OR REPLACE INTO originators VALUES (?, ?, ?, ?, ?, ?)",
+            (str(event.originator_id), event.namespace, event.task_id, event.runtime,
+             event.node, event.state_dir),
+        )  # fmt: skip
+        if not self.owner.owns(event.node, event.state_dir):
+            return
         self._write(event.namespace, event.task_id, evolve(None, event), event.runtime)
 
     def _write(self, namespace: str, task_id: str, state: State | None, runtime: str) -> None:

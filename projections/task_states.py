@@ -1,6 +1,9 @@
 """The task-states read model: one State row per live task incarnation.
 
-It serves TaskManager.get / TaskManager.tasks, and so `state` and `list`.
+It serves TaskManager.get / TaskManager.tasks, and so `state` and `list`. Incarnation
+numbers are fleet-wide per ID, but each owner (node, state dir) has its own current task
+of an ID: node A's live incarnation 1 and node B's live incarnation 2 of ``dup`` are two
+rows, so a row is keyed by the ID and its owner.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from domain.events import (
     Started,
     TaskEvent,
 )
-from domain.values import State, Status
+from domain.values import EVERY_NODE, State, Status, Whose
+from projections.owner_sql import owners_clause
 from projections.records import opened_key
 from projections.view import EventSource, View, rows_for
 
@@ -33,13 +37,23 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS task_states (
     namespace TEXT NOT NULL,
     id TEXT NOT NULL,
+    node TEXT NOT NULL,
+    state_dir TEXT NOT NULL,
+    incarnation INTEGER NOT NULL,
     originator TEXT NOT NULL UNIQUE,
     status TEXT NOT NULL,
     state TEXT NOT NULL,
-    PRIMARY KEY (namespace, id)
+    PRIMARY KEY (namespace, id, node, state_dir)
 );
 CREATE INDEX IF NOT EXISTS task_states_status ON task_states (namespace, status);
+CREATE INDEX IF NOT EXISTS task_states_node ON task_states (node, namespace, id);
 """
+
+RowKey = tuple[str, str, str, str]  # (namespace, id, node, state dir): one row each
+
+
+def key_of(state: State) -> RowKey:
+    return (state.namespace, state.id, state.node, state.state_dir)
 
 
 def evolve(state: State | None, event: TaskEvent) -> State | None:
@@ -65,6 +79,8 @@ def _(event: Created, state: State | None) -> State | None:
         status=Status.CREATED,
         bundle=event.bundle,
         created=event.timestamp,
+        node=event.node,
+        state_dir=event.state_dir,
     )
 
 
@@ -118,13 +134,15 @@ class Replay:
     """Folds events into the live task table, a page at a time if need be."""
 
     def __init__(self) -> None:
-        self.keys: dict[UUID, tuple[str, str]] = {}
-        self.states: dict[tuple[str, str], State] = {}
+        self.keys: dict[UUID, RowKey] = {}
+        self.states: dict[RowKey, State] = {}
 
     def feed(self, events: Iterable[TaskEvent]) -> None:
         for event in events:
             if (opened := opened_key(event)) is not None:
-                self.keys[event.originator_id] = (opened.namespace, opened.id)
+                self.keys[event.originator_id] = (
+                    opened.namespace, opened.id, opened.node, opened.state_dir
+                )  # fmt: skip
             key = self.keys.get(event.originator_id)
             if key is None:
                 continue
@@ -137,7 +155,7 @@ class Replay:
 
 async def replay_table(
     source: EventSource, *, stop: int | None = None, at: datetime | None = None
-) -> dict[tuple[str, str], State]:
+) -> dict[RowKey, State]:
     """The live task table after position ``stop`` (default: the head), or as of time ``at``.
 
     Folded page by page from the events themselves, never from a view.
@@ -153,7 +171,7 @@ async def replay_table(
     return folded.states
 
 
-def replay(events: Iterable[Any]) -> dict[tuple[str, str], State]:
+def replay(events: Iterable[Any]) -> dict[RowKey, State]:
     """Fold a whole history in memory: what the view must equal."""
     folded = Replay()
     folded.feed(events)
@@ -181,33 +199,48 @@ class TaskStatesView(View):
             # else: an incarnation already deleted, whose events change nothing
         gone = [(o,) for o, state in current.items() if state is None]
         kept = [
-            (state.namespace, state.id, o, state.status.value, state.model_dump_json())
+            (*key_of(state), state.incarnation, o, state.status.value, state.model_dump_json())
             for o, state in current.items()
             if state is not None
         ]
         await db.executemany("DELETE FROM task_states WHERE originator = ?", gone)
+        # An owner's newer incarnation of the ID takes its row (as Replay's dict does).
         await db.executemany(
-            "INSERT INTO task_states (namespace, id, originator, status, state) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (namespace, id) DO UPDATE SET "
-            "originator = excluded.originator, status = excluded.status, state = excluded.state",
+            "INSERT INTO task_states (namespace, id, node, state_dir, incarnation, originator, "
+            "status, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (namespace, id, node, state_dir) DO UPDATE SET "
+            "incarnation = excluded.incarnation, originator = excluded.originator, "
+            "status = excluded.status, state = excluded.state",
             kept,
         )
 
     # --- the port shim.ports.TaskView ---------------------------------------------------
 
-    async def get(self, namespace: str, task_id: str) -> State | None:
+    async def get(self, namespace: str, task_id: str, whose: Whose = EVERY_NODE) -> State | None:
+        """The ID's live task of ``whose`` (the latest incarnation, should two match)."""
+        owners, args = owners_clause(whose)
+        query = "SELECT state FROM task_states WHERE namespace = ? AND id = ?"
+        query += f" AND {owners}" if owners else ""
+        query += " ORDER BY incarnation DESC LIMIT 1"
         async with self.reading() as db, db.execute(
-            "SELECT state FROM task_states WHERE namespace = ? AND id = ?", (namespace, task_id)
+            query, (namespace, task_id, *args)
         ) as cursor:
             row = await cursor.fetchone()
         return State.model_validate_json(row[0]) if row else None
 
-    async def tasks(self, namespace: str | None = None) -> list[State]:
-        args: tuple[str, ...] = ()
-        if namespace is None:
-            query = "SELECT state FROM task_states ORDER BY namespace, id"
-        else:
-            query = "SELECT state FROM task_states WHERE namespace = ? ORDER BY id"
-            args = (namespace,)
+    async def tasks(
+        self, namespace: str | None = None, whose: Whose = EVERY_NODE
+    ) -> list[State]:
+        """Live tasks of the namespace (None: of all), of ``whose``: by namespace, ID, node."""
+        clauses, args = [], []
+        if namespace is not None:
+            clauses.append("namespace = ?")
+            args.append(namespace)
+        owners, owner_args = owners_clause(whose)
+        if owners:
+            clauses.append(owners)
+            args += owner_args
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        query = f"SELECT state FROM task_states {where} ORDER BY namespace, id, node, state_dir"
         async with self.reading() as db, db.execute(query, args) as cursor:
             return [State.model_validate_json(row[0]) async for row in cursor]

@@ -8,7 +8,7 @@ from typing import Any
 from projections.event_index import EventFilter, EventIndex
 from projections.records import TaskKey, event_record, opened_key
 from projections.state_files import StateFiles, state_of
-from projections.task_states import TaskStatesView, replay
+from projections.task_states import TaskStatesView, key_of, replay
 from projections.view import EventSource
 
 PAGE = 10_000
@@ -27,12 +27,16 @@ async def _events_until(source: EventSource, stop: int) -> list[tuple[int, Any]]
 async def verify_task_states(source: EventSource, view: TaskStatesView) -> list[str]:
     stop = await view.catch_up()
     expected = replay(e for _, e in await _events_until(source, stop))
-    actual = {(s.namespace, s.id): s for s in await view.tasks()}
+    actual = {key_of(s): s for s in await view.tasks()}
     problems = []
     for key in sorted(expected.keys() | actual.keys()):
         want, have = expected.get(key), actual.get(key)
         if want != have:
-            problems.append(f"{key[0]}/{key[1]}: view has {have!r}, replay gives {want!r}")
+            namespace, task_id, node, _ = key
+            problems.append(
+                f"{namespace}/{task_id} (node {node or '?'}): view has {have!r}, "
+                f"replay gives {want!r}"
+            )
     return problems
 
 
@@ -61,12 +65,15 @@ async def verify_event_index(source: EventSource, index: EventIndex) -> list[str
 
 
 async def verify_state_files(source: EventSource, files: StateFiles) -> list[str]:
-    """Every live task whose working bundle exists has a state.json saying what replay says."""
+    """Every live task of the view's owner whose working bundle exists has a state.json
+    saying what replay says (another node's task has its file on that node)."""
     stop = await files.catch_up()
     problems = []
-    for (namespace, task_id), want in replay(
+    for (namespace, task_id, node, state_dir), want in replay(
         e for _, e in await _events_until(source, stop)
     ).items():
+        if not files.owner.owns(node, state_dir):
+            continue
         path = files.file_of(namespace, task_id)
         if not path.parent.is_dir():
             continue  # no working bundle (a reboot cleared the state dir): no file expected

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from domain.task import Task
-from domain.values import Bundle, Exit, Owner, State, Status
+from domain.values import EVERY_NODE, Bundle, Exit, Owner, State, Status, Whose
 
 
 @dataclass(frozen=True)
@@ -239,11 +239,15 @@ class TaskStore(Protocol):
 
 
 class TaskView(Protocol):
-    """The task-states read model."""
+    """The task-states read model: each owner's live task of an ID (``whose`` narrows)."""
 
     async def catch_up(self) -> int: ...
-    async def get(self, namespace: str, task_id: str) -> State | None: ...
-    async def tasks(self, namespace: str | None = None) -> list[State]: ...
+    async def get(
+        self, namespace: str, task_id: str, whose: Whose = EVERY_NODE
+    ) -> State | None: ...
+    async def tasks(
+        self, namespace: str | None = None, whose: Whose = EVERY_NODE
+    ) -> list[State]: ...
 
 
 class TaskLocks(Protocol):

@@ -177,7 +177,20 @@ def cli_env(settings: Settings) -> dict[str, str]:
         SHIMLEDGER_ROOT=str(settings.root),
         SHIMLEDGER_STATE=str(settings.state),
         SHIMLEDGER_NAMESPACE=settings.namespace,
+        SHIMLEDGER_NODE=settings.node,
     )
+
+
+def cli_runner(settings: Settings) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run the real `shimledger` with ``settings``, as a pipe sees it (stdin /dev/null)."""
+    env = cli_env(settings)
+    executable = str(Path(sys.executable).with_name("shimledger"))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([executable, *args], env=env, capture_output=True, text=True,
+                              timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
+
+    return run
 
 
 def event_types(events: list[object]) -> list[str]:

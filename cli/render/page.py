@@ -46,6 +46,8 @@ def task_key(life: Lifetime) -> str:
 
 def _tooltip(life: Lifetime, until: datetime) -> str:
     lines = [f"{task_key(life)}: {outcome(life)}", f"created {life.created.isoformat()}"]
+    if life.node:
+        lines.insert(1, f"node {life.node}")
     for name in ("started", "exited", "deleted"):
         when = getattr(life, name)
         if when is not None:
@@ -197,10 +199,10 @@ def anomalies(report: AuditReport) -> str:
     rows = "".join(
         f'<tr class="anomaly kind-{escape(a.kind)}"><td>{escape(a.at.isoformat())}</td>'
         f"<td>{escape(a.kind)}</td><td>{escape(f'{a.namespace}/{a.id}#{a.incarnation}')}</td>"
-        f"<td>{escape(a.detail)}</td></tr>"
+        f"<td>{escape(a.detail)}</td><td>{escape(a.node)}</td></tr>"
         for a in report.anomalies
     )
-    head = "<tr><th>at</th><th>kind</th><th>task</th><th>detail</th></tr>"
+    head = "<tr><th>at</th><th>kind</th><th>task</th><th>detail</th><th>node</th></tr>"
     return f'<table class="anomalies">{head}{rows}</table>'
 
 

@@ -88,13 +88,18 @@ def who(cause: dict[str, Any]) -> str:
 
 
 def event_rows(records: list[EventRecord], *, with_task: bool) -> str:
-    """Events as a table: time, (task,) incarnation, type, own fields, cause."""
-    head = ["TIME", *(["NAMESPACE", "ID"] if with_task else []), "INC", "EVENT", "DETAILS", "BY"]
+    """Events as a table: time, (task,) incarnation, type, own fields, cause, the task's node.
+
+    NODE comes last, so that the columns before it stay where scripts found them before
+    histories had nodes; empty for a task recorded before then.
+    """
+    head = ["TIME", *(["NAMESPACE", "ID"] if with_task else []), "INC", "EVENT", "DETAILS", "BY",
+            "NODE"]  # fmt: skip
     rows = [head]
     for r in records:
         task = [r.namespace, r.id] if with_task else []
         rows.append([r.timestamp.isoformat(), *task, str(r.incarnation), r.type, describe(r),
-                     who(r.cause)])  # fmt: skip
+                     who(r.cause), r.node])  # fmt: skip
     event_column = head.index("EVENT")
 
     def style(row: int, column: int, cell: str) -> str | None:
@@ -103,15 +108,19 @@ def event_rows(records: list[EventRecord], *, with_task: bool) -> str:
     return table(rows, style)
 
 
-def state_rows(states: list[TaskOutput], *, with_namespace: bool = False) -> str:
-    """Task states as a table: `list` and `replay`."""
-    head = [*(["NAMESPACE"] if with_namespace else []),
+def state_rows(
+    states: list[TaskOutput], *, with_namespace: bool = False, with_node: bool = False
+) -> str:
+    """Task states as a table: `list` and `replay`; NODE first when asked for other nodes'
+    (without it, the columns stay those scripts have always read)."""
+    head = [*(["NODE"] if with_node else []), *(["NAMESPACE"] if with_namespace else []),
             "ID", "PID", "STATUS", "EXIT", "BUNDLE", "CREATED"]  # fmt: skip
     rows = [head]
     for o in states:
         exit_status = "" if o.exit_status is None else str(o.exit_status)
-        rows.append([*([o.namespace] if with_namespace else []), o.id, str(o.pid), o.status,
-                     exit_status, o.bundle, o.created.isoformat()])  # fmt: skip
+        rows.append([*([o.node] if with_node else []), *([o.namespace] if with_namespace else []),
+                     o.id, str(o.pid), o.status, exit_status, o.bundle,
+                     o.created.isoformat()])  # fmt: skip
     status_column, exit_column = head.index("STATUS"), head.index("EXIT")
 
     def style(row: int, column: int, cell: str) -> str | None:

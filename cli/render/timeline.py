@@ -151,6 +151,8 @@ def _heading(
 ) -> str:
     created = events[0].timestamp
     text = f"#{incarnation}  created {created.isoformat(sep=' ', timespec='milliseconds')}"
+    if events[0].node:  # incarnations of one ID may be different nodes' tasks
+        text += f" on node {events[0].node}"
     if previous_end is not None:
         text += f" ({elapsed((created - previous_end).total_seconds())} after the last delete)"
     if life is None:

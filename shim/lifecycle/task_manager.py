@@ -28,7 +28,7 @@ from domain.errors import (
 from domain.identifiers import validate_identifier
 from domain.state_dir import RESERVED
 from domain.task import Task
-from domain.values import Cause, Exit, State, Status
+from domain.values import Cause, Exit, State, Status, Whose
 from shim import DEFAULT_RUNTIME
 from shim.crash_points import crash_point
 from shim.lifecycle.bundle import Bundles, remove_bundle
@@ -364,11 +364,13 @@ class TaskManager:
 
     # --- reads (TaskQueries: each after reconciling with the shims) -------------------
 
-    async def get(self, task_id: str, *, reconcile: bool = True) -> State:
-        return await self._queries.get(task_id, reconcile=reconcile)
+    async def get(self, task_id: str, *, reconcile: bool = True, whose: Whose | None = None
+                  ) -> State:  # fmt: skip
+        return await self._queries.get(task_id, reconcile=reconcile, whose=whose)
 
-    async def tasks(self, *, all_namespaces: bool = False) -> list[State]:
-        return await self._queries.tasks(all_namespaces=all_namespaces)
+    async def tasks(self, *, all_namespaces: bool = False, whose: Whose | None = None
+                    ) -> list[State]:  # fmt: skip
+        return await self._queries.tasks(all_namespaces=all_namespaces, whose=whose)
 
     async def current(self, namespace: str, task_id: str) -> Task | None:
         return await self._queries.own(namespace, task_id)  # this owner's, never another's

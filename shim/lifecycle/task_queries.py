@@ -1,8 +1,10 @@
 """What TaskManager reads: states, listings and histories, each after reconciling.
 
 Reads go through the projection after reconciling it with reality, so a task whose
-process exited while nobody listened is never shown as running. Only this owner's tasks
-are reconciled (the recorder's Owner); histories span every owner.
+process exited while nobody listened is never shown as running. They show this owner's
+tasks (ManagerConfig.owner) unless asked for another node's (Whose); only this owner's
+are reconciled: another node's task is that node's to look after. Histories span every
+owner.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 from domain.errors import NotFoundError
 from domain.identifiers import validate_identifier
 from domain.task import HAS_PROCESS, Task
-from domain.values import State
+from domain.values import State, Whose
 from shim.lifecycle.connections import ShimConnections
 from shim.lifecycle.shim_manager import ManagerConfig, ShimProcess
 from shim.ports import TaskStore, TaskView
@@ -49,34 +51,44 @@ class TaskQueries:
         _, task = await self._store.latest_owned(namespace, task_id, self._recorder.owner)
         return task
 
-    async def get(self, task_id: str, *, reconcile: bool = True) -> State:
+    @property
+    def mine(self) -> Whose:
+        """This owner's tasks: what every read shows unless told otherwise."""
+        return Whose.owner(self._config.owner)
+
+    async def get(
+        self, task_id: str, *, reconcile: bool = True, whose: Whose | None = None
+    ) -> State:
         """The task's state from the projection, after reconciling it with its shim."""
         validate_identifier("task ID", task_id)
+        whose = whose or self.mine
         if reconcile:
             task = await self.own(self.namespace, task_id)
             if task is not None and task.is_live:
                 await self._reconciler.reconcile(task)
         await self._view.catch_up()
-        # SEAM(node-views): the view's row for (namespace, ID) may be another owner's
-        # incarnation; the view must give this owner's row (node, state dir columns).
-        state = await self._view.get(self.namespace, task_id)
+        state = await self._view.get(self.namespace, task_id, whose)
         if state is None:
             raise await self._recorder.missing(self.namespace, task_id)
         return state
 
-    async def tasks(self, *, all_namespaces: bool = False) -> list[State]:
+    async def tasks(
+        self, *, all_namespaces: bool = False, whose: Whose | None = None
+    ) -> list[State]:
+        """Live tasks of the namespace (or all), of ``whose`` (default: this owner's)."""
         await self._view.catch_up()
         namespace = None if all_namespaces else self.namespace
+        whose = whose or self.mine
+        owner = self._config.owner
         changed = False
-        # SEAM(node-views): the rows are every owner's; only this owner's incarnation of
-        # each ID is reconciled (the listing's node filter is the view's to add).
-        for state in await self._view.tasks(namespace):
-            task = await self.own(state.namespace, state.id)
-            if task is not None and task.status in HAS_PROCESS:
-                changed |= await self._reconciler.reconcile(task)
+        for state in await self._view.tasks(namespace, whose):
+            if state.status in HAS_PROCESS and owner.owns(state.node, state.state_dir):
+                task = await self._store.incarnation(state.namespace, state.id, state.incarnation)
+                if task is not None:
+                    changed |= await self._reconciler.reconcile(task)
         if changed:
             await self._view.catch_up()
-        return await self._view.tasks(namespace)
+        return await self._view.tasks(namespace, whose)
 
     async def history(self, task_id: str) -> list[Any]:
         """Every event of every incarnation of the ID, oldest first."""
@@ -111,7 +123,7 @@ class TaskQueries:
         """
         await self._view.catch_up()
         namespace = None if all_namespaces else self.namespace
-        known = [(s.namespace, s.id) for s in await self._view.tasks(namespace)]
+        known = [(s.namespace, s.id) for s in await self._view.tasks(namespace, self.mine)]
         report = await self._reconciler.scan(known, namespace)
         await self._view.catch_up()
         return report

@@ -28,7 +28,7 @@ from adapters.ttrpc.client import TtrpcClient
 from cli.bootstrap import Settings, wire
 from domain.state_dir import StateDir
 from domain.values import Cause
-from tests.conftest import cli_env
+from tests.conftest import cli_env, cli_runner
 
 SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
 ID = "victim"
@@ -39,13 +39,7 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 
 @pytest.fixture
 def cli(settings: Settings) -> Run:
-    env = cli_env(settings)
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([SHIMLEDGER, *args], env=env, capture_output=True, text=True,
-                              timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
-
-    return run
+    return cli_runner(settings)
 
 
 def history(cli: Run) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ lifecycle commands would append them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -108,16 +109,23 @@ def test_events_filter_by_type_namespace_id_and_time(root) -> None:
 
 def test_replay_gives_the_table_as_it_stood(root) -> None:
     path, heads = root
-    at = lambda n: json.loads(cli(path, "replay", "--json", "--position", str(n))[1])  # noqa: E731
+    replay = functools.partial(cli, path, "--node", "node-a", "replay")  # whose tasks they are
+    at = lambda n: json.loads(replay("--json", "--position", str(n))[1])  # noqa: E731
     assert at(heads[0]) == []
     [running] = at(heads[1])
     assert (running["id"], running["status"], running["incarnation"]) == ("ok", "running", 2)
     [stopped] = at(heads[2])
     assert (stopped["status"], stopped["exit_status"]) == ("stopped", 137)
-    assert {t["id"] for t in at(heads[-1])} == {"ok", "lost", "stuck"}
-    assert json.loads(cli(path, "replay", "--json", "--at", "1h")[1]) == []
+    assert {(t["id"], t["node"]) for t in at(heads[-1])} == {
+        ("ok", "node-a"), ("lost", "node-a"), ("stuck", "node-a")}  # fmt: skip
+    assert json.loads(replay("--json", "--at", "1h")[1]) == []
     now = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
-    assert len(json.loads(cli(path, "replay", "--json", "--at", now)[1])) == 3
+    assert len(json.loads(replay("--json", "--at", now)[1])) == 3
+    # Another node's table has none of them, unless it asks for node a's or every node's.
+    elsewhere = functools.partial(cli, path, "--node", "node-b", "replay", "--json", "--at", now)
+    assert json.loads(elsewhere()[1]) == []
+    assert len(json.loads(elsewhere("--node", "node-a")[1])) == 3
+    assert len(json.loads(elsewhere("--all-nodes")[1])) == 3
     assert cli(path, "replay")[0] == 2  # one of --at / --position is required
 
 

@@ -125,5 +125,6 @@ def test_history_on_a_terminal_shows_the_timeline(tmp_path: Path) -> None:
     assert "\n#2  created " in plain and "   signal 9 (SIGKILL)\n" in plain
     assert "TIME" not in plain  # not the table
     piped = subprocess.run([SHIMLEDGER, *base], capture_output=True, text=True, timeout=60)
-    assert piped.stdout.splitlines()[0].split() == ["TIME", "INC", "EVENT", "DETAILS", "BY"]
+    assert piped.stdout.splitlines()[0].split("\t") == [
+        "TIME", "INC", "EVENT", "DETAILS", "BY", "NODE"]  # fmt: skip
     assert "\x1b[" not in piped.stdout and piped.stdout.count("\n") == 9

@@ -296,15 +296,16 @@ def test_shell_completion_offers_the_namespaces_task_ids(cli, bundle, settings, 
 # --- JSON shapes, filters, pid files -------------------------------------------------------------
 
 TASK_KEYS = {"id", "namespace", "incarnation", "pid", "status", "bundle", "created", "started",
-             "exit_status", "exited_at"}  # fmt: skip
+             "exit_status", "exited_at", "node"}  # fmt: skip
 
 
-def test_json_shapes_have_stable_keys(cli, bundle, tmp_path) -> None:
+def test_json_shapes_have_stable_keys(cli, bundle, tmp_path, settings) -> None:
     pid_file = tmp_path / "pid"
     path = bundle("sleep", "300")
     assert cli("run", "-d", "--pid-file", str(pid_file), "-b", str(path), "shape").returncode == 0
     state = json.loads(cli("state", "shape").stdout)
     assert set(state) == TASK_KEYS and int(pid_file.read_text()) == state["pid"]
+    assert state["node"] == settings.node  # the CLI's, from SHIMLEDGER_NODE
 
     [entry] = json.loads(cli("list", "--json").stdout)
     assert set(entry) == TASK_KEYS

@@ -25,12 +25,12 @@ from adapters.event_store import EventStore, sqlite_env
 from domain.events import EVENT_TYPES, Created, Exited, ExitRetracted
 from domain.state_dir import StateDir
 from domain.task import LEGACY_TOPICS, Task
-from domain.values import Cause, Status
+from domain.values import Cause, Owner, Status
 from projections.audit import AuditReport, audit
 from projections.event_index import EventFilter, EventIndex
 from projections.records import history_records
 from projections.state_files import StateFiles, state_of
-from projections.task_states import TaskStatesView, replay, replay_table
+from projections.task_states import TaskStatesView, key_of, replay, replay_table
 from projections.verify import verify_views
 
 CLI = Cause(kind="cli", user="root", uid=0, pid=1, command="shimledger test", host="h")
@@ -98,7 +98,8 @@ def as_written_before(topic: str, state: bytes) -> tuple[str, bytes]:
 class Ledger:
     """A store and every view over it, in their own directories."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, node: str = "node-a", bundles: tuple[str, ...] = ("web", "db")
+                 ) -> None:  # fmt: skip
         self.root = root
         self.state_dir = root / "state"
         self.store = EventStore(sqlite_env(root))
@@ -106,8 +107,10 @@ class Ledger:
         self.task_states = TaskStatesView(projections, self.store)
         self.event_index = EventIndex(projections, self.store)
         self.files: dict[tuple[str, str], dict[str, Any] | None] = {}
-        self.state_files = StateFiles(projections, self.store, StateDir(self.state_dir), self.save)
-        for task_id in ("web", "db"):  # working bundles, as create would have made them
+        self.owner = Owner(node, str(self.state_dir))
+        self.state_files = StateFiles(projections, self.store, StateDir(self.state_dir), self.save,
+                                      owner=self.owner)  # fmt: skip
+        for task_id in bundles:  # working bundles, as create would have made them
             (self.state_dir / "default" / task_id).mkdir(parents=True)
 
     def save(self, namespace: str, task_id: str, document: dict[str, Any] | None) -> None:
@@ -236,17 +239,16 @@ async def test_every_view_reads_old_histories_as_it_reads_new_ones(
         for view in (ledger.task_states, ledger.event_index, ledger.state_files):
             assert await view.catch_up() == head == 20
 
-        states = {(s.namespace, s.id): s for s in await ledger.task_states.tasks()}
-        assert {k: (s.status, s.incarnation, s.pid, s.exit_status) for k, s in states.items()} == (
-            expected_states
-        )
+        states = {key_of(s): s for s in await ledger.task_states.tasks()}
+        assert {k[:2]: (s.status, s.incarnation, s.pid, s.exit_status)
+                for k, s in states.items()} == expected_states  # fmt: skip
         events = [e for _, e in await ledger.store.read(0, 100)]
         assert replay(events) == states
         assert await replay_table(ledger.store) == states
         assert await replay_table(ledger.store, at=AT - timedelta(days=1)) == {}
 
         files = {k: state_of(d) for k, d in ledger.files.items() if d is not None}
-        assert files == states
+        assert files == {k[:2]: s for k, s in states.items()}
         assert ledger.files[("default", "web")] is not None  # web#2 rewrote what web#1 removed
 
         records = await ledger.event_index.query(EventFilter())

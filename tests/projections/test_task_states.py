@@ -12,7 +12,7 @@ import pytest
 from adapters.event_store import EventStore, sqlite_env
 from domain.task import Task
 from domain.values import Cause, Status
-from projections.task_states import TaskStatesView, replay
+from projections.task_states import TaskStatesView, key_of, replay
 
 CAUSE = Cause(kind="cli", uid=0)
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -56,8 +56,8 @@ async def all_events(store: EventStore) -> list[object]:
     return [event for _, event in await store.read(0, 1_000_000)]
 
 
-async def view_states(view: TaskStatesView) -> dict[tuple[str, str], object]:
-    return {(s.namespace, s.id): s for s in await view.tasks()}
+async def view_states(view: TaskStatesView) -> dict[tuple[str, str, str, str], object]:
+    return {key_of(s): s for s in await view.tasks()}
 
 
 async def test_the_view_equals_a_fresh_replay_of_the_store(store: EventStore, tmp_path: Path):
