@@ -79,7 +79,12 @@ def verify(settings: Settings) -> dict[str, list[str]]:
                 ledger.store, ledger.task_states, ledger.event_index, ledger.state_files
             )
 
-    return asyncio.run(run()) if (settings.root / "events.db").exists() else {}
+    return asyncio.run(run()) if has_history(settings) else {}
+
+
+def has_history(settings: Settings) -> bool:
+    """Whether the test's store was ever written (a database server's always may have been)."""
+    return settings.store is not None or (settings.root / "events.db").exists()
 
 
 def teardown(settings: Settings) -> list[str]:
@@ -91,7 +96,7 @@ def teardown(settings: Settings) -> list[str]:
             for state in await manager.tasks(all_namespaces=True):
                 await manager.in_namespace(state.namespace).delete(state.id, force=True)
 
-    if (settings.root / "events.db").exists():
+    if has_history(settings):
         asyncio.run(delete_all())
     leftovers: list[str] = []
     runc_root = settings.state / "runc"
