@@ -186,7 +186,7 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     """The URL of the test database, emptied after each test (tables are dropped)."""
     server = postgres_server
     yield f"postgresql://{PG_USER}@/{PG_DB}?host={server.sockets}&port={server.port}"
-    _empty(server, PG_DB, PG_USER)
+    empty_database(server, PG_DB, PG_USER)
 
 
 @dataclass
@@ -213,10 +213,11 @@ def postgres_tcp(postgres_server: PostgresServer) -> Iterator[TcpStore]:
     yield TcpStore(postgres_server)
     if not postgres_server.running():
         postgres_server.start()
-    _empty(postgres_server, TCP_DB, TCP_ROLE)
+    empty_database(postgres_server, TCP_DB, TCP_ROLE)
 
 
-def _empty(server: PostgresServer, db: str, owner: str) -> None:
+def empty_database(server: PostgresServer, db: str = PG_DB, owner: str = PG_USER) -> None:
+    """A fresh database again: its public schema dropped with all it held, and made anew."""
     import psycopg
 
     with psycopg.connect(dbname=db, host=str(server.sockets), port=server.port, user=PG_USER,
