@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.util
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,7 @@ from eventsourcing.persistence import IntegrityError, JSONTranscoder, Notificati
 
 from adapters.postgres_url import is_postgres_url, parse_postgres_url
 from adapters.url_redaction import redact_url
-from domain.errors import ConflictError, InvalidArgumentError
+from domain.errors import ConflictError, FailedPreconditionError, InvalidArgumentError
 from domain.task import Task
 from domain.values import Cause
 
@@ -81,6 +82,11 @@ def store_env(url: str | None, root: Path) -> dict[str, str]:
         return sqlite_env(root, Path(parts.path))
     if is_postgres_url(url):
         pg = parse_postgres_url(url)
+        if importlib.util.find_spec("psycopg") is None:  # found, not imported: it is slow
+            raise FailedPreconditionError(
+                f"store {pg.shown}: PostgreSQL support is not installed "
+                "(pip install 'shimledger[postgres]', or make setup-postgres)"
+            )
         return {
             "PERSISTENCE_MODULE": "adapters.postgres_factory:LedgerPostgresFactory",
             "SHIMLEDGER_STORE_URL": url,

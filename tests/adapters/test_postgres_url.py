@@ -86,3 +86,22 @@ def test_choosing_a_postgresql_store_does_not_import_psycopg() -> None:
                           text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_a_postgresql_store_without_its_driver_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A host installed without the postgres extra: one line, not an import traceback."""
+    import importlib.util
+
+    found = importlib.util.find_spec
+    hidden = lambda name, *a: None if name == "psycopg" else found(name, *a)  # noqa: E731
+    monkeypatch.setattr(importlib.util, "find_spec", hidden)
+    from domain.errors import FailedPreconditionError
+
+    with pytest.raises(FailedPreconditionError) as caught:
+        store_env("postgresql://shim:hunter2@db/h", Path("/r"))
+    assert str(caught.value) == (
+        f"store postgresql://shim:{REDACTED}@db/h: PostgreSQL support is not installed "
+        "(pip install 'shimledger[postgres]', or make setup-postgres)"
+    )
