@@ -6,11 +6,13 @@ PY := $(VENV)/bin/python
 SYSTEM_PACKAGES := runc containerd busybox-static
 # Only the tests need these: headless Chromium renders `audit --html`; CRIU is what runc
 # calls for `checkpoint` (on kernels where it cannot dump, the tests check the clean error);
-# PostgreSQL is the second event-store backend (the tests start a server of their own).
+# PostgreSQL is the second event-store backend (the tests start a server of their own,
+# with a TLS certificate openssl makes).
 TEST_PACKAGES := chromium criu postgresql
 PROTO_FILES := $(wildcard adapters/proto/*.proto)
 
-.PHONY: demo test setup setup-dev system-packages test-packages proto bench bench-history lint
+.PHONY: demo test setup setup-postgres setup-dev system-packages test-packages proto bench \
+	bench-history lint
 
 demo: setup
 	@work=$$(mktemp -d /tmp/shimledger-demo.XXXXXX); id=demo-$$(date +%s); \
@@ -27,6 +29,8 @@ test: setup-dev lint
 	$(VENV)/bin/pytest -q
 
 setup: system-packages $(VENV)/.installed
+# A PostgreSQL store needs the postgres extra (psycopg's C build); the dev extras include it.
+setup-postgres: system-packages $(VENV)/.installed-postgres
 setup-dev: system-packages test-packages $(VENV)/.installed-dev
 
 system-packages:
@@ -49,6 +53,7 @@ test-packages: system-packages
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v criu >/dev/null 2>&1 || [ -x /usr/sbin/criu ] || missing="$$missing criu"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -58,6 +63,10 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-postgres: pyproject.toml $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[postgres]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed

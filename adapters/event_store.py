@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.util
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ParamSpec, TypeVar
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import urlsplit
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Notification, Transcoding
 
-from domain.errors import ConflictError, InvalidArgumentError
+from adapters.postgres_url import is_postgres_url, parse_postgres_url
+from adapters.url_redaction import redact_url
+from domain.errors import ConflictError, FailedPreconditionError, InvalidArgumentError
 from domain.task import Task
 from domain.values import Cause, Owner
 
@@ -67,28 +70,37 @@ def store_env(url: str | None, root: Path) -> dict[str, str]:
     """Choose the store by URL: none (SQLite under root), sqlite:///PATH or postgresql://...
 
     Only this mapping knows persistence modules: the domain and the services never do, so
-    a shared PostgreSQL history for many hosts is a setting, not a code change.
+    a shared PostgreSQL history for many hosts is a setting, not a code change. A
+    PostgreSQL URL is read whole here (adapters/postgres_url.py: a parameter it cannot
+    honour is refused, never dropped), and its persistence module is ours
+    (adapters/postgres_factory.py), imported with psycopg only when the store is opened.
     """
     if not url:
         return sqlite_env(root)
     parts = urlsplit(url)
     if parts.scheme == "sqlite" and parts.path:
         return sqlite_env(root, Path(parts.path))
-    # libpq's spelling of a unix socket: its directory as ?host=/dir (the netloc stays empty).
-    socket_dir = parse_qs(parts.query).get("host", [""])[-1]
-    host = socket_dir if socket_dir.startswith("/") else parts.hostname
-    if parts.scheme in ("postgres", "postgresql") and host and parts.path.strip("/"):
+    if is_postgres_url(url):
+        pg = parse_postgres_url(url)
+        if importlib.util.find_spec("psycopg") is None:  # found, not imported: it is slow
+            raise FailedPreconditionError(
+                f"store {pg.shown}: PostgreSQL support is not installed "
+                "(pip install 'shimledger[postgres]', or make setup-postgres)"
+            )
         return {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
-            "POSTGRES_DBNAME": parts.path.strip("/"),
-            "POSTGRES_HOST": host,
-            "POSTGRES_PORT": str(parts.port or 5432),
-            "POSTGRES_USER": unquote(parts.username or ""),
-            "POSTGRES_PASSWORD": unquote(parts.password or ""),
+            "PERSISTENCE_MODULE": "adapters.postgres_factory:LedgerPostgresFactory",
+            "SHIMLEDGER_STORE_URL": url,
+            "POSTGRES_DBNAME": pg.dbname,
+            "POSTGRES_HOST": pg.host,
+            "POSTGRES_PORT": str(pg.port),
+            "POSTGRES_USER": pg.user,
+            "POSTGRES_PASSWORD": "",  # unused: libpq gets the URL's, or finds its own
+            "POSTGRES_LOCK_TIMEOUT": str(pg.statement_timeout),
+            "POSTGRES_CONNECT_TIMEOUT": str(pg.connect_timeout),
         }
     raise InvalidArgumentError(
-        f"store {url!r}: use sqlite:///PATH, postgresql://USER:PASSWORD@HOST[:PORT]/DB or "
-        "postgresql://USER@/DB?host=/SOCKET/DIR"
+        f"store {redact_url(url)!r}: use sqlite:///PATH, postgresql://USER:PASSWORD@HOST[:PORT]/DB "
+        "or postgresql://USER@/DB?host=/SOCKET/DIR"
     )
 
 
@@ -135,6 +147,16 @@ class EventStore:
                 _make_private(Path(self._env["SQLITE_DBNAME"]))
             self._app = LedgerApplication(env=self._env)
         return self._app
+
+    async def prepare(self) -> bool | None:
+        """Open the store now, its schema created if missing (`store init`): True if this
+        call created it, False if it was there, None if the backend does not say (SQLite
+        makes its tables as it opens)."""
+        return await self._run(self._prepare)
+
+    def _prepare(self) -> bool | None:
+        made = getattr(self._application().factory, "schema_created", None)
+        return made if isinstance(made, bool) else None
 
     # --- the port shim.ports.TaskStore ------------------------------------------------
 

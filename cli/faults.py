@@ -1,22 +1,27 @@
 """Faults of the environment, said in one line that names the path: never "internal error".
 
 A full disk, a read-only mount, a directory this user may not write, a file that is not a
-database: none of them is shimledger's bug, and each deserves what runc would print, the
-path and the reason. OSError carries both. SQLite does not: it says "database or disk is
-full" or "unable to open database file" and names no file (and eventsourcing wraps its
-errors in its own classes, the sqlite3 one as the cause). So for an SQLite fault we look at
-the files the history lives in (the store, the views) and name the one the filesystem
-refuses, and why, with SQLite's own words after it.
+database, a PostgreSQL server that refuses the password or does not answer: none of them
+is shimledger's bug, and each deserves what runc would print, the path (or the store's
+URL, its password redacted) and the reason. OSError carries both; so does libpq's message,
+which psycopg carries (eventsourcing wraps it in its own class, psycopg's as the cause).
+SQLite does not: it says "database or disk is full" or "unable to open database file" and
+names no file (and eventsourcing wraps its errors too, the sqlite3 one as the cause). So
+for an SQLite fault we look at the files the history lives in (the store, the views) and
+name the one the filesystem refuses, and why, with SQLite's own words after it.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from adapters.url_redaction import redact_url
 
 # SQLite's primary result codes that a machine, not a program, causes (sqlite3.h).
 _SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_NOMEM = 3, 5, 6, 7
@@ -128,10 +133,50 @@ def sqlite_error_line(exc: sqlite3.Error, root: Path | None, store: str | None) 
     return f"{where}{exc}"
 
 
+# libpq names each address it tried: '... port 5432 failed: FATAL:  the reason'.
+_LIBPQ_REASON = re.compile(r".*failed: ((?:FATAL|ERROR):\s+)?(.+)$")
+# psycopg's SQLSTATE classes a machine, not a program, causes, besides OperationalError
+# (connection faults, timeouts, a server shutting down, no disk): no privilege, read only.
+_PG_ENVIRONMENT = ("InsufficientPrivilege", "ReadOnlySqlTransaction", "InterfaceError")
+
+
+def _is_postgres_fault(exc: BaseException) -> bool:
+    """A psycopg (or psycopg_pool) error the server or the network caused. psycopg is not
+    imported here: a module that raised one has loaded it already."""
+    if not type(exc).__module__.startswith("psycopg"):
+        return False
+    import psycopg
+
+    named = any(cls.__name__ in _PG_ENVIRONMENT for cls in type(exc).__mro__)
+    return isinstance(exc, psycopg.OperationalError) or named
+
+
+def postgres_reason(exc: BaseException) -> str:
+    """libpq's reason, alone, on one line. libpq names every attempt it made (each address
+    of a host; with sslmode=prefer, with TLS and then without): what the server said
+    (FATAL) comes first, the first of it; else the last attempt's failure."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    found = [m for line in lines if (m := _LIBPQ_REASON.match(line))]
+    said = [m.group(2) for m in found if m.group(1)]
+    reasons = said[:1] or [m.group(2) for m in found[-1:]]
+    reason = reasons[0] if reasons else (lines[0] if lines else type(exc).__name__)
+    reason = reason.removeprefix("connection failed: ").rstrip(".")
+    if reason[:1].isupper() and reason[1:2].islower():
+        reason = reason[0].lower() + reason[1:]  # libpq's "Connection refused", as errno's
+    return reason
+
+
+def postgres_error_line(exc: BaseException, store: str | None) -> str:
+    """``store URL: reason``, the URL's password redacted."""
+    where = f"store {redact_url(store)}" if store else "the store"
+    return f"{where}: {postgres_reason(exc)}"
+
+
 def environment_fault(
     exc: BaseException, root: Path | None = None, store: str | None = None
 ) -> str | None:
-    """One line for a fault of the environment (OS or SQLite), or None if ``exc`` is not.
+    """One line for a fault of the environment (OS, SQLite or PostgreSQL), or None if
+    ``exc`` is not.
 
     ``root`` and ``store`` (the --root and --store of the command) say where to look for
     the file an SQLite error is about; without them the line names no file.
@@ -139,6 +184,8 @@ def environment_fault(
     for cause in _causes(exc):
         if isinstance(cause, OSError):
             return os_error_line(cause)
+        if _is_postgres_fault(cause):
+            return postgres_error_line(cause, store)
         if isinstance(cause, sqlite3.Error):
             code = getattr(cause, "sqlite_errorcode", 0) & 0xFF
             if code in _ENVIRONMENT:

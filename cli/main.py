@@ -19,6 +19,7 @@ from cli import (
     reconcile_cmd,
     serve_cmd,
     spec_cmd,
+    store_cmd,
     task_ops_cmds,
 )
 from cli.args import (
@@ -83,6 +84,7 @@ history_cmds.register(app)
 reconcile_cmd.register(app)
 serve_cmd.register(app)
 task_ops_cmds.register(app)
+store_cmd.register(app)
 app.add_typer(projections_cmds.app, name="projections")
 
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import re
 
-REDACTED = "<redacted>"
+from adapters.url_redaction import REDACTED, redact_url_passwords
+
 ENV_OPTIONS = ("--env", "-e")
 SECRET_PARTS = ("passw", "passphrase", "secret", "token", "credential", "apikey", "privatekey",
                 "accesskey")  # fmt: skip
@@ -31,7 +32,6 @@ SECRET_WORDS = frozenset({"pass", "pwd", "pw", "key", "auth", "cookie", "session
 # KEY=VALUE inside an argument: a key not glued to a word before it, and its value up to
 # a space, & or ; (a shell's or a URL query's separators), or a whole quoted string.
 _ASSIGNMENT = re.compile(r"(?<![\w.-])(-{0,2}[A-Za-z_][\w.-]*)=(\"[^\"]*\"?|'[^']*'?|[^\s&;]*)")
-_URL_PASSWORD = re.compile(r"([A-Za-z][\w+.-]*://[^/\s:@]*:)[^/\s@]*@")
 _OPTION = re.compile(r"-{1,2}[A-Za-z][\w.-]*")
 
 
@@ -51,7 +51,7 @@ def redact_argument(argument: str) -> str:
         key = match.group(1)
         return f"{key}={REDACTED}" if looks_secret(key) else match.group(0)
 
-    return _ASSIGNMENT.sub(assignment, _URL_PASSWORD.sub(rf"\1{REDACTED}@", argument))
+    return _ASSIGNMENT.sub(assignment, redact_url_passwords(argument))
 
 
 def _env_value(value: str) -> str:
