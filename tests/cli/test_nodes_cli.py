@@ -77,7 +77,7 @@ def test_each_node_lists_its_own_tasks_and_the_fleet_on_asking(
     # state: this node's task of the ID, or the named node's.
     missing = a("state", "on-b")
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1
-    assert "on-b does not exist" in missing.stderr
+    assert "task on-b runs on node node-b" in missing.stderr  # one line naming its owner
     shown = json.loads(ok(a("state", "--node", "node-b", "on-b")))
     assert (shown["id"], shown["node"], shown["status"]) == ("on-b", "node-b", "created")
     both_asked = a("list", "--node", "node-b", "--all-nodes")
