@@ -170,7 +170,8 @@ def test_a_root_this_process_may_not_write_is_one_line_naming_it(
     refused(result, str(root), "Permission denied")
 
 
-@pytest.mark.parametrize("command", [["list"], ["events"], ["history", "x"]], ids=" ".join)
+@pytest.mark.parametrize("command", [["list"], ["events"], ["history", "x"], ["serve"]],
+                         ids=" ".join)  # fmt: skip
 def test_an_events_db_that_is_not_a_database_is_one_line_naming_it(
     cli, settings, tmp_path, command
 ) -> None:
