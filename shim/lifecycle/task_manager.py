@@ -262,7 +262,11 @@ class TaskManager:
             self._connections.forget(task)
             try:
                 await shim.client.delete(task.task_id)
-            except (UnavailableError, NotFoundError) as exc:
+            except NotFoundError:
+                # Deleted in the shim already (a delete killed after this RPC): done.
+                logger.info("task %s was already deleted in its shim", task.task_id)
+                await self._shims.delete(shim)
+            except UnavailableError as exc:
                 logger.info("Delete of %s failed (%s): shim treated as dead", task.task_id, exc)
                 await self._shims.delete(shim)
                 await self._reconciler.cleanup_dead(task, bundle)
