@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from domain.errors import NotFoundError, ShimledgerError, UnavailableError
+from domain.errors import (
+    DeadlineExceededError,
+    NotFoundError,
+    ShimledgerError,
+    UnavailableError,
+)
 from domain.state_dir import StateDir
 from domain.values import Bundle, Exit, Owner
 from shim import DEFAULT_RUNTIME
@@ -231,5 +236,20 @@ class ShimManager:
         await shim.client.aclose()
 
     async def cleanup_after_dead_shim(self, bundle: Bundle, runtime: str) -> Exit | None:
-        """The shim's ``delete`` action: removes the runc container and mounts a dead shim left."""
-        return await bounded_cleanup(self._binary.delete(bundle, runtime))
+        """The shim's ``delete`` action: removes the runc container and mounts a dead shim left.
+
+        Shielded from cancellation; bounded by the action's own deadline. A failure is
+        logged (the container is most likely gone anyway), but a deadline passed is
+        raised: the action hung, the container may still run, and nothing that takes it
+        for gone (a recorded exit, the bundle's removal) may follow. A later try repeats it.
+        """
+        step = asyncio.ensure_future(self._binary.delete(bundle, runtime))
+        try:
+            return await asyncio.shield(step)
+        except DeadlineExceededError:
+            raise
+        except (NotFoundError, UnavailableError) as exc:
+            logger.debug("cleanup step found nothing to do: %s", exc)
+        except (ShimledgerError, OSError) as exc:
+            logger.warning("cleanup step failed: %s", exc)
+        return None
