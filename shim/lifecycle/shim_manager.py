@@ -26,7 +26,7 @@ from domain.state_dir import StateDir
 from domain.values import Bundle, Exit, Owner
 from shim import DEFAULT_RUNTIME
 from shim.lifecycle.bundle import Bundles, bundle_runtime, save_runtime
-from shim.lifecycle.task_logs import remove_logs
+from shim.lifecycle.task_logs import make_private_file, remove_logs
 from shim.ports import RuncOptions, ShimBinary, ShimClient, Stdio
 
 logger = logging.getLogger(__name__)
@@ -65,11 +65,13 @@ class ManagerConfig:
         return self.log_dir / namespace / task_id / f"{incarnation}.log"
 
     def log_stdio(self, namespace: str, task_id: str, incarnation: int) -> Stdio:
-        """stdout and stderr into the task's log file (the shim creates it), or /dev/null.
+        """stdout and stderr into the task's log file, or /dev/null.
 
         A deleted task's log is kept (``logs`` shows it, as docker's does until ``rm``)
         until its ID is created again: ``logs`` shows only the latest incarnation, so the
         earlier ones' logs (and a failed create's leftover) go now, rotated files and all.
+        The file is made here, 0600: the shim would create it with the umask's 0644, and
+        keeps the mode of one that exists.
         """
         path = self.log_file(namespace, task_id, incarnation)
         if path is None:
@@ -77,6 +79,7 @@ class ManagerConfig:
         path.parent.parent.mkdir(mode=0o700, exist_ok=True)  # the log dir exists: bootstrap
         path.parent.mkdir(mode=0o700, exist_ok=True)
         remove_logs(path.parent)
+        make_private_file(path)
         return Stdio(stdout=f"file://{path}", stderr=f"file://{path}")
 
     @property
