@@ -3,10 +3,12 @@
 containerd's calling conventions (shim-protocol.md section 2): flags before the action,
 cwd = the bundle, stdin closed, and TTRPC_ADDRESS naming where the shim sends events.
 
-A shim's ``start`` has a deadline, as each of containerd's calls to a shim has: a runtime
-whose start never returns must not hang ``create`` for ever. It is ``START_TIMEOUT``
-seconds, or ``SHIMLEDGER_SHIM_START_TIMEOUT`` when set. What ``start`` prints is read as
-bytes: a runtime that prints something other than UTF-8 is a runtime's fault, said so.
+A shim's ``start`` and ``delete`` have deadlines, as each of containerd's calls to a shim
+has: a runtime whose action never returns must not hang ``create`` or ``delete`` for ever.
+Each is 10 s (``START_TIMEOUT``, ``DELETE_TIMEOUT``), or ``SHIMLEDGER_SHIM_START_TIMEOUT``
+and ``SHIMLEDGER_SHIM_DELETE_TIMEOUT`` when set; past it the action is killed and the call
+fails with DeadlineExceededError. What ``start`` prints is read as bytes: a runtime that
+prints something other than UTF-8 is a runtime's fault, said so.
 """
 
 from __future__ import annotations
@@ -44,22 +46,37 @@ _SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/
 # under a second. containerd gives a shim's calls 5 to 10 s; a loaded host gets the longer.
 START_TIMEOUT = 10.0
 START_TIMEOUT_ENV = "SHIMLEDGER_SHIM_START_TIMEOUT"
+# The real shim's delete runs `runc delete --force` and unmounts: about 2 s at worst (a
+# container whose init still waits to start). containerd's cleanup timeout is 5 s; the
+# same 10 s as start leaves a loaded host the margin.
+DELETE_TIMEOUT = 10.0
+DELETE_TIMEOUT_ENV = "SHIMLEDGER_SHIM_DELETE_TIMEOUT"
 
 
-def start_timeout() -> float:
-    """Seconds a shim's ``start`` may take: SHIMLEDGER_SHIM_START_TIMEOUT, or 10."""
-    text = os.environ.get(START_TIMEOUT_ENV, "").strip()
+def _seconds(variable: str, default: float) -> float:
+    """Seconds from the environment variable ``variable``, or ``default`` when unset."""
+    text = os.environ.get(variable, "").strip()
     if not text:
-        return START_TIMEOUT
+        return default
     try:
         seconds = float(text)
     except ValueError:
         seconds = -1.0
     if not 0 < seconds < 86400:  # NaN fails this too
         raise InvalidArgumentError(
-            f"{START_TIMEOUT_ENV}={text!r}: give seconds, more than 0 and less than a day"
+            f"{variable}={text!r}: give seconds, more than 0 and less than a day"
         )
     return seconds
+
+
+def start_timeout() -> float:
+    """Seconds a shim's ``start`` may take: SHIMLEDGER_SHIM_START_TIMEOUT, or 10."""
+    return _seconds(START_TIMEOUT_ENV, START_TIMEOUT)
+
+
+def delete_timeout() -> float:
+    """Seconds a shim's ``delete`` may take: SHIMLEDGER_SHIM_DELETE_TIMEOUT, or 10."""
+    return _seconds(DELETE_TIMEOUT_ENV, DELETE_TIMEOUT)
 
 
 def _one_line(output: bytes) -> str:
@@ -142,9 +159,10 @@ class ShimBinaryLauncher:
         argv: list[str],
         bundle: Bundle,
         ttrpc_address: str = "",
-        timeout: float | None = None,
+        timeout: tuple[float, str] | None = None,
     ) -> tuple[int, bytes, bytes]:
-        """Run a shim action; past ``timeout`` seconds its process group is killed.
+        """Run a shim action; past ``timeout`` (seconds, and the variable that sets them)
+        its process group is killed.
 
         The action runs in a process group of its own so that the kill reaches whatever it
         started there too (a child holding its stdout open would keep us waiting). The real
@@ -162,8 +180,9 @@ class ShimBinaryLauncher:
             stderr=asyncio.subprocess.PIPE,
             process_group=0,
         )
+        seconds, variable = timeout if timeout is not None else (None, "")
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(seconds):
                 stdout, stderr = await process.communicate()
         except BaseException as exc:  # the deadline, or we are cancelled: leave no process
             with contextlib.suppress(ProcessLookupError):
@@ -171,8 +190,8 @@ class ShimBinaryLauncher:
             await asyncio.shield(process.wait())
             if isinstance(exc, TimeoutError):
                 raise DeadlineExceededError(
-                    f"{argv[0]} {argv[-1]} did not finish within {timeout:g}s "
-                    f"({START_TIMEOUT_ENV} sets the limit): killed"
+                    f"{argv[0]} {argv[-1]} did not finish within {seconds:g}s "
+                    f"({variable} sets the limit): killed"
                 ) from None
             raise
         assert process.returncode is not None
@@ -184,7 +203,7 @@ class ShimBinaryLauncher:
         log = ShimLog.open(bundle.path, bundle.id, self._shim_log(bundle))
         try:
             code, stdout, stderr = await self._run(
-                argv, bundle, ttrpc_address, timeout=start_timeout()
+                argv, bundle, ttrpc_address, timeout=(start_timeout(), START_TIMEOUT_ENV)
             )
         except DeadlineExceededError as exc:
             log.close()
@@ -217,14 +236,20 @@ class ShimBinaryLauncher:
         """Run ``delete``: the shim's own cleanup of a container whose shim is gone.
 
         Returns None when there was nothing to clean (no Create ever ran in the bundle).
-        A socket the dead shim left in /run/containerd/s is removed as well.
+        A socket the dead shim left in /run/containerd/s is removed as well. Past its
+        deadline (``delete_timeout``) the action is killed: DeadlineExceededError, and
+        the container may still be there.
         """
         await _remove_dead_shim_socket(Path(bundle.path) / "address")
         if not (Path(bundle.path) / "runtime").exists():
             return None
-        code, stdout, stderr = await self._run(
-            self._argv(bundle, runtime, "-bundle", bundle.path, "delete"), bundle
-        )
+        argv = self._argv(bundle, runtime, "-bundle", bundle.path, "delete")
+        try:
+            code, stdout, stderr = await self._run(
+                argv, bundle, timeout=(delete_timeout(), DELETE_TIMEOUT_ENV)
+            )
+        except DeadlineExceededError as exc:
+            raise DeadlineExceededError(f"shim delete of task {bundle.id}: {exc}") from None
         if code != 0:
             message = _one_line(stderr)
             raise UnknownError(f"shim delete of task {bundle.id} failed: {message}")

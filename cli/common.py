@@ -218,12 +218,17 @@ def with_tasks(settings: Settings, action: Callable[[TaskManager], Awaitable[T]]
 
     Every command that acts on tasks runs through here, so each opens and closes them the
     same way; what ``action`` returns comes back after the close, for the command to print.
+    Each also rotates its namespace's task logs that reached their size (a stat per log),
+    so that without ``serve`` a detached task's log is bounded by the next command too.
     """
 
     async def work() -> T:
         from cli.bootstrap import bootstrap  # here: --help does not load the adapters
+        from shim.lifecycle.task_logs import LogRotation, rotate_all
 
+        rotation = LogRotation.from_env()  # a bad policy refused before anything is done
         async with bootstrap(settings) as tasks:
+            rotate_all(settings.root / "logs" / settings.namespace, rotation)
             return await action(tasks)
 
     return run_command(work, settings)

@@ -58,7 +58,7 @@ def serve(ctx: typer.Context) -> None:
                 await supervisor.aclose()
         typer.echo("shimledger serve: stopped; containers keep running", err=True)
 
-    run_command(work)
+    run_command(work, settings)  # an SQLite fault then names the file of this root
 
 
 def register(app: typer.Typer) -> None:

@@ -44,11 +44,17 @@ def make_rootfs(rootfs: Path) -> None:
 
 
 def make_bundle(bundle: Path, args: list[str], rootfs: Path | None = None) -> Path:
-    """Write bundle/config.json (from `runc spec`) and, unless given, bundle/rootfs."""
+    """Write bundle/config.json (from `runc spec`) and, unless given, bundle/rootfs.
+
+    root.path is written absolute: runc reads a relative one against the bundle, so a
+    relative ``bundle`` (``b``) would name ``b/b/rootfs``, which does not exist.
+    """
+    bundle = bundle.absolute()
     bundle.mkdir(parents=True, exist_ok=True)
     if rootfs is None:
         rootfs = bundle / "rootfs"
         make_rootfs(rootfs)
+    rootfs = rootfs.absolute()
     runc = _find(RUNC_CANDIDATES, "runc", "runc")
     (bundle / "config.json").unlink(missing_ok=True)
     subprocess.run([runc, "spec"], cwd=bundle, check=True)

@@ -16,12 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from domain.errors import NotFoundError, ShimledgerError, UnavailableError
+from domain.errors import (
+    DeadlineExceededError,
+    NotFoundError,
+    ShimledgerError,
+    UnavailableError,
+)
 from domain.state_dir import StateDir
 from domain.values import Bundle, Exit, Owner
 from shim import DEFAULT_RUNTIME
 from shim.lifecycle.bundle import Bundles, bundle_runtime, save_runtime
-from shim.lifecycle.task_logs import remove_logs
+from shim.lifecycle.task_logs import make_private_file, remove_logs
 from shim.ports import RuncOptions, ShimBinary, ShimClient, Stdio
 
 logger = logging.getLogger(__name__)
@@ -79,7 +84,9 @@ class ManagerConfig:
         earlier one's log (``previous``, this owner's last incarnation) and a failed
         create's leftover (numbered ``incarnation`` or later: no Created names it) go now,
         rotated files and all. Other logs stay: on a root several state dirs share, they
-        are other owners' incarnations (numbers are fleet-wide).
+        are other owners' incarnations (numbers are fleet-wide). The file is made here,
+        0600: the shim would create it with the umask's 0644, and keeps the mode of one
+        that exists.
         """
         path = self.log_file(namespace, task_id, incarnation)
         if path is None:
@@ -87,6 +94,7 @@ class ManagerConfig:
         path.parent.parent.mkdir(mode=0o700, exist_ok=True)  # the log dir exists: bootstrap
         path.parent.mkdir(mode=0o700, exist_ok=True)
         remove_logs(path.parent, only=lambda n: n == previous or n >= incarnation)
+        make_private_file(path)
         return Stdio(stdout=f"file://{path}", stderr=f"file://{path}")
 
     @property
@@ -246,5 +254,20 @@ class ShimManager:
         await shim.client.aclose()
 
     async def cleanup_after_dead_shim(self, bundle: Bundle, runtime: str) -> Exit | None:
-        """The shim's ``delete`` action: removes the runc container and mounts a dead shim left."""
-        return await bounded_cleanup(self._binary.delete(bundle, runtime))
+        """The shim's ``delete`` action: removes the runc container and mounts a dead shim left.
+
+        Shielded from cancellation; bounded by the action's own deadline. A failure is
+        logged (the container is most likely gone anyway), but a deadline passed is
+        raised: the action hung, the container may still run, and nothing that takes it
+        for gone (a recorded exit, the bundle's removal) may follow. A later try repeats it.
+        """
+        step = asyncio.ensure_future(self._binary.delete(bundle, runtime))
+        try:
+            return await asyncio.shield(step)
+        except DeadlineExceededError:
+            raise
+        except (NotFoundError, UnavailableError) as exc:
+            logger.debug("cleanup step found nothing to do: %s", exc)
+        except (ShimledgerError, OSError) as exc:
+            logger.warning("cleanup step failed: %s", exc)
+        return None

@@ -13,20 +13,30 @@ so at most ``max_size * max_files`` bytes per incarnation, as docker's ``max-siz
 ``max-file``. Readers take a shared flock on the live file and rotators an exclusive,
 non-blocking one, so a rotation never shifts the files under a reader; a rotator that finds
 a reader simply tries again at its next round.
+
+Every file of a log is 0600 (in 0700 dirs): a task's output is its owner's. The shim keeps
+the mode of a file that exists, so the live log is made (``make_private_file``) before the
+shim opens it; rotated copies are made 0600 whatever the live file's mode. Modes are set
+explicitly, never left to the umask (which an exec'd process would inherit).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import logging
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from domain.errors import InvalidArgumentError
+
+logger = logging.getLogger(__name__)
 
 BLOCK = 64 * 1024
 MAX_SIZE_ENV = "SHIMLEDGER_LOG_MAX_SIZE"
@@ -105,6 +115,43 @@ def remove_logs(
         candidate.unlink(missing_ok=True)
 
 
+def make_private_file(path: Path) -> None:
+    """Create ``path`` empty and 0600, or narrow a regular file this user owns to 0600.
+
+    Never through a symlink (O_NOFOLLOW), and an existing file is opened without blocking
+    (a FIFO planted there does not wait for a writer) and refused unless it is ours.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            raise PermissionError(errno.EPERM, "not a regular file of this user", str(path))
+        if info.st_mode & 0o777 != 0o600:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def rotate_all(directory: Path, rotation: LogRotation) -> int:
+    """Rotate every live log under ``directory`` (one namespace's: ``<id>/<n>.log``) that
+    reached the size; how many were. A stat per log: cheap enough for every command.
+
+    A log that cannot be rotated (a full disk) is a warning, not the command's failure:
+    the next command tries again.
+    """
+    rotated = 0
+    for live in directory.glob("*/[0-9]*.log"):
+        try:
+            rotated += rotate(live, rotation)
+        except OSError as exc:
+            logger.warning("task log %s not rotated: %s", live, exc)
+    return rotated
+
+
 @contextlib.contextmanager
 def _opened(path: Path, lock: int) -> Iterator[int]:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -149,9 +196,11 @@ def _shift(path: Path, max_files: int) -> None:
 def _copy_out(fd: int, target: Path) -> None:
     """Copy the whole live file (what was appended meanwhile too) to ``target`` atomically."""
     partial = target.with_name(f".{target.name}.partial")
-    mode = os.fstat(fd).st_mode & 0o777
-    out = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    partial.unlink(missing_ok=True)  # a rotator killed half-way left it
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    out = os.open(partial, flags, 0o600)
     try:
+        os.fchmod(out, 0o600)  # whatever the umask, and the live file's mode, were
         offset = 0
         while chunk := os.pread(fd, BLOCK * 16, offset):
             os.write(out, chunk)

@@ -137,10 +137,14 @@ class ShimEventRecorder:
                 )
 
     async def _delete(self, event: TaskDeleteEvent) -> None:
-        """/tasks/delete of the init: the shim removed the container, whoever asked it to.
+        """/tasks/delete of the init: the shim removed the runc container; its exit, if news.
 
-        A command's own delete records Deleted itself; this only appends when a delete
-        happened without it (a command killed after the Delete RPC).
+        Not Deleted: a task is deleted once its shim is stopped and its working bundle
+        removed, and whoever does that records it (the delete, its retry, or reconcile
+        finding the bundle gone). The shim retries an event its sink never acknowledged
+        (a delete killed after its Delete RPC) 1, 3, 6 s later to whichever process
+        serves the sink then: recorded from here, Deleted left the bundle and the shim
+        behind and made the retried delete fail with "does not exist".
         """
         if event.exec_id:
             return  # an exec's removal is not a fact of the task's life
@@ -149,7 +153,6 @@ class ShimEventRecorder:
             if task is None or task.pid != event.pid or not await self._believed(task, event):
                 return
             task.observe_exit(event.exit_status, event.exited_at or now(), cause)
-            task.observe_deleted(cause)
 
     async def _exec(self, event: TaskExecAddedEvent | TaskExecStartedEvent) -> None:
         async with self._recorder.editing(event.namespace, event.container_id) as task:

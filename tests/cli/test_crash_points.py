@@ -361,6 +361,37 @@ def test_the_same_leftovers_are_cleaned_by_delete_force(cli: Cli) -> None:
     assert [(e["type"], e["incarnation"]) for e in cli.history()] == [("Created", 1)]
 
 
+def test_the_shims_late_delete_event_leaves_the_delete_to_the_retried_command(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """A delete killed after its Delete RPC: the shim retries /tasks/delete (1, 3, 6 s
+    later) to whoever serves the sink next. Heard by reconcile, or by the retried delete
+    between its read and its edit, it made "Deleted" of a task whose bundle and shim
+    were still there ("does not exist", a leftover). Here serve hears it for sure."""
+    cli.ok(*filled(RUN, cli))
+    crashed = cli("delete", "-f", ID, crash_at="delete.rpc-done")
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    log = tmp_path / "serve.log"
+    serve = subprocess.Popen([SHIMLEDGER, "--debug", "--log", str(log), "serve"], env=cli.env,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not log.is_file() or "event /tasks/delete" not in log.read_text():
+            assert time.monotonic() < deadline and serve.poll() is None, "no /tasks/delete"
+            time.sleep(0.05)
+    finally:
+        serve.terminate()  # it finishes the recordings in flight first
+        assert serve.wait(timeout=30) == 0
+
+    assert tuple(cli.types()) == RAN  # the event's exit was news to nobody
+    assert ID in bundles(cli.settings)
+    cli.ok("delete", ID)
+    assert nothing_left(cli) == []
+    assert tuple(cli.types()) == (*RAN, "Deleted")
+    assert cli.history()[-1]["cause"]["kind"] == "cli"
+
+
 def alive(pid: int) -> bool:
     """True if the process exists and is not a zombie."""
     try:

@@ -10,20 +10,25 @@ and none may leave a bundle or a shim behind (the ``settings`` fixture checks th
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from busybox_bundle import make_bundle
 
+from adapters.shim_binary import DELETE_TIMEOUT_ENV, resolve_runtime
 from cli.bootstrap import Settings
 from domain.state_dir import StateDir
+from shim import DEFAULT_RUNTIME
 from tests.cli.test_bad_input import SHIMLEDGER, Cli, nothing_left, refused
-from tests.conftest import cli_env
+from tests.conftest import cli_env, processes_in
 
 
 @pytest.fixture
@@ -170,7 +175,8 @@ def test_a_root_this_process_may_not_write_is_one_line_naming_it(
     refused(result, str(root), "Permission denied")
 
 
-@pytest.mark.parametrize("command", [["list"], ["events"], ["history", "x"]], ids=" ".join)
+@pytest.mark.parametrize("command", [["list"], ["events"], ["history", "x"], ["serve"]],
+                         ids=" ".join)  # fmt: skip
 def test_an_events_db_that_is_not_a_database_is_one_line_naming_it(
     cli, settings, tmp_path, command
 ) -> None:
@@ -243,6 +249,48 @@ def test_a_runtime_whose_start_never_returns_is_killed_at_the_deadline(
         refused(result, str(runtime), "did not finish within 0.5s",
                 "SHIMLEDGER_SHIM_START_TIMEOUT")  # fmt: skip
         nothing_left(cli, settings)
+
+
+def test_a_runtime_whose_delete_never_returns_fails_the_delete_and_loses_nothing(
+    cli, settings, sleeper, tmp_path
+) -> None:
+    """The real shim, but its ``delete`` action (run for a shim that died) hangs while a
+    file exists: delete -f fails at SHIMLEDGER_SHIM_DELETE_TIMEOUT in one line, records
+    nothing and keeps the bundle and the container; once the action works, delete -f ends
+    the task."""
+    hang = tmp_path / "hang"
+    hang.touch()
+    runtime = tmp_path / "hanging-delete-shim"
+    runtime.write_text(
+        "#!/bin/sh\n"
+        'for action; do :; done\n'
+        f'if [ "$action" = delete ] && [ -e {hang} ]; then sleep 1000; fi\n'
+        f'exec {resolve_runtime(DEFAULT_RUNTIME)} "$@"\n'
+    )
+    runtime.chmod(0o755)
+    ran = cli("run", "-d", "--runtime", str(runtime), "--bundle", str(sleeper), "x")
+    assert ran.returncode == 0, ran.stderr
+    [(shim_pid, _)] = processes_in(settings.state)
+    os.kill(shim_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while processes_in(settings.state):
+        assert time.monotonic() < deadline, "the killed shim did not go"
+        time.sleep(0.05)
+    before = cli("events", "--json").stdout
+
+    result = cli("delete", "-f", "x", env={DELETE_TIMEOUT_ENV: "0.5"}, timeout=30)
+    refused(result, "shim delete of task x", str(runtime), "did not finish within 0.5s",
+            DELETE_TIMEOUT_ENV)  # fmt: skip
+    assert cli("events", "--json").stdout == before
+    assert (settings.state / settings.namespace / "x" / "config.json").is_file()
+    assert (settings.state / "runc" / settings.namespace / "x").is_dir()
+
+    hang.unlink()
+    deleted = cli("delete", "-f", "x")
+    assert deleted.returncode == 0, deleted.stderr
+    assert [e["type"] for e in json.loads(cli("history", "--json", "x").stdout)] == [
+        "Created", "Started", "ShimLost", "Exited", "Deleted"]  # fmt: skip
+    nothing_left(cli, settings, cli("events", "--json").stdout)
 
 
 @pytest.mark.parametrize("value", ["soon", "0", "-1", "nan"])

@@ -170,3 +170,21 @@ def test_delete_force_ends_a_task_whose_record_says_stopped_while_it_runs(
         "Created", "Started", "Exited", "ExitRetracted", "Killed", "Exited", "Deleted"]  # fmt: skip
     assert events[-2]["exit_status"] == 137
     assert cli("list", "-q").stdout == ""
+
+
+def test_kill_reaches_a_task_whose_record_says_stopped_while_it_runs(
+    cli: Run, bundle: Callable[..., Path], settings: Settings
+) -> None:
+    """No reconcile first: kill asks the shim about a stopped record before it refuses."""
+    assert cli("run", "-d", "--bundle", str(bundle("sleep", "300")), ID).returncode == 0
+    record_forged_exit(settings)
+
+    killed = cli("kill", ID, "KILL")
+    assert killed.returncode == 0, killed.stderr
+    assert cli("wait", ID).returncode == 137
+    events = history(cli)
+    assert [e["type"] for e in events] == [
+        "Created", "Started", "Exited", "ExitRetracted", "Killed", "Exited"]  # fmt: skip
+    assert events[-1]["exit_status"] == 137
+    assert recent(events[-1]["exited_at"])
+    assert cli("delete", ID).returncode == 0

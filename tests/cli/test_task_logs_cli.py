@@ -109,6 +109,33 @@ def test_serve_rotates_the_logs_of_the_tasks_it_watches(cli, bundle, settings) -
         assert service.stop() == 0
 
 
+def test_any_command_rotates_the_logs_and_every_log_file_is_private(
+    cli, bundle, settings
+) -> None:
+    """No serve and no `logs`: a `list` rotates the namespace's logs over the cap. The
+    shim writes the live log (it keeps the mode of a file that exists); every file under
+    <root>/logs is 0600, every dir 0700."""
+    cap = {"SHIMLEDGER_LOG_MAX_SIZE": "1k", "SHIMLEDGER_LOG_MAX_FILES": "2"}
+    path = bundle("sh", "-c", "seq 2000 | sed 's/^/line /'; until [ -e /go ]; do sleep 0.01; done")
+    assert cli("run", "-d", "--bundle", str(path), "quiet").returncode == 0
+    live = log_dir(settings, "quiet") / "1.log"
+    wait_for(lambda: live.stat().st_size >= len(numbered(1, 2000)), "the task's output")
+    rotated = live.with_name("1.log.1")
+    assert not rotated.exists()
+    assert cli("list", **cap).returncode == 0
+    assert rotated.exists() and live.stat().st_size < 1024
+
+    logs = settings.root / "logs"
+    found = {p.relative_to(logs).as_posix(): oct(p.lstat().st_mode & 0o7777)
+             for p in [logs, *logs.rglob("*")]}  # fmt: skip
+    assert found == {".": "0o700", "test": "0o700", "test/quiet": "0o700",
+                     "test/quiet/1.log": "0o600", "test/quiet/1.log.1": "0o600",
+                     "test/quiet/shim.log": "0o600"}  # fmt: skip
+    (path / "rootfs" / "go").touch()
+    assert cli("wait", "quiet").returncode == 0
+    assert cli("logs", "quiet").stdout == numbered(1, 2000)
+
+
 def test_logs_stay_after_delete_until_the_id_is_created_again(cli, bundle, settings) -> None:
     path = bundle("echo", "hello")
     assert cli("run", "-d", "--bundle", str(path), "kept").returncode == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 from pathlib import Path
@@ -14,9 +15,11 @@ from shim.lifecycle.task_logs import (
     LogFollower,
     LogRotation,
     log_files,
+    make_private_file,
     parse_size,
     remove_logs,
     rotate,
+    rotate_all,
     write_log,
 )
 
@@ -130,3 +133,40 @@ def test_the_policy_from_the_environment() -> None:
         LogRotation.from_env({"SHIMLEDGER_LOG_MAX_SIZE": "ten"})
     with pytest.raises(InvalidArgumentError, match="SHIMLEDGER_LOG_MAX_FILES='0' is not"):
         LogRotation.from_env({"SHIMLEDGER_LOG_MAX_FILES": "0"})
+
+
+def mode(path: Path) -> str:
+    return oct(path.lstat().st_mode & 0o777)
+
+
+def test_a_rotated_copy_is_private_whatever_the_live_files_mode(tmp_path: Path) -> None:
+    live = tmp_path / "ns" / "id" / "1.log"
+    live.parent.mkdir(parents=True)
+    live.write_bytes(lines(1, 100))
+    live.chmod(0o644)  # as an older shimledger left it
+    (tmp_path / "ns" / "id" / ".1.log.1.partial").write_bytes(b"a rotator killed half-way")
+    assert rotate_all(tmp_path / "ns", LogRotation(max_size=100, max_files=2)) == 1
+    assert mode(live.with_name("1.log.1")) == "0o600"
+    assert live.with_name("1.log.1").read_bytes() == lines(1, 100)
+    assert sorted(p.name for p in live.parent.iterdir()) == ["1.log", "1.log.1"]
+
+
+def test_a_log_file_is_made_private_and_nothing_else_is_opened_for_it(tmp_path: Path) -> None:
+    made = tmp_path / "1.log"
+    make_private_file(made)
+    assert (mode(made), made.read_bytes()) == ("0o600", b"")
+    wide = tmp_path / "2.log"
+    wide.write_bytes(b"kept")
+    wide.chmod(0o644)
+    make_private_file(wide)
+    assert (mode(wide), wide.read_bytes()) == ("0o600", b"kept")
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"")
+    target.chmod(0o644)
+    (tmp_path / "3.log").symlink_to(target)
+    with pytest.raises(OSError) as link:
+        make_private_file(tmp_path / "3.log")
+    assert link.value.errno == errno.ELOOP and mode(target) == "0o644"
+    os.mkfifo(tmp_path / "4.log")
+    with pytest.raises(PermissionError):  # at once: a FIFO's open does not wait for a writer
+        make_private_file(tmp_path / "4.log")
