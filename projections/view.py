@@ -10,7 +10,8 @@ SQLite's rollback journal (not WAL), whose single file is what makes that rename
 
 A view is a cache: a file found damaged or of another schema is rebuilt with one
 warning, and a connection whose file another process swapped is reopened (readers that
-began on the old one keep it until they finish).
+began on the old one keep it until they finish). A file built from another store than
+the one given (``--store`` changed) is rebuilt too, at info level: see view_store.py.
 """
 
 from __future__ import annotations
