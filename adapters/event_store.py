@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 from uuid import UUID
 
@@ -28,6 +28,10 @@ from adapters.url_redaction import redact_url
 from domain.errors import ConflictError, FailedPreconditionError, InvalidArgumentError
 from domain.task import Task
 from domain.values import Cause, Owner
+from shim.private_files import private_sqlite as _make_private
+
+POSTGRES_MODULE = "adapters.postgres_factory:LedgerPostgresFactory"
+"""The persistence module of a PostgreSQL store: eventsourcing's, with our pool and schema."""
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -88,7 +92,7 @@ def store_env(url: str | None, root: Path) -> dict[str, str]:
                 "(pip install 'shimledger[postgres]', or make setup-postgres)"
             )
         return {
-            "PERSISTENCE_MODULE": "adapters.postgres_factory:LedgerPostgresFactory",
+            "PERSISTENCE_MODULE": POSTGRES_MODULE,
             "SHIMLEDGER_STORE_URL": url,
             "POSTGRES_DBNAME": pg.dbname,
             "POSTGRES_HOST": pg.host,
@@ -102,31 +106,6 @@ def store_env(url: str | None, root: Path) -> dict[str, str]:
         f"store {redact_url(url)!r}: use sqlite:///PATH, postgresql://USER:PASSWORD@HOST[:PORT]/DB "
         "or postgresql://USER@/DB?host=/SOCKET/DIR"
     )
-
-
-def _make_private(database: Path) -> None:
-    """The SQLite file (and its -wal, -shm) readable by its owner alone: every event's
-    Cause holds a command line, and an unreadable file is what keeps it from other users.
-
-    The file is made empty (a valid SQLite database) with mode 0600 before SQLite opens
-    it, since SQLite gives its -wal and -shm the database's own mode; one an older
-    shimledger made 0644 is narrowed. Nothing is done for what this user does not own.
-    """
-    if str(database) == ":memory:" or str(database).startswith("file:"):
-        return
-    if database.parent.is_dir():
-        try:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            os.close(os.open(database, flags, 0o600))
-        except FileExistsError:
-            pass
-    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
-        try:
-            st = path.lstat()
-        except FileNotFoundError:
-            continue
-        if st.st_uid == os.geteuid() and not path.is_symlink() and st.st_mode & 0o077:
-            os.chmod(path, st.st_mode & 0o700)
 
 
 class EventStore:
@@ -292,3 +271,37 @@ class EventStore:
             ):
                 return theirs
         return None
+
+    # --- hooks for the views and `events --follow` (kept apart: projections/view_store.py,
+    # --- adapters/append_watch.py) --------------------------------------------------------
+
+    def location(self) -> str:
+        """The store as it names itself, never with a password: what a view file records
+        of the store it was built from (a view of another store is rebuilt)."""
+        env = self._env
+        module = env.get("PERSISTENCE_MODULE", "")
+        if module == "eventsourcing.sqlite":
+            name = env["SQLITE_DBNAME"]
+            return name if name == ":memory:" else f"sqlite://{os.path.realpath(name)}"
+        if module in ("eventsourcing.postgres", POSTGRES_MODULE):
+            user = env.get("POSTGRES_USER", "")
+            where = f"{env.get('POSTGRES_HOST', '')}:{env.get('POSTGRES_PORT', '5432')}"
+            schema = env.get("POSTGRES_SCHEMA", "")
+            database = env.get("POSTGRES_DBNAME", "")
+            tail = f"?schema={schema}" if schema else ""
+            return f"postgresql://{user}@{where}/{database}{tail}"
+        return module
+
+    async def listen_target(self) -> tuple[str, dict[str, Any], str] | None:
+        """Where this store announces appends: (conninfo, connection kwargs, channel) of
+        eventsourcing's PostgreSQL recorder, which NOTIFYs that channel in every append's
+        transaction; None for a store that announces nothing (SQLite)."""
+        return await self._run(self._listen_target)
+
+    def _listen_target(self) -> tuple[str, dict[str, Any], str] | None:
+        recorder = self._application().recorder
+        channel = getattr(recorder, "channel_name", None)
+        pool = getattr(getattr(recorder, "datastore", None), "pool", None)
+        if not isinstance(channel, str) or pool is None:
+            return None
+        return str(pool.conninfo), dict(pool.kwargs), channel

@@ -59,6 +59,16 @@ class StorePool:
         self._closed = False
         self._lock = threading.Condition()
 
+    @property
+    def conninfo(self) -> str:
+        """Empty: every setting is in ``kwargs`` (what a listener opens its own connection
+        with, as psycopg_pool's pools offer)."""
+        return ""
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self._kwargs)
+
     # What eventsourcing's PostgresDatastore calls -----------------------------------------
 
     def open(self, wait: bool = False, timeout: float = 30.0) -> None:

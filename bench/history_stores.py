@@ -77,19 +77,22 @@ def lifecycle(task_id: str, n: int, clock: Clock, *, delete: bool, incarnation: 
     return task
 
 
-def save_in_batches(root: Path, events: int, tasks: Callable[[Clock], Iterator[Task]]) -> int:
+def save_in_batches(root: Path, events: int, tasks: Callable[[Clock], Iterator[Task]],
+                    env: dict[str, str] | None = None, batch_size: int = SAVE_BATCH
+                    ) -> int:  # fmt: skip
     """Save the tasks through eventsourcing, ``SAVE_BATCH`` aggregates per
     ``Application.save`` (one transaction each): a million events in under a minute,
-    where one save per event would take ten. Returns the head position."""
+    where one save per event would take ten. Returns the head position. ``env`` picks
+    another store than ``<root>/events.db`` (bench/postgres.py's)."""
     root.mkdir(parents=True, exist_ok=True)
-    app = LedgerApplication(env=sqlite_env(root))
+    app = LedgerApplication(env=env or sqlite_env(root))
     clock = Clock(events)
     try:
         with mock.patch.object(CanCreateTimestamp, "create_timestamp", staticmethod(clock.tick)):
             batch: list[Task] = []
             for task in tasks(clock):
                 batch.append(task)
-                if len(batch) == SAVE_BATCH:
+                if len(batch) == batch_size:
                     app.save(*batch)
                     batch = []
             app.save(*batch)
@@ -98,7 +101,8 @@ def save_in_batches(root: Path, events: int, tasks: Callable[[Clock], Iterator[T
         app.close()
 
 
-def build_history(root: Path, events: int) -> int:
+def build_history(root: Path, events: int, env: dict[str, str] | None = None,
+                  batch_size: int = SAVE_BATCH) -> int:  # fmt: skip
     """~``events`` events of short-lived tasks, every one deleted, except TARGET's third
     incarnation: TARGET lives at a third, at two thirds, and in the newest events."""
     count = (events - TARGET_EVENTS) // 4
@@ -111,7 +115,7 @@ def build_history(root: Path, events: int) -> int:
             yield lifecycle(f"t{n:07d}", n, clock, delete=True)
         yield lifecycle(TARGET, count, clock, delete=False, incarnation=3)
 
-    return save_in_batches(root, events, tasks)
+    return save_in_batches(root, events, tasks, env, batch_size)
 
 
 def build_live(root: Path, count: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from datetime import datetime
@@ -26,6 +27,7 @@ from domain.errors import InvalidArgumentError, NotFoundError
 from domain.identifiers import validate_identifier
 
 if TYPE_CHECKING:
+    from adapters.append_watch import AppendWatch
     from cli.ledger import Ledger
     from cli.output import TaskOutput
     from projections.audit import AuditReport
@@ -33,8 +35,6 @@ if TYPE_CHECKING:
 
 # The heavier modules (pydantic models, eventsourcing, aiosqlite) are imported inside
 # the commands that need them, so that --help and the other commands start quickly.
-
-FOLLOW_INTERVAL = 0.2
 
 
 def _dump(records: list[EventRecord]) -> str:
@@ -122,18 +122,28 @@ def events(
         sys.stdout.flush()
 
     async def work(ledger: Ledger) -> None:
+        from adapters.append_watch import watching
+
+        # Listening starts before the first read: an append between the two is not missed.
+        async with watching(ledger.store) if follow else contextlib.nullcontext() as watch:
+            await ledger.event_index.catch_up()
+            records = await ledger.event_index.query(selection)
+            show(records, header=True)
+            if records:
+                after = records[-1].position or 0
+            else:
+                after = await ledger.event_index.position()
+            if watch is not None:
+                await follow_events(ledger, watch, after)
+
+    async def follow_events(ledger: Ledger, watch: AppendWatch, after: int) -> None:
+        """Print what is appended from now on: woken by the store's NOTIFY on PostgreSQL
+        (with a read every few seconds in case one is missed), polled on SQLite."""
         import asyncio
 
-        await ledger.event_index.catch_up()
-        records = await ledger.event_index.query(selection)
-        show(records, header=True)
-        if records:
-            after = records[-1].position or 0
-        else:
-            after = await ledger.event_index.position()
         try:
-            while follow:
-                await asyncio.sleep(FOLLOW_INTERVAL)
+            while True:
+                await watch.wait()
                 await ledger.event_index.catch_up()
                 fresh = await ledger.event_index.query(
                     EventFilter(**{**selection.__dict__, "after": after})

@@ -10,7 +10,8 @@ SQLite's rollback journal (not WAL), whose single file is what makes that rename
 
 A view is a cache: a file found damaged or of another schema is rebuilt with one
 warning, and a connection whose file another process swapped is reopened (readers that
-began on the old one keep it until they finish).
+began on the old one keep it until they finish). A file built from another store than
+the one given (``--store`` changed) is rebuilt too, at info level: see view_store.py.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from projections.view_file import (
     remove_stale_rebuilds,
     statements,
 )
+from projections.view_store import STORE_TABLE, other_store, record
+from shim.private_files import private_sqlite
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +50,14 @@ PAGE_SIZE = 1000
 IN_CHUNK = 500  # keys per "IN (...)" query, well under SQLite's variable limit
 
 _POSITIONS = "CREATE TABLE IF NOT EXISTS position (id INTEGER PRIMARY KEY CHECK (id = 1), "
-_POSITIONS += "position INTEGER NOT NULL);"
+_POSITIONS += "position INTEGER NOT NULL);" + STORE_TABLE
 
 
 class EventSource(Protocol):
-    """Where views read events: the store's notification log, in order."""
+    """Where views read events: the store's notification log, in order; ``location``
+    names the store (never with a password), to tell a view built from another apart."""
 
+    def location(self) -> str: ...
     async def read(self, after: int, limit: int) -> list[tuple[int, Any]]: ...
     async def head(self) -> int: ...
 
@@ -132,7 +137,8 @@ class View:
         Raises ForeignViewError (or SQLite's own corruption errors) for a file that is
         not this view's: see view_file.damaged.
         """
-        path.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_sqlite(path)  # before SQLite opens it: its journal takes the file's mode
         if self._expected is None:
             self._expected = expected_schema(_POSITIONS + self.schema)
         connecting = aiosqlite.connect(path, isolation_level=None)
@@ -175,12 +181,23 @@ class View:
             self._swept = True
             remove_stale_rebuilds(self.path)
         try:
-            return await self._open_handle()
+            handle = await self._open_handle()
         except sqlite3.DatabaseError as exc:
             if not damaged(exc):
                 raise self._fault(exc) from exc
             logger.warning("view %s is unusable (%s); rebuilding it from the history",
                            self.path, exc)  # fmt: skip
+        else:
+            try:
+                foreign = await self._from_source(other_store(handle.db, self._source))
+            except BaseException:
+                await handle.db.close()
+                raise
+            if foreign is None:
+                return handle
+            await handle.db.close()
+            logger.info("view %s was built from the store %s; rebuilding it from %s",
+                        self.path, foreign, self._source.location())  # fmt: skip
         await self._rebuild()
         try:
             return await self._open_handle()
@@ -324,6 +341,8 @@ class View:
             # Re-read under the write lock: another process may have caught up meanwhile.
             stored = await self._position(db)
             await self.apply_page(db, [(n, e) for n, e in page if n > stored])
+            if stored == 0:  # the view's first page begins with the store's first event
+                await record(db, self._source.location(), page[0][1])
             position = max(page[-1][0], stored)
             await db.execute(
                 "INSERT INTO position (id, position) VALUES (1, ?) "

@@ -86,3 +86,25 @@ def tighten(path: Path, mode: int) -> None:
         return
     if st.st_uid == os.geteuid() and not path.is_symlink() and st.st_mode & 0o777 & ~mode:
         os.chmod(path, st.st_mode & 0o777 & mode)
+
+
+def private_sqlite(database: Path) -> None:
+    """A SQLite file (and its -wal, -shm, -journal) readable by its owner alone, made so
+    before SQLite opens it: SQLite gives those side files the database's own mode.
+
+    The event store and the view files both hold command lines (every event's Cause), so
+    this is shared by adapters/ and projections/ (test_architecture.py lets both import
+    this stdlib-only module). The file is created empty (a valid, empty SQLite database)
+    with O_EXCL|O_NOFOLLOW; one an older shimledger made 0644 is narrowed to 0600. Nothing
+    is done for what this user does not own, nor for SQLite's in-memory and URI names.
+    """
+    if str(database) == ":memory:" or str(database).startswith("file:"):
+        return
+    if database.parent.is_dir():
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            os.close(os.open(database, flags, PRIVATE))
+        except FileExistsError:
+            pass
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        tighten(Path(f"{database}{suffix}"), PRIVATE)

@@ -86,6 +86,9 @@ class TaskQueries:
                 task = await self._store.incarnation(state.namespace, state.id, state.incarnation)
                 if task is not None:
                     changed |= await self._reconciler.reconcile(task)
+                    # Another process may have recorded an exit since the catch-up above:
+                    # the store is ahead of the view, which must be read again.
+                    changed |= (task.status, task.incarnation) != (state.status, state.incarnation)
         if changed:
             await self._view.catch_up()
         return await self._view.tasks(namespace, whose)
