@@ -54,6 +54,14 @@ class ExecHandle:
         self.pid = pid
         return pid
 
+    async def run(self) -> Exit:
+        """Start the process and wait for it; it is removed from the shim whatever happens."""
+        try:
+            await self.start()
+            return await self.wait()
+        finally:
+            await self.delete()
+
     async def wait(self) -> Exit:
         """Block until the process exits; history records ExecExited once (the shim's
         /tasks/exit says the same, and whichever comes second is not news)."""

@@ -314,22 +314,10 @@ class TaskManager:
             cause=self._cause,
         )  # fmt: skip
 
-    async def exec(
-        self,
-        task_id: str,
-        args: list[str],
-        *,
-        env: list[str] | None = None,
-        cwd: str | None = None,
-        stdio: Stdio | None = None,
-    ) -> Exit:
-        """Run another process in a running task and wait for it; history records its steps."""
-        process = await self.add_exec(task_id, args, env=env, cwd=cwd, stdio=stdio)
-        try:
-            await process.start()
-            return await process.wait()
-        finally:
-            await process.delete()
+    async def exec(self, task_id: str, args: list[str], **options: Any) -> Exit:
+        """Run another process in a running task and wait for it (``options`` as add_exec's
+        but ``exec_id``); history records its steps."""
+        return await (await self.add_exec(task_id, args, **options)).run()
 
     async def pids(self, task_id: str) -> list[tuple[int, str]]:
         """The task's processes: (pid, exec id or "" for the init's tree)."""
