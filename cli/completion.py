@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from cli.settings import DEFAULT_ROOT, DEFAULT_STATE, Settings, default_node
+from domain.values import Whose
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +38,8 @@ def complete_task_id(ctx: typer.Context, incomplete: str) -> list[str]:
 
         async with open_ledger(settings) as ledger:
             await ledger.task_states.catch_up()
-            states = await ledger.task_states.tasks(settings.namespace)
-        return [s.id for s in states if s.id.startswith(incomplete)]
+            states = await ledger.task_states.tasks(settings.namespace, Whose.owner(settings.owner))
+        return sorted({s.id for s in states if s.id.startswith(incomplete)})
 
     try:
         return asyncio.run(ids())

@@ -6,6 +6,7 @@ Kept apart from cli/bootstrap.py so that `history`, `events`, `replay`, `audit` 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import stat
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.event_store import EventStore, store_env
-from cli.settings import Settings
+from cli.settings import DEFAULT_STATE, Settings
 from domain.errors import FailedPreconditionError, InvalidArgumentError
 from domain.state_dir import StateDir
 from projections.event_index import EventIndex
@@ -99,6 +100,15 @@ def _owner(uid: int) -> str:
         return f"uid {uid}"
 
 
+def state_files_name(settings: Settings) -> str:
+    """``state_files.db`` for the default state dir; for any other, a name of its own
+    (several state dirs may share one root, each with its own tasks' state.json)."""
+    if settings.state == DEFAULT_STATE:
+        return "state_files.db"
+    digest = hashlib.sha256(str(settings.state).encode()).hexdigest()[:12]
+    return f"state_files-{digest}.db"
+
+
 def _prepare_root(settings: Settings) -> None:
     try:
         settings.root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -121,7 +131,7 @@ async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
         TaskStatesView(directory, store),
         EventIndex(directory, store),
         StateFiles(directory, store, StateDir(settings.state), save=_state_saver(settings),
-                   owner=settings.owner),  # fmt: skip
+                   owner=settings.owner, file_name=state_files_name(settings)),  # fmt: skip
     )
     try:
         yield ledger

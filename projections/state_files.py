@@ -85,8 +85,13 @@ class StateFiles(View):
         save: SaveState,
         *,
         owner: Owner,
+        file_name: str | None = None,
     ) -> None:
         super().__init__(directory, source)
+        # One file (and so one position) per state dir: state dirs sharing a root each
+        # write their own tasks' files, and one's catching up must not skip the other's.
+        if file_name is not None:
+            self.path = directory / file_name
         self._state_dir = state_dir
         self._save = save
         self.owner = owner

@@ -266,3 +266,25 @@ def test_serve_on_one_node_never_records_on_the_others_task(nodes, bundle: Bundl
     history = a.history("dup")
     assert history[:2] == before and types(history) == ["Created", "Started", "Killed", "Exited"]
     assert {e["cause"].get("node") for e in history} == {"hosta"}
+
+
+def test_each_state_dir_keeps_its_own_tasks_state_files(nodes, bundle: Bundle) -> None:
+    """The runs-compatible state.json of each node's task, in its own state dir: one node
+    catching up on the events of both must not make the other skip its own. B's create is
+    killed right after Created was saved, before B's views caught up; A catches up first."""
+    a, b = nodes
+    path = str(bundle("sleep", "300"))
+    a.ok("run", "-d", "--bundle", path, "dup")
+    killed = subprocess.run(
+        [SHIMLEDGER, "create", "--bundle", path, "dup"],
+        env=dict(b.env, **{ENV: "create.recorded"}),
+        capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed
+    a.ok("list")  # a catches up on every event first, b's Created included
+    b.ok("list")
+    for node, incarnation, status in ((a, 1, "running"), (b, 2, "created")):
+        saved = json.loads((Path(node.state) / "test" / "dup" / "state.json").read_text())
+        assert (saved["Status"], saved["Incarnation"], saved["Node"]) == (
+            status, incarnation, node.name)  # fmt: skip
+        assert node.ok("projections", "verify").returncode == 0

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from cli.bootstrap import Settings
+from cli.ledger import state_files_name
 from tests.cli.test_serve import SHIMLEDGER, Service, wait_for
 from tests.conftest import cli_env
 
@@ -65,8 +66,9 @@ def spoil(path: Path, kind: str) -> None:
         path.write_bytes(b"this is not a database\n" * 200)
         return
     with sqlite3.connect(path) as db:
-        db.execute(f"CREATE TABLE {MAIN_TABLE[path.stem]} (x)")
-        db.execute("INSERT INTO " + MAIN_TABLE[path.stem] + " VALUES ('not ours')")
+        table = MAIN_TABLE[path.stem.split("-")[0]]  # state_files-<digest>.db too
+        db.execute(f"CREATE TABLE {table} (x)")
+        db.execute("INSERT INTO " + table + " VALUES ('not ours')")
     db.close()
 
 
@@ -85,7 +87,9 @@ def test_a_damaged_view_file_is_rebuilt_with_one_warning(
 ) -> None:
     assert cli("create", "--bundle", str(bundle("sleep", "300")), "kept").returncode == 0
     assert cli("events").returncode == 0  # every view file exists
-    spoil(views_dir(settings) / f"{view}.db", kind)
+    name = state_files_name(settings) if view == "state_files" else f"{view}.db"
+    file = views_dir(settings) / name
+    spoil(file, kind)
 
     listed = cli("list", "--format", "json")
     state = cli("state", "kept")
@@ -98,7 +102,7 @@ def test_a_damaged_view_file_is_rebuilt_with_one_warning(
     assert [e["type"] for e in json.loads(history.stdout)] == ["Created"]
     assert [json.loads(line)["type"] for line in events.stdout.splitlines()] == ["Created"]
     [warning] = warnings(listed, state, history, events)
-    assert "level=warning" in warning and f"{view}.db is unusable" in warning
+    assert "level=warning" in warning and f"{file.name} is unusable" in warning
     assert "rebuilding it from the history" in warning
 
     verified = cli("projections", "verify")
@@ -116,7 +120,7 @@ def test_rebuild_of_damaged_files_finishes_and_leaves_nothing_behind(
     assert cli("events").returncode == 0
     spoil(views_dir(settings) / "task_states.db", "garbage")
     spoil(views_dir(settings) / "event_index.db", "foreign")
-    spoil(views_dir(settings) / "state_files.db", "garbage")
+    spoil(views_dir(settings) / state_files_name(settings), "garbage")
 
     rebuilt = cli("projections", "rebuild")  # the fixture's timeout bounds it
     assert rebuilt.returncode == 0, rebuilt.stderr
