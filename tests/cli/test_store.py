@@ -158,6 +158,7 @@ def test_a_server_stopped_mid_burst_loses_nothing(
             lines = stderr.strip().splitlines()
             assert code == 1 and len(lines) == 1, stderr
             assert lines[0].startswith("shimledger: store postgresql://postgres@/"), stderr
+            assert lines[0].endswith("(is the server running?)"), stderr
         deadline = time.monotonic() + STEP
         while not _stopped(settings, ids):
             assert time.monotonic() < deadline, "the tasks did not exit"
