@@ -162,7 +162,8 @@ class StorePool:
 
     def _give_back(self, conn: Connection) -> None:
         """Kept if it is healthy and idle; closed if broken, mid-transaction, or surplus."""
-        healthy = not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE
+        status = conn.info.transaction_status
+        healthy = not (conn.closed or conn.broken) and status == TransactionStatus.IDLE
         with self._lock:
             keep = healthy and not self._closed and len(self._idle) < self._size
             if keep:

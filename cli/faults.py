@@ -163,6 +163,8 @@ def postgres_reason(exc: BaseException) -> str:
     reason = reason.removeprefix("connection failed: ").rstrip(".")
     if reason[:1].isupper() and reason[1:2].islower():
         reason = reason[0].lower() + reason[1:]  # libpq's "Connection refused", as errno's
+    if any(line.startswith("Is the server running") for line in lines):
+        reason += " (is the server running?)"  # libpq's hint, shortened
     return reason
 
 

@@ -158,6 +158,7 @@ def test_a_server_stopped_mid_burst_loses_nothing(
             lines = stderr.strip().splitlines()
             assert code == 1 and len(lines) == 1, stderr
             assert lines[0].startswith("shimledger: store postgresql://postgres@/"), stderr
+            assert lines[0].endswith("(is the server running?)"), stderr
         deadline = time.monotonic() + STEP
         while not _stopped(settings, ids):
             assert time.monotonic() < deadline, "the tasks did not exit"
@@ -175,3 +176,34 @@ def test_a_server_stopped_mid_burst_loses_nothing(
     assert pg_cli("delete", *ids).returncode == 0
     for i in range(4):  # refused before anything was recorded
         refused(pg_cli("history", f"b{i}"), f"task b{i} has no history")
+
+
+def _connections(server: PostgresServer) -> int:
+    """Sessions open on the test database, the one asking excepted."""
+    return int(server.psql("SELECT count(*) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+
+
+def test_a_command_holds_one_connection(
+    pg_cli: Cli, settings: Settings, postgres_server: PostgresServer, postgres_url: str,
+    bundle: Callable[..., Path],
+) -> None:  # fmt: skip
+    """A `wait` that blocks on its task keeps the store open: with one connection, not the
+    5 to 15 of eventsourcing's default pool (17 processes would exhaust the server)."""
+    assert pg_cli("run", "-d", "--bundle", str(bundle("sleep", "300")), "held").returncode == 0
+    assert _connections(postgres_server) == 0  # the command above has closed its own
+    env = cli_env(settings) | {"SHIMLEDGER_STORE": postgres_url}
+    waiting = subprocess.Popen([SHIMLEDGER, "wait", "held"], env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + STEP
+        while (held := _connections(postgres_server)) == 0:
+            assert time.monotonic() < deadline and waiting.poll() is None, waiting.stderr
+            time.sleep(0.05)
+        assert waiting.poll() is None, "wait returned early"
+        assert held == 1
+    finally:
+        pg_cli("kill", "held", "KILL")
+        out, err = waiting.communicate(timeout=STEP)
+    assert (waiting.returncode, err) == (137, ""), err
+    assert pg_cli("delete", "held").returncode == 0

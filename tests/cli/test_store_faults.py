@@ -84,7 +84,8 @@ def _faulty_url(case: str, tcp: TcpStore, silent: int, tmp_path: Path) -> tuple[
     if case == "missing database":
         return tcp.url(db="no_such_db"), 'database "no_such_db" does not exist'
     if case == "closed port":
-        return tcp.url().replace(f":{port}/", f":{_closed_port()}/"), "connection refused"
+        refused_url = tcp.url().replace(f":{port}/", f":{_closed_port()}/")
+        return refused_url, "connection refused (is the server running?)"
     if case == "bad host name":
         return tcp.url().replace("127.0.0.1", "no-such-host.invalid"), "no-such-host.invalid"
     if case == "silent server":
