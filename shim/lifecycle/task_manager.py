@@ -157,11 +157,9 @@ class TaskManager:
         """Signal the task's init (or, with ``all``, every process); record who did.
 
         Under the task's lock, so that Killed comes before the Exited it causes. A stopped
-        record is checked against its shim first (one more RPC): if the shim says the init
-        still runs, the recorded exit was wrong, is retracted, and the signal goes through.
+        record is asked about first: if its shim says the init runs, the exit is retracted.
         """
-        task = await self._live_task(task_id)
-        if task.status is Status.STOPPED:
+        if (task := await self._live_task(task_id)).status is Status.STOPPED:
             await self._reconciler.reconcile(task, stopped=True)
         async with self._editing(task_id) as task:
             task.require_process("nothing to kill")
@@ -266,14 +264,11 @@ class TaskManager:
             self._connections.forget(task)
             try:
                 await shim.client.delete(task.task_id)
-            except NotFoundError:
-                # Deleted in the shim already (a delete killed after this RPC): done.
-                logger.info("task %s was already deleted in its shim", task.task_id)
+            except (UnavailableError, NotFoundError) as exc:
+                logger.info("Delete of %s: %s", task.task_id, exc)
                 await self._shims.delete(shim)
-            except UnavailableError as exc:
-                logger.info("Delete of %s failed (%s): shim treated as dead", task.task_id, exc)
-                await self._shims.delete(shim)
-                await self._reconciler.cleanup_dead(task, bundle)
+                if isinstance(exc, UnavailableError):  # NotFound: deleted already (a retry)
+                    await self._reconciler.cleanup_dead(task, bundle)
             else:
                 crash_point("delete.rpc-done")
                 await self._shims.delete(shim)
