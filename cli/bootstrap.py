@@ -21,10 +21,16 @@ from adapters.event_sink import EventSink
 from adapters.event_store import store_env
 from adapters.file_lock import TaskLocks
 from adapters.shim_binary import ShimBinaryLauncher, search_path
+from cli.faults import environment_fault
 from cli.ledger import Ledger, open_ledger
 from cli.redaction import redact_command
 from cli.settings import DEFAULT_STATE, Settings, default_node
-from domain.errors import FailedPreconditionError, InvalidArgumentError, ShimledgerError
+from domain.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    ShimledgerError,
+    UnavailableError,
+)
 from domain.state_dir import StateDir
 from domain.values import Cause
 from shim.lifecycle.bundle import Bundles
@@ -233,8 +239,21 @@ async def wire(
     manager: TaskManager | None = None
 
     async def on_event(event: ShimEvent) -> None:
-        if manager is not None:
+        """Record a shim's event. A store that is away is not a bug: the shim, told
+        Unavailable, sends the event again (and keeps the exit meanwhile), and the command
+        itself says the fault in its one line, so no traceback (debug says it too)."""
+        if manager is None:
+            return
+        try:
             await manager.handle_event(event)
+        except ShimledgerError:
+            raise
+        except Exception as exc:
+            fault = environment_fault(exc, settings.root, settings.store)
+            if fault is None:
+                raise
+            logger.debug("a shim's event is not recorded yet (it is sent again): %s", fault)
+            raise UnavailableError(fault) from None
 
     events = EventSink(sink_path, on_event)
     config = ManagerConfig(

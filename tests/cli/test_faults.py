@@ -98,13 +98,15 @@ def full_root(cli: Cli, mount: Mount) -> Path:
     """A root on a 2 MiB tmpfs that holds a history and then is filled to the last byte."""
     disk = mount("-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", "disk")
     _with_history(cli, disk / "root")
-    with (disk / "filler").open("wb") as filler:
-        try:
-            while True:
-                filler.write(b"\0" * 65536)
-                filler.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
+    # Unbuffered, and down to single bytes: a buffered file would keep what did not fit
+    # and fail again on close; 64 KiB writes alone would leave the last partial block free.
+    with (disk / "filler").open("wb", buffering=0) as filler:
+        for size in (65536, 4096, 1):
+            try:
+                while filler.write(b"\0" * size):
+                    pass
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
     return disk / "root"
 
 

@@ -12,13 +12,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from cli.settings import Settings
 from tests.cli.privacy_helpers import SHIMLEDGER
 from tests.conftest import cli_env
+from tests.postgres_cluster import PostgresServer
 
 DEADLINE = 60.0  # seconds: generous under load; every wait ends as soon as its condition holds
 
@@ -28,14 +28,14 @@ def _env(settings: Settings) -> dict[str, str]:
     return {**cli_env(settings), "SHIMLEDGER_STORE": settings.store}
 
 
-def _listeners(socket_dir: Path) -> list[str]:
+def _listeners(server: PostgresServer) -> list[str]:
     """The server's sessions whose last statement was a LISTEN (and that still listen)."""
     import psycopg
 
     from tests.postgres_cluster import PG_DB, PG_USER
 
-    with psycopg.connect(dbname=PG_DB, host=str(socket_dir), user=PG_USER,
-                         autocommit=True) as connection:  # fmt: skip
+    with psycopg.connect(dbname=PG_DB, host=str(server.sockets), port=server.port,
+                         user=PG_USER, autocommit=True) as connection:  # fmt: skip
         rows = connection.execute(
             "SELECT query FROM pg_stat_activity WHERE datname = %s AND state = 'idle' "
             "AND query ILIKE 'LISTEN %%'", (PG_DB,),
@@ -75,11 +75,11 @@ def follower(settings: Settings, postgres_url: str) -> Iterator[Follower]:
 
 
 def test_follow_listens_and_prints_an_event_another_command_appends(
-    follower, bundle, postgres_cluster
+    follower, bundle, postgres_server
 ) -> None:
     settings, process, lines = follower
     deadline = time.monotonic() + DEADLINE
-    while not (found := _listeners(postgres_cluster)) and time.monotonic() < deadline:
+    while not (found := _listeners(postgres_server)) and time.monotonic() < deadline:
         assert process.poll() is None, process.stderr.read()
         time.sleep(0.05)  # polling a condition, with a deadline
     assert found and "shimledger_events" in found[0], "the follower never LISTENed"
