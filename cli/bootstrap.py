@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import os
@@ -24,7 +23,7 @@ from adapters.shim_binary import ShimBinaryLauncher, search_path
 from cli.faults import environment_fault
 from cli.ledger import Ledger, open_ledger
 from cli.redaction import redact_command
-from cli.settings import DEFAULT_STATE, Settings, default_node
+from cli.settings import DEFAULT_STATE, Settings, default_node, state_digest
 from domain.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -75,8 +74,7 @@ def cgroup_parent(settings: Settings) -> str:
     for any other state dir, a parent named after it."""
     if settings.state == DEFAULT_STATE:
         return "/shimledger"
-    digest = hashlib.sha256(str(settings.state).encode()).hexdigest()[:12]
-    return f"/shimledger-{digest}"
+    return f"/shimledger-{state_digest(settings.state)}"
 
 
 def require_root(what: str) -> None:

@@ -6,7 +6,6 @@ Kept apart from cli/bootstrap.py so that `history`, `events`, `replay`, `audit` 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pwd
 import stat
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.event_store import EventStore, store_env
-from cli.settings import DEFAULT_STATE, Settings
+from cli.settings import DEFAULT_STATE, Settings, state_digest
 from domain.errors import FailedPreconditionError, InvalidArgumentError
 from domain.state_dir import StateDir
 from projections.event_index import EventIndex
@@ -105,8 +104,7 @@ def state_files_name(settings: Settings) -> str:
     (several state dirs may share one root, each with its own tasks' state.json)."""
     if settings.state == DEFAULT_STATE:
         return "state_files.db"
-    digest = hashlib.sha256(str(settings.state).encode()).hexdigest()[:12]
-    return f"state_files-{digest}.db"
+    return f"state_files-{state_digest(settings.state)}.db"
 
 
 def _prepare_root(settings: Settings) -> None:

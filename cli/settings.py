@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,3 +42,9 @@ class Settings:
         from domain.values import Owner
 
         return Owner(self.node, str(self.state))
+
+
+def state_digest(state: Path) -> str:
+    """A short name for a state dir that is not the default one: what its cgroup parent
+    and its state_files view are called after."""
+    return hashlib.sha256(str(state).encode()).hexdigest()[:12]

@@ -124,16 +124,23 @@ async def remove_stale_socket(path: str) -> None:
 
 def peer_pid(writer: asyncio.StreamWriter) -> int | None:
     """The pid of the process that connected (SO_PEERCRED), or None if it cannot be read."""
+    try:
+        credentials = _peer_credentials(writer)
+    except OSError:
+        return None
+    return None if credentials is None else credentials[0]
+
+
+def _peer_credentials(writer: asyncio.StreamWriter) -> tuple[int, int, int] | None:
+    """(pid, uid, gid) of the connected process, or None without a socket; OSError if the
+    kernel will not say."""
     sock = writer.get_extra_info("socket")
     if sock is None:
         return None
-    try:
-        pid, _, _ = _PEERCRED.unpack(
-            sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-        )
-    except OSError:
-        return None
-    return int(pid)
+    pid, uid, gid = _PEERCRED.unpack(
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    )
+    return int(pid), int(uid), int(gid)
 
 
 def peer_description(writer: asyncio.StreamWriter) -> str | None:
@@ -143,16 +150,14 @@ def peer_description(writer: asyncio.StreamWriter) -> str | None:
     UnixSocketRequireSameUser (effective uid and gid both ours), this keeps other users off
     it even if the file mode is loosened, and guards abstract sockets, which have no mode.
     """
-    sock = writer.get_extra_info("socket")
-    if sock is None:
-        return None
     try:
-        pid, uid, gid = _PEERCRED.unpack(
-            sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-        )
+        credentials = _peer_credentials(writer)
     except OSError as exc:
         logger.warning("ttrpc server: cannot read peer credentials: %s", exc)
         return None
+    if credentials is None:
+        return None
+    pid, uid, gid = credentials
     if uid != os.geteuid() or gid != os.getegid():
         logger.warning(
             "ttrpc server: rejecting peer pid %d uid %d gid %d (we are uid %d gid %d)",

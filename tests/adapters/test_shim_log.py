@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from adapters.shim_log import ShimLog
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    """Let the loop drain until ``condition()`` holds (a deadline, not a sleep to race)."""
-    deadline = time.monotonic() + 20
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.005)
+from tests.waiting import wait_until_async
 
 
 def kept(keep: Path) -> bytes:
@@ -40,7 +30,8 @@ async def test_the_kept_log_rotates_at_its_size_keeping_one_older_file(tmp_path:
     try:
         for line in lines:  # one at a time: each drain appends one line
             os.write(writer, line)
-            await until(lambda line=line: kept(keep).endswith(line), "the line kept")
+            await wait_until_async(lambda line=line: kept(keep).endswith(line),
+                                       "timed out waiting for the line kept", step=0.005)
     finally:
         os.close(writer)
         log.close()

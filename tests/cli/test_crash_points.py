@@ -31,6 +31,7 @@ from cli.main import app
 from cli.settings import default_node
 from shim.crash_points import CRASH_POINTS, ENV, crash_point
 from tests.conftest import cli_env, processes_in
+from tests.waiting import wait_until
 
 SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
 ROOT = Path(__file__).resolve().parents[2]
@@ -279,10 +280,7 @@ def release_the_exec(cli: Cli) -> None:
     only the shim knows, as when it ends after its command was killed."""
     [started] = [e for e in cli.history() if e["type"] == "ExecStarted"]
     (cli.bundle / "rootfs" / "go").touch()
-    deadline = time.monotonic() + 30
-    while alive(started["pid"]):
-        assert time.monotonic() < deadline, "the exec did not end"
-        time.sleep(0.02)
+    wait_until(lambda: not alive(started["pid"]), "the exec did not end", step=0.02)
 
 
 def test_a_sigkilled_shim_under_a_running_container(cli: Cli) -> None:
@@ -376,10 +374,8 @@ def test_the_shims_late_delete_event_leaves_the_delete_to_the_retried_command(
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while not log.is_file() or "event /tasks/delete" not in log.read_text():
-            assert time.monotonic() < deadline and serve.poll() is None, "no /tasks/delete"
-            time.sleep(0.05)
+        wait_until(lambda: log.is_file() and "event /tasks/delete" in log.read_text(),
+                   "no /tasks/delete", process=serve)
     finally:
         serve.terminate()  # it finishes the recordings in flight first
         assert serve.wait(timeout=30) == 0
@@ -406,10 +402,7 @@ def test_a_killed_foreground_run_leaves_fifos_that_reconcile_removes(cli: Cli) -
     run = subprocess.Popen([SHIMLEDGER, "run", "--bundle", str(cli.bundle), ID], env=cli.env,
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 30
-    while "Started" not in cli.types():
-        assert time.monotonic() < deadline and run.poll() is None, "the run never started"
-        time.sleep(0.05)
+    wait_until(lambda: "Started" in cli.types(), "the run never started", process=run)
     run.kill()
     run.wait()
     fifos = cli.settings.state / "io" / cli.settings.namespace / f"{ID}-{run.pid}"

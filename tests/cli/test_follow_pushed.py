@@ -19,6 +19,7 @@ from cli.settings import Settings
 from tests.cli.privacy_helpers import SHIMLEDGER
 from tests.conftest import cli_env
 from tests.postgres_cluster import PostgresServer
+from tests.waiting import wait_until
 
 DEADLINE = 60.0  # seconds: generous under load; every wait ends as soon as its condition holds
 
@@ -78,10 +79,10 @@ def test_follow_listens_and_prints_an_event_another_command_appends(
     follower, bundle, postgres_server
 ) -> None:
     settings, process, lines = follower
-    deadline = time.monotonic() + DEADLINE
-    while not (found := _listeners(postgres_server)) and time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read()
-        time.sleep(0.05)  # polling a condition, with a deadline
+    deadline = time.monotonic() + DEADLINE  # for the listening and the lines alike
+    wait_until(lambda: _listeners(postgres_server), "the follower never LISTENed",
+               timeout=DEADLINE, process=process)
+    found = _listeners(postgres_server)
     assert found and "shimledger_events" in found[0], "the follower never LISTENed"
 
     run = subprocess.run([SHIMLEDGER, "run", "--rm", "--bundle", str(bundle("true")), "late"],

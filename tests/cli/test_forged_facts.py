@@ -13,7 +13,6 @@ import json
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +28,7 @@ from cli.bootstrap import Settings, wire
 from domain.state_dir import StateDir
 from domain.values import Cause
 from tests.conftest import cli_env, cli_runner
+from tests.waiting import wait_until
 
 SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
 ID = "victim"
@@ -63,13 +63,6 @@ def sink_served(path: Path) -> bool:
     return True
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 def forged_exit(pid: int, status: int) -> forward_pb2.ForwardRequest:
     """A /tasks/exit of the task's init, as any process could send it: no exited_at."""
     exit_ = events_pb2.TaskExit(container_id=ID, id=ID, pid=pid, exit_status=status)
@@ -97,7 +90,7 @@ def test_an_exit_sent_by_anyone_but_the_tasks_shim_is_not_recorded(
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        wait_until(lambda: sink_served(sink), "wait to serve the event sink")
+        wait_until(lambda: sink_served(sink), "timed out waiting for wait to serve the event sink")
         asyncio.run(forward(sink, forged_exit(pid, 42)))  # from this test's own pid
 
         assert types(cli) == ["Created", "Started"]

@@ -26,6 +26,7 @@ from cli.bootstrap import Settings
 from shim.crash_points import ENV
 from tests.cli.test_serve import Service
 from tests.conftest import cli_env, teardown
+from tests.waiting import wait_until
 
 SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
 TIMEOUT = 120  # per command: the machine is shared
@@ -134,10 +135,8 @@ def wait_for_exit(node: Node, task_id: str, incarnation: int) -> None:
 
 def wait_for_log(node: Node, task_id: str, text: str) -> None:
     """Until the node's `logs` of its task shows ``text`` (the shim copies output on)."""
-    deadline = time.monotonic() + DEADLINE
-    while text not in node("logs", task_id).stdout:
-        assert time.monotonic() < deadline, f"{node.name}: no {text!r} in the log of {task_id}"
-        time.sleep(0.1)
+    wait_until(lambda: text in node("logs", task_id).stdout,
+               f"{node.name}: no {text!r} in the log of {task_id}", timeout=DEADLINE, step=0.1)
 
 
 def test_two_nodes_on_one_store_each_act_on_their_own_tasks(nodes, bundle: Bundle) -> None:

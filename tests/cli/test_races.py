@@ -26,6 +26,7 @@ import pytest
 from cli.bootstrap import Settings
 from domain.state_dir import StateDir
 from tests.conftest import cli_env
+from tests.waiting import wait_until
 
 SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
 TIMEOUT = 120  # per process: the machine is shared, and 8 start at once
@@ -243,10 +244,8 @@ def test_delete_force_records_the_exit_of_an_exec_whose_command_is_too_late(
     after Deleted; delete -f records the exec's exit itself, before the task's own."""
     assert cli("run", "-d", "--bundle", str(bundle("sleep", "300")), "ex").returncode == 0
     execer = cli.spawn("exec", "ex", "--", "sleep", "300")
-    deadline = time.monotonic() + TIMEOUT
-    while "ExecStarted" not in types(cli.history("ex")):
-        assert time.monotonic() < deadline and execer.poll() is None, "the exec never started"
-        time.sleep(0.02)
+    wait_until(lambda: "ExecStarted" in types(cli.history("ex")), "the exec never started",
+               timeout=TIMEOUT, process=execer, step=0.02)
     lock = StateDir(settings.state).lock_file(settings.namespace, "ex")
     deadline = time.monotonic() + TIMEOUT
     while True:  # stopped where it holds no lock (not inside an event's recording)

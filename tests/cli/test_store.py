@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from tests.cli.test_bad_input import SHIMLEDGER, refused
 from tests.cli.test_store_faults import Run
 from tests.conftest import cli_env
 from tests.postgres_cluster import TCP_DB, PostgresServer, TcpStore, empty_database
+from tests.waiting import wait_until
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 STEP = 60.0  # a guard on every wait for processes, never a threshold
@@ -159,10 +159,7 @@ def test_a_server_stopped_mid_burst_loses_nothing(
             assert code == 1 and len(lines) == 1, stderr
             assert lines[0].startswith("shimledger: store postgresql://postgres@/"), stderr
             assert lines[0].endswith("(is the server running?)"), stderr
-        deadline = time.monotonic() + STEP
-        while not _stopped(settings, ids):
-            assert time.monotonic() < deadline, "the tasks did not exit"
-            time.sleep(0.05)
+        wait_until(lambda: _stopped(settings, ids), "the tasks did not exit", timeout=STEP)
     finally:
         postgres_server.start()
     listed = pg_cli("list", "--format", "json")
@@ -196,10 +193,9 @@ def test_a_command_holds_one_connection(
     waiting = subprocess.Popen([SHIMLEDGER, "wait", "held"], env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     try:
-        deadline = time.monotonic() + STEP
-        while (held := _connections(postgres_server)) == 0:
-            assert time.monotonic() < deadline and waiting.poll() is None, waiting.stderr
-            time.sleep(0.05)
+        wait_until(lambda: _connections(postgres_server) != 0, "wait never connected",
+                   timeout=STEP, process=waiting)
+        held = _connections(postgres_server)
         assert waiting.poll() is None, "wait returned early"
         assert held == 1
     finally:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
 from shim.lifecycle.task_manager import TaskManager
 from tests.conftest import event_types as types
+from tests.waiting import wait_until_async
 
 Bundle = Callable[..., Path]
 
@@ -17,11 +17,12 @@ async def test_the_tasks_own_shim_is_believed(manager: TaskManager, bundle: Bund
     and is recorded from the event alone: nobody waits for it, nobody reconciles."""
     await manager.create("own", bundle("sh", "-c", "exit 3"))
     await manager.start("own")
-    deadline = asyncio.get_running_loop().time() + 30
-    while "Exited" not in types(history := await manager.history("own")):
-        assert asyncio.get_running_loop().time() < deadline, "the shim's exit was not recorded"
-        await asyncio.sleep(0.02)
-    exited = history[-1]
+
+    async def exited_recorded() -> bool:
+        return "Exited" in types(await manager.history("own"))
+
+    await wait_until_async(exited_recorded, "the shim's exit was not recorded")
+    exited = (await manager.history("own"))[-1]
     assert (exited.exit_status, exited.cause.kind, exited.cause.detail) == (
         3, "shim-event", "/tasks/exit")  # fmt: skip
     await manager.delete("own")
