@@ -9,7 +9,6 @@ import os
 import pwd
 import shutil
 import socket
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from adapters.event_sink import EventSink
 from adapters.event_store import store_env
 from adapters.file_lock import TaskLocks
 from adapters.shim_binary import ShimBinaryLauncher, search_path
+from cli.caller import current as current_caller
 from cli.faults import environment_fault
 from cli.ledger import Ledger, open_ledger
 from cli.redaction import redact_command
@@ -53,17 +53,17 @@ SINK_RETRY = 0.1
 def cli_cause(node: str | None = None) -> Cause:
     """Who ran this command: user, uid, pid, command line (secrets redacted: history is
     kept for good; cli/redaction.py says the rule), host and node (``--node``)."""
-    uid = os.getuid()
+    caller = current_caller()  # the client's, for a command handed to serve
     try:
-        user: str | None = pwd.getpwuid(uid).pw_name
+        user: str | None = pwd.getpwuid(caller.uid).pw_name
     except KeyError:
         user = None
     return Cause(
         kind="cli",
         user=user,
-        uid=uid,
-        pid=os.getpid(),
-        command=" ".join(["shimledger", *redact_command(sys.argv[1:])]),
+        uid=caller.uid,
+        pid=caller.pid,
+        command=" ".join(["shimledger", *redact_command(list(caller.argv))]),
         host=socket.gethostname(),
         node=node or None,
     )

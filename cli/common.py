@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import os
 import signal as signals
 import sys
 import traceback
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 
@@ -38,6 +39,7 @@ except ImportError:  # pragma: no cover - an older typer, with click itself
     from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore
 
 T = TypeVar("T")
+ClickCommand = Any  # typer.main.get_command's click.Command, from whichever click typer has
 
 logger = logging.getLogger("shimledger")
 # Our modules' loggers, named by their package (and the shims' logs, "shimledger.shim.log").
@@ -247,10 +249,32 @@ def with_ledger(settings: Settings, action: Callable[[Ledger], Awaitable[T]]) ->
 
 
 def run_app(app: typer.Typer) -> None:
-    """The console script: usage errors in one line, exit codes as runc's (1 for any error)."""
-    command = typer.main.get_command(app)
+    """The console script: usage errors in one line, exit codes as runc's (1 for any error).
+
+    The process ends with os._exit once its output and log are flushed: the history is
+    committed by then (each command closes its store), and an interpreter's teardown of
+    everything a command imported costs more than most commands' work.
+    """
+    code = run_click(typer.main.get_command(app), sys.argv[1:])
+    end_process(code)
+
+
+def end_process(code: int) -> NoReturn:
+    """Flush what the command wrote and the log, then exit without the interpreter's
+    teardown."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nobody reads what is left
+            pass
+    logging.shutdown()
+    os._exit(code)
+
+
+def run_click(command: ClickCommand, argv: list[str]) -> int:
+    """Run ``argv`` on the app's click command; the exit status, as runc's."""
     try:
-        code = command.main(prog_name="shimledger", standalone_mode=False)
+        code = command.main(args=argv, prog_name="shimledger", standalone_mode=False)
     except NoArgsIsHelpError as exc:
         typer.echo(exc.format_message())  # plain `shimledger`: help, and success, as runc
         code = 0
@@ -263,4 +287,4 @@ def run_app(app: typer.Typer) -> None:
     except Exception as exc:  # a bug, unless the environment failed outside any command's run
         line = _fault_line(exc, None)
         code = report_bug(exc) if line is None else fail(line).exit_code
-    sys.exit(code if isinstance(code, int) else 0)
+    return code if isinstance(code, int) else 0

@@ -7,6 +7,8 @@ rest; this module only mounts them, in the order --help lists them.
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 
 import typer
@@ -32,7 +34,8 @@ from cli.args import (
     StateOption,
     StoreOption,
 )
-from cli.common import LogFormat, configure_logging, run_app
+from cli.caller import handed
+from cli.common import ClickCommand, LogFormat, configure_logging, run_app
 from cli.settings import DEFAULT_ROOT, DEFAULT_STATE, Settings, default_node
 from domain.errors import InvalidArgumentError
 from domain.identifiers import validate_identifier
@@ -61,6 +64,10 @@ def _global(
     log_format: LogFormatOption = LogFormat.text,
 ) -> None:
     configure_logging(debug=debug, log_file=log, log_format=log_format)
+    if (client := handed()) is not None:
+        logging.getLogger("shimledger").debug(
+            "running in serve's process %d, handed over by pid %d", os.getpid(), client.pid
+        )
     ctx.obj = Settings(
         root=root.absolute(),
         state=state.absolute(),
@@ -89,7 +96,14 @@ app.add_typer(projections_cmds.app, name="projections")
 
 
 def main() -> None:
+    """The whole CLI in this process (cli/launcher.py's fallback when no serve takes it)."""
     run_app(app)
+
+
+def click_command(*, rich: bool) -> ClickCommand:
+    """The app as click runs it; boxes and colour in --help (``rich``) for a terminal."""
+    app.rich_markup_mode = "rich" if rich else None
+    return typer.main.get_command(app)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """`shimledger serve`: the long-running service beside the commands.
 
 It owns the event sink of the state dir, so the shims started by any command deliver their
-events to it; commands run without it as before when it is not there. SIGTERM or SIGINT
+events to it, and its control socket, so that the `shimledger` command hands its work to
+it instead of starting the whole CLI (cli/launcher.py); commands run without it as before
+when it is not there. SIGTERM or SIGINT
 stops it cleanly (exit 0): containers and shims keep running, and what happens while it is
 down is found by reconciliation when it (or any command) next looks.
 """
@@ -14,6 +16,7 @@ import signal as signals
 import typer
 
 from cli.common import run_command
+from cli.handoff import CONTROL_SOCKET
 from cli.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -27,6 +30,11 @@ def serve(ctx: typer.Context) -> None:
     settings: Settings = ctx.obj
 
     import asyncio
+
+    from cli.command_server import CommandServer
+
+    # Forked now, before the event loop and any thread exist: see cli/command_server.py.
+    commands = CommandServer.fork(settings.state)
 
     async def work() -> None:
         from cli.bootstrap import wire
@@ -48,17 +56,23 @@ def serve(ctx: typer.Context) -> None:
                 for entry in await supervisor.start():
                     line = f"{entry.namespace}/{entry.task_id}: {entry.action.value} {entry.detail}"
                     typer.echo(f"reconciled {line}".rstrip(), err=True)
+                handed = commands.serve_commands()
                 typer.echo(
                     f"shimledger serve: events on {wiring.sink.path}, watching "
-                    f"{len(supervisor.watched)} shim(s)",
+                    f"{len(supervisor.watched)} shim(s), "
+                    + (f"commands on {settings.state}/{CONTROL_SOCKET}" if handed else
+                       "no commands handed over (the command server is gone)"),
                     err=True,
-                )
+                )  # fmt: skip
                 await supervisor.run(stop)
             finally:
                 await supervisor.aclose()
         typer.echo("shimledger serve: stopped; containers keep running", err=True)
 
-    run_command(work, settings)  # an SQLite fault then names the file of this root
+    try:
+        run_command(work, settings)  # an SQLite fault then names the file of this root
+    finally:
+        commands.stop()
 
 
 def register(app: typer.Typer) -> None:

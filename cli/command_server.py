@@ -1,0 +1,300 @@
+"""serve's control socket: commands handed over by cli/launcher.py, each run in a fork.
+
+`serve` forks this server before its event loop starts (a fork of a process with a running
+loop or threads inherits their state half-made). The server imports every module a command
+may need, once, then waits until serve owns the state dir's event sink, binds
+``<state>/control.sock`` (0600) and, for each client whose peer credentials are ours (root
+or our uid) and whose version is ours, forks a process that runs the command as the
+in-process CLI would (cli/served_command.py), on the client's own stdin, stdout and stderr.
+
+This process stays the command's supervisor: it relays the client's signals to the
+command, kills the command by SIGKILL when the client goes away (exactly what SIGKILL of an
+in-process CLI does, and reconciliation finds what it left), and reports a command that
+died of a signal. Each command is a process of its own: one that crashes takes nobody
+else's with it, and a serve that dies leaves its commands running to their end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib
+import logging
+import os
+import pkgutil
+import selectors
+import signal
+import socket
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from cli import handoff
+from cli.caller import Caller
+from domain.errors import ShimledgerError
+
+logger = logging.getLogger(__name__)
+
+_PEERCRED = struct.Struct("3i")
+HANDSHAKE_TIMEOUT = 2.0  # a client sends its request as it connects; a silent one is cut off
+_PACKAGES = ("domain", "adapters", "shim", "projections", "cli")
+_NOT_WARMED = frozenset({"cli.launcher"})
+RELAYED = frozenset(int(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
+                                     signal.SIGWINCH))  # fmt: skip
+
+
+@dataclass
+class CommandServer:
+    """serve's handle on its command server: a pipe to it, and its pid."""
+
+    pid: int
+    _line: socket.socket  # to the server: "g" opens the socket ("r": open), EOF stops it
+    _serving: bool = False
+
+    @classmethod
+    def fork(cls, state: Path) -> CommandServer:
+        """Fork the server; it takes no command before ``serve_commands``."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:  # the server
+            code = 1
+            try:
+                ours.close()
+                code = _serve(state, theirs)
+            except BaseException:  # noqa: BLE001 - nothing may return into serve's code
+                logger.exception("the command server failed")
+            finally:
+                os._exit(code)
+        theirs.close()
+        return cls(pid, ours)
+
+    def serve_commands(self) -> bool:
+        """Open the control socket (serve owns the event sink now); True once it is open.
+
+        False: the server is gone, and commands run in their own processes, as without serve.
+        """
+        try:
+            self._line.sendall(b"g")
+            self._serving = self._line.recv(1) == b"r"
+        except OSError:
+            self._serving = False
+        return self._serving
+
+    def stop(self) -> None:
+        """Close the control socket and wait for the server (commands it started go on)."""
+        self._line.close()
+        if not self._serving:
+            _kill(self.pid, signal.SIGKILL)  # still importing: nothing of it to clean up
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def _serve(state: Path, line: socket.socket) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # serve's to handle: it closes our pipe
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    commands = {rich: _warm(rich) for rich in (False, True)}
+    if line.recv(1) != b"g":
+        return 0  # serve stopped before it owned the event sink
+    path = handoff.control_socket(str(state))
+    try:
+        listener = _listen(path)
+    except (ShimledgerError, OSError) as exc:  # serve says it hands nothing over
+        logger.warning("shimledger serve: cannot open %s: %s", path, exc)
+        return 1
+    gc.freeze()  # what is here now is shared by every fork: keep the collector off it
+    line.sendall(b"r")
+    server = _Server(listener, line, commands)
+    try:
+        server.run()
+    finally:
+        listener.close()
+        _unlink(path)
+    return 0
+
+
+def _warm(rich: bool) -> object:
+    """Import what any command imports (on first use, in-process), and build the app."""
+    for package in _PACKAGES:
+        module = importlib.import_module(package)
+        for info in pkgutil.walk_packages(module.__path__, f"{package}."):
+            if info.name in _NOT_WARMED:
+                continue
+            try:
+                importlib.import_module(info.name)
+            except ImportError:  # an extra not installed (psycopg): loaded when needed
+                continue
+    from cli.main import click_command
+
+    return click_command(rich=rich)
+
+
+def _listen(path: str) -> socket.socket:
+    from adapters.ttrpc.listener import remove_stale_socket
+
+    asyncio.run(remove_stale_socket(path))  # one a killed serve left; refused if live
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    umask = os.umask(0o177)  # 0600 from the start: no moment when others may connect
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(umask)
+    listener.listen(64)
+    return listener
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+@dataclass
+class _Command:
+    pid: int
+    client: socket.socket
+    pidfd: int
+    ended: bool = False
+
+
+class _Server:
+    def __init__(
+        self, listener: socket.socket, line: socket.socket, commands: dict[bool, object]
+    ) -> None:
+        self.listener = listener
+        self.line = line
+        self.commands = commands
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(listener, selectors.EVENT_READ, self._accept)
+        self.selector.register(line, selectors.EVENT_READ, None)  # EOF: serve stops
+
+    def run(self) -> None:
+        while True:
+            for key, _ in self.selector.select():
+                if key.data is None:
+                    if self.line.recv(1) == b"":
+                        return
+                    continue
+                key.data()
+
+    def _accept(self) -> None:
+        try:
+            client, _ = self.listener.accept()
+        except OSError:
+            return
+        try:
+            started = self._start(client)
+        except OSError as exc:
+            logger.debug("a client went away during its handshake: %s", exc)
+            started = None
+        if started is None:
+            client.close()
+            return
+        command = started
+        self.selector.register(command.pidfd, selectors.EVENT_READ, lambda: self._ended(command))
+        self.selector.register(client, selectors.EVENT_READ, lambda: self._heard(command))
+
+    def _start(self, client: socket.socket) -> _Command | None:
+        """The client's command forked off, or None (client told why, if it can hear)."""
+        client.settimeout(HANDSHAKE_TIMEOUT)
+        pid, uid, _ = _PEERCRED.unpack(
+            client.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+        )
+        if uid not in (0, os.geteuid()):
+            logger.warning("control socket: refused uid %d (pid %d)", uid, pid)
+            return None
+        try:
+            request, fds = handoff.receive_request(client)
+        except (ValueError, EOFError, TimeoutError) as exc:
+            logger.warning("control socket: a request from pid %d refused: %s", pid, exc)
+            return None
+        try:
+            why = _refusal(request, pid)
+            if why is not None:
+                handoff.send(client, {"refused": why})
+                return None
+            handoff.send(client, {"accepted": True})
+            client.settimeout(None)
+            caller = Caller(uid=uid, pid=pid, argv=tuple(request.argv))
+            rich = 1 in request.stdio and os.isatty(fds[request.stdio.index(1)])
+            child = os.fork()
+            if child == 0:
+                self._become_command(request, fds, caller, client, rich)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return _Command(child, client, os.pidfd_open(child))
+
+    def _become_command(
+        self, request: handoff.Request, fds: list[int], caller: Caller,
+        client: socket.socket, rich: bool,
+    ) -> None:  # fmt: skip
+        code = 1
+        try:
+            self.selector.close()
+            self.listener.close()
+            self.line.close()
+            from cli.served_command import run_served
+
+            code = run_served(request, fds, caller, client, self.commands[rich])
+        finally:
+            os._exit(code)
+
+    def _heard(self, command: _Command) -> None:
+        """A signal to relay, or the client's end: the command's too."""
+        try:
+            message = handoff.receive(command.client)
+        except (OSError, ValueError):
+            message = None
+        if message is None:
+            self.selector.unregister(command.client)
+            if not command.ended:
+                _kill(command.pid, signal.SIGKILL)
+            return
+        signum = message.get("signal")
+        if isinstance(signum, int) and signum in RELAYED and not command.ended:
+            _kill(command.pid, signum)
+
+    def _ended(self, command: _Command) -> None:
+        _, status = os.waitpid(command.pid, 0)
+        command.ended = True
+        self.selector.unregister(command.pidfd)
+        os.close(command.pidfd)
+        # The command says its exit status itself; one that died of a signal cannot.
+        message = {"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status) else {
+            "exit": os.waitstatus_to_exitcode(status)}  # fmt: skip
+        try:
+            handoff.send(command.client, message)
+        except OSError:
+            pass  # the client is gone already
+        try:
+            self.selector.unregister(command.client)
+        except KeyError:
+            pass
+        command.client.close()
+
+
+def _refusal(request: handoff.Request, pid: int) -> str | None:
+    """Why serve does not take the request (the client then runs it itself), or None."""
+    if request.version != handoff.VERSION:
+        return f"serve runs version {handoff.VERSION}, the client {request.version}"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            words = [w.decode(errors="surrogateescape") for w in cmdline.read().split(b"\0")]
+    except OSError:
+        return "the client's command line cannot be read"
+    if words and words[-1] == "":
+        words.pop()
+    if request.argv and words[-len(request.argv):] != request.argv:
+        return "the request's command line is not the client's"
+    return None
+
+
+def _kill(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+

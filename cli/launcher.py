@@ -1,0 +1,144 @@
+"""The `shimledger` entry point: hand the command to a running `serve`, or run it here.
+
+Starting Python and importing typer, pydantic, eventsourcing and our modules costs several
+hundred milliseconds per command; a serve already holds all of that. So this module, which
+imports the standard library alone (tests/test_architecture.py holds it to that), looks for
+serve's control socket in the command's state dir, hands over argv, cwd, the environment
+that matters and its own stdin, stdout and stderr, forwards the signals it gets, and exits
+with the command's status: the way Mercurial's chg and emacsclient work. No socket, a
+refused connection, a serve of another version, or SHIMLEDGER_NO_SERVE=1: the full CLI runs
+in this process, as it always did, and nothing differs but speed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from collections.abc import Mapping
+
+from cli import handoff
+
+DEFAULT_STATE = "/run/shimledger"  # as cli/settings.py's DEFAULT_STATE
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGWINCH)
+# The global options that take a value (cli/main.py's callback), so that the command's
+# name can be told from an option's value.
+_VALUED = frozenset({"--root", "--state", "--namespace", "-n", "--store", "--node", "--log",
+                     "--log-format"})  # fmt: skip
+
+
+def main() -> None:
+    """The console script."""
+    argv = sys.argv[1:]
+    state, command = _state_and_command(argv, os.environ)
+    if command != "serve" and os.environ.get(handoff.NO_SERVE) != "1":
+        sock = _connect(state)
+        if sock is not None:
+            _handed(sock, argv)  # exits unless serve refused
+    _in_process()
+
+
+def _state_and_command(argv: list[str], env: Mapping[str, str]) -> tuple[str, str | None]:
+    """The state dir the command acts in, and its name (None for none: `--help`, say)."""
+    state = env.get("SHIMLEDGER_STATE") or DEFAULT_STATE
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            return os.path.abspath(state), next(words, None)
+        if not word.startswith("-"):
+            return os.path.abspath(state), word
+        name, equals, value = word.partition("=")
+        if name in _VALUED and not equals:
+            value = next(words, "")
+        if name == "--state":
+            state = value
+    return os.path.abspath(state), None
+
+
+def _connect(state: str) -> socket.socket | None:
+    """A connection to the state dir's serve, or None if there is none to be had."""
+    path = handoff.control_socket(state)
+    if len(path.encode()) > 107:
+        return None  # no serve can listen there either: the command says why itself
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(path)
+    except OSError:  # no socket (no serve), refused (a serve that died), not allowed
+        sock.close()
+        return None
+    return sock
+
+
+def _handed(sock: socket.socket, argv: list[str]) -> None:
+    """Run the command through serve; return only if serve refused it."""
+    request = handoff.Request(
+        version=handoff.VERSION,
+        argv=argv,
+        cwd=os.getcwd(),
+        env={k: v for k, v in os.environ.items() if handoff.forwarded(k)},
+        stdio=[fd for fd in handoff.STDIO if _is_open(fd)],
+    )
+    try:
+        handoff.send_request(sock, request)
+        reply = handoff.receive(sock)
+    except (OSError, ValueError):
+        reply = None  # serve went away before it took the command: nothing was done
+    if reply is None or reply.get("accepted") is not True:
+        sock.close()
+        return
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            handoff.send(sock, {"signal": signum})
+        except OSError:
+            pass  # serve is gone; the command's own end says the rest
+
+    for signum in FORWARDED_SIGNALS:
+        signal.signal(signum, forward)
+    while True:
+        try:
+            message = handoff.receive(sock)
+        except (OSError, ValueError):
+            message = None
+        if message is None:
+            _say("serve went away before the command ended; `shimledger list` shows "
+                 "what it did")  # fmt: skip
+            os._exit(1)
+        if "exit" in message:
+            os._exit(_int(message["exit"]))
+        if "signal" in message:
+            _die_of(_int(message["signal"]))
+
+
+def _die_of(signum: int) -> None:
+    """End as the command did: killed by ``signum`` (a shell then prints what it prints)."""
+    sys.stdout.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    os._exit(128 + signum)  # a signal that does not kill (SIGWINCH): a shell's status
+
+
+def _in_process() -> None:
+    from cli.main import main as full_cli
+
+    full_cli()
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 1
+
+
+def _say(line: str) -> None:
+    try:
+        os.write(2, f"shimledger: {line}\n".encode())
+    except OSError:
+        pass
