@@ -31,6 +31,7 @@ from pathlib import Path
 
 from cli import handoff
 from cli.caller import Caller
+from cli.common import ClickCommand
 from domain.errors import ShimledgerError
 
 logger = logging.getLogger(__name__)
@@ -52,15 +53,16 @@ class CommandServer:
     _serving: bool = False
 
     @classmethod
-    def fork(cls, state: Path) -> CommandServer:
-        """Fork the server; it takes no command before ``serve_commands``."""
+    def fork(cls, state: Path, cli: ClickCommand) -> CommandServer:
+        """Fork the server, which runs commands on ``cli`` (the app serve itself runs on);
+        it takes no command before ``serve_commands``."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = os.fork()
         if pid == 0:  # the server
             code = 1
             try:
                 ours.close()
-                code = _serve(state, theirs)
+                code = _serve(state, theirs, cli)
             except BaseException:  # noqa: BLE001 - nothing may return into serve's code
                 logger.exception("the command server failed")
             finally:
@@ -91,10 +93,10 @@ class CommandServer:
             pass
 
 
-def _serve(state: Path, line: socket.socket) -> int:
+def _serve(state: Path, line: socket.socket, cli: ClickCommand) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # serve's to handle: it closes our pipe
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    commands = {rich: _warm(rich) for rich in (False, True)}
+    _warm()
     if line.recv(1) != b"g":
         return 0  # serve stopped before it owned the event sink
     path = handoff.control_socket(str(state))
@@ -105,7 +107,7 @@ def _serve(state: Path, line: socket.socket) -> int:
         return 1
     gc.freeze()  # what is here now is shared by every fork: keep the collector off it
     line.sendall(b"r")
-    server = _Server(listener, line, commands)
+    server = _Server(listener, line, cli)
     try:
         server.run()
     finally:
@@ -114,8 +116,8 @@ def _serve(state: Path, line: socket.socket) -> int:
     return 0
 
 
-def _warm(rich: bool) -> object:
-    """Import what any command imports (on first use, in-process), and build the app."""
+def _warm() -> None:
+    """Import what any command imports (on first use, in-process), once for every fork."""
     for package in _PACKAGES:
         module = importlib.import_module(package)
         for info in pkgutil.walk_packages(module.__path__, f"{package}."):
@@ -125,9 +127,6 @@ def _warm(rich: bool) -> object:
                 importlib.import_module(info.name)
             except ImportError:  # an extra not installed (psycopg): loaded when needed
                 continue
-    from cli.main import click_command
-
-    return click_command(rich=rich)
 
 
 def _listen(path: str) -> socket.socket:
@@ -160,12 +159,10 @@ class _Command:
 
 
 class _Server:
-    def __init__(
-        self, listener: socket.socket, line: socket.socket, commands: dict[bool, object]
-    ) -> None:
+    def __init__(self, listener: socket.socket, line: socket.socket, cli: ClickCommand) -> None:
         self.listener = listener
         self.line = line
-        self.commands = commands
+        self.cli = cli
         self.selector = selectors.DefaultSelector()
         self.selector.register(listener, selectors.EVENT_READ, self._accept)
         self.selector.register(line, selectors.EVENT_READ, None)  # EOF: serve stops
@@ -218,10 +215,9 @@ class _Server:
             handoff.send(client, {"accepted": True})
             client.settimeout(None)
             caller = Caller(uid=uid, pid=pid, argv=tuple(request.argv))
-            rich = 1 in request.stdio and os.isatty(fds[request.stdio.index(1)])
             child = os.fork()
             if child == 0:
-                self._become_command(request, fds, caller, client, rich)
+                self._become_command(request, fds, caller, client)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -229,7 +225,7 @@ class _Server:
 
     def _become_command(
         self, request: handoff.Request, fds: list[int], caller: Caller,
-        client: socket.socket, rich: bool,
+        client: socket.socket,
     ) -> None:  # fmt: skip
         code = 1
         try:
@@ -238,7 +234,7 @@ class _Server:
             self.line.close()
             from cli.served_command import run_served
 
-            code = run_served(request, fds, caller, client, self.commands[rich])
+            code = run_served(request, fds, caller, client, self.cli)
         finally:
             os._exit(code)
 
@@ -287,7 +283,7 @@ def _refusal(request: handoff.Request, pid: int) -> str | None:
         return "the client's command line cannot be read"
     if words and words[-1] == "":
         words.pop()
-    if request.argv and words[-len(request.argv):] != request.argv:
+    if request.argv and words[-len(request.argv) :] != request.argv:
         return "the request's command line is not the client's"
     return None
 
@@ -297,4 +293,3 @@ def _kill(pid: int, signum: int) -> None:
         os.kill(pid, signum)
     except ProcessLookupError:
         pass
-

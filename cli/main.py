@@ -35,7 +35,7 @@ from cli.args import (
     StoreOption,
 )
 from cli.caller import handed
-from cli.common import ClickCommand, LogFormat, configure_logging, run_app
+from cli.common import LogFormat, configure_logging, run_app
 from cli.settings import DEFAULT_ROOT, DEFAULT_STATE, Settings, default_node
 from domain.errors import InvalidArgumentError
 from domain.identifiers import validate_identifier
@@ -98,12 +98,6 @@ app.add_typer(projections_cmds.app, name="projections")
 def main() -> None:
     """The whole CLI in this process (cli/launcher.py's fallback when no serve takes it)."""
     run_app(app)
-
-
-def click_command(*, rich: bool) -> ClickCommand:
-    """The app as click runs it; boxes and colour in --help (``rich``) for a terminal."""
-    app.rich_markup_mode = "rich" if rich else None
-    return typer.main.get_command(app)
 
 
 if __name__ == "__main__":

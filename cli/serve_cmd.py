@@ -34,7 +34,7 @@ def serve(ctx: typer.Context) -> None:
     from cli.command_server import CommandServer
 
     # Forked now, before the event loop and any thread exist: see cli/command_server.py.
-    commands = CommandServer.fork(settings.state)
+    commands = CommandServer.fork(settings.state, ctx.find_root().command)
 
     async def work() -> None:
         from cli.bootstrap import wire

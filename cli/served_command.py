@@ -33,6 +33,7 @@ def run_served(
         del os.environ[name]
     os.environ.update(request.env)
     handed_by(caller)
+    _markup(command, "rich" if os.isatty(1) else None)  # as cli/main.py decides in-process
     sys.argv = ["shimledger", *request.argv]
     try:
         os.chdir(request.cwd)
@@ -72,3 +73,12 @@ def _take_stdio(present: list[int], fds: list[int]) -> None:
         open(2, "wb", 0, closefd=False), encoding=encoding, errors="backslashreplace",
         line_buffering=True, write_through=True,
     )  # fmt: skip
+
+
+def _markup(command: ClickCommand, mode: str | None) -> None:
+    """Boxes and colour in --help for a terminal, plain text for a pipe: on every command
+    of the tree, which typer built for serve's own stderr."""
+    if hasattr(command, "rich_markup_mode"):
+        command.rich_markup_mode = mode
+    for sub in getattr(command, "commands", {}).values():
+        _markup(sub, mode)

@@ -110,3 +110,43 @@ def test_the_checks_find_a_circle_and_a_forbidden_import() -> None:
 def test_no_module_is_over_about_four_hundred_lines(module: str) -> None:
     lines = len(MODULES[module].read_text().splitlines())
     assert lines <= MAX_LINES, f"{module} has {lines} lines: split it by what it does"
+
+
+# --- the entry point ---------------------------------------------------------------------
+
+# What the interpreter's start loads besides the stdlib: the editable install's finder,
+# setuptools' distutils shim, a site's customisation.
+_SITE_EXTRAS = ("__editable__", "_distutils_hack", "sitecustomize", "usercustomize")
+ENTRY_POINT_MAY_LOAD = {"__main__", "cli", "cli.launcher", "cli.handoff"}
+
+
+def not_stdlib(modules: list[str]) -> list[str]:
+    """The modules of ``modules`` that are neither the stdlib nor what the entry point may
+    load of ours (cli/launcher.py's promise: a handed-off command costs a bare start)."""
+    import sys
+
+    return [
+        name for name in modules
+        if name not in ENTRY_POINT_MAY_LOAD
+        and name.split(".")[0] not in sys.stdlib_module_names
+        and not name.startswith(_SITE_EXTRAS)
+    ]  # fmt: skip
+
+
+def test_the_entry_point_loads_the_stdlib_alone() -> None:
+    import subprocess
+    import sys
+
+    listing = subprocess.run(
+        [sys.executable, "-c", "import sys, cli.launcher; print(*sorted(sys.modules))"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    loaded = listing.stdout.split()
+    assert "cli.launcher" in loaded
+    assert not_stdlib(loaded) == []
+
+
+def test_the_entry_point_check_finds_a_heavy_import() -> None:
+    assert not_stdlib(["json", "cli.handoff", "typer", "cli.main", "pydantic.main"]) == [
+        "typer", "cli.main", "pydantic.main"
+    ]  # fmt: skip

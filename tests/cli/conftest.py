@@ -39,7 +39,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(autouse=True)
 def cli_mode(request: pytest.FixtureRequest) -> Iterator[str]:
-    """"served": a real `shimledger serve` on the test's settings for the test's length."""
+    """ "served": a real `shimledger serve` on the test's settings for the test's length."""
     mode = getattr(request, "param", "alone")
     if mode != "served":
         yield mode
@@ -76,4 +76,4 @@ class serving:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise AssertionError(f"serve did not stop on SIGTERM: {self.log.read_text()}")
+            raise AssertionError(f"serve did not stop on SIGTERM: {self.log.read_text()}") from None

@@ -207,7 +207,8 @@ def test_signals_to_the_client_reach_the_handed_command(
 ) -> None:
     """SIGTERM to a foreground `run` cancels it as it does in-process: the container is
     signalled, and the command ends with the container's status."""
-    path = bundle("sh", "-c", "trap 'echo term; exit 7' TERM; echo ready; while :; do sleep 1; done")
+    script = "trap 'echo term; exit 7' TERM; echo ready; while :; do sleep 1; done"
+    path = bundle("sh", "-c", script)
     with serving(settings, tmp_path / "serve.log"):
         process = subprocess.Popen(
             [SHIMLEDGER, "run", "--rm", "--bundle", str(path), "sig"], env=cli_env(settings),
