@@ -82,10 +82,11 @@ def control_socket(state: str) -> str:
 def send(sock: socket.socket, message: Mapping[str, object], fds: tuple[int, ...] = ()) -> None:
     """One message; ``fds`` go with it (SCM_RIGHTS)."""
     data = json.dumps(message, separators=(",", ":")).encode()
-    _send_raw(sock, data, fds)
+    send_bytes(sock, data, fds)
 
 
-def _send_raw(sock: socket.socket, data: bytes, fds: tuple[int, ...]) -> None:
+def send_bytes(sock: socket.socket, data: bytes, fds: tuple[int, ...]) -> None:
+    """One message of ``data`` as it is (what ``send`` and ``send_request`` encode)."""
     if fds:
         rights = array.array("i", fds).tobytes()
         sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
@@ -94,7 +95,7 @@ def _send_raw(sock: socket.socket, data: bytes, fds: tuple[int, ...]) -> None:
 
 
 def send_request(sock: socket.socket, request: Request) -> None:
-    _send_raw(sock, request.encode(), tuple(request.stdio))
+    send_bytes(sock, request.encode(), tuple(request.stdio))
 
 
 def receive(sock: socket.socket) -> dict[str, object] | None:

@@ -3,6 +3,7 @@ itself: real serve, real shims, real runc, through the real entry point."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -248,3 +249,19 @@ def test_a_client_unlike_serve_runs_its_command_itself(
     assert HANDED in handed.stderr  # the same command, from a client like serve
     assert HANDED not in result.stderr
     assert "refused" not in result.stderr
+
+
+def test_commands_handed_to_a_serve_on_a_postgresql_store(
+    settings: Settings, bundle, tmp_path: Path, postgres_url: str
+) -> None:
+    """serve's forks open connections of their own: the store is shared, not a socket."""
+    on_pg = dataclasses.replace(settings, store=postgres_url)
+    path = bundle("sh", "-c", "echo on pg; exit 4")
+    with serving(on_pg, tmp_path / "serve.log"):
+        ran = shimledger(on_pg, "--debug", "run", "--rm", "--bundle", str(path), "pg1")
+        listed = shimledger(on_pg, "--debug", "run", "-d", "--bundle", str(path), "pg2")
+        events = history(on_pg, "pg1")
+    assert (ran.returncode, ran.stdout) == (4, "on pg\n"), ran.stderr
+    assert HANDED in ran.stderr and HANDED in listed.stderr
+    assert [e["type"] for e in events] == ["Created", "Started", "Exited", "Deleted"]
+    assert shimledger(on_pg, "delete", "-f", "pg2").returncode == 0

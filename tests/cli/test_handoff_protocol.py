@@ -1,0 +1,72 @@
+"""The control socket's messages (cli/handoff.py), on a real socket pair: what a request
+carries, what is refused, and that a refused request's descriptors are closed."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from cli import handoff
+
+
+def pair() -> tuple[socket.socket, socket.socket]:
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+
+def test_a_request_arrives_whole_with_its_descriptors() -> None:
+    client, server = pair()
+    read_end, write_end = os.pipe()
+    try:
+        request = handoff.Request(handoff.VERSION, ["list", "-q"], "/tmp", {"TERM": "xterm"},
+                                  [1])  # fmt: skip
+        handoff.send_bytes(client, request.encode(), (write_end,))
+        got, fds = handoff.receive_request(server)
+        assert (got.argv, got.cwd, got.env, got.stdio) == (["list", "-q"], "/tmp",
+                                                           {"TERM": "xterm"}, [1])  # fmt: skip
+        (passed,) = fds
+        os.write(passed, b"through")  # the client's own pipe, in this process
+        os.close(passed)
+        assert os.read(read_end, 16) == b"through"
+    finally:
+        for fd in (read_end, write_end):
+            os.close(fd)
+        client.close()
+        server.close()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"[]", b"{}", b"not json", b'{"version":"1","argv":[],"cwd":"/","env":{},"stdio":[3]}',
+     b'{"version":"1","argv":[],"cwd":"/","env":{},"stdio":[1,1]}',
+     b'{"version":"1","argv":[],"cwd":"/","env":{},"stdio":[0,1]}'],
+    ids=["list", "empty", "garbage", "not-stdio", "twice", "fds-missing"],
+)
+def test_a_malformed_request_is_refused_and_its_descriptors_closed(data: bytes) -> None:
+    client, server = pair()
+    read_end, write_end = os.pipe()
+    try:
+        handoff.send_bytes(client, data, (write_end,))
+        os.close(write_end)  # the one sent along is now the only write end
+        with pytest.raises(ValueError):
+            handoff.receive_request(server)
+        assert os.read(read_end, 1) == b""  # EOF: the receiver closed what came along
+    finally:
+        os.close(read_end)
+        client.close()
+        server.close()
+
+
+def test_a_client_that_closes_before_its_request_is_told_apart() -> None:
+    client, server = pair()
+    client.close()
+    with pytest.raises(EOFError):
+        handoff.receive_request(server)
+    server.close()
+
+
+def test_only_the_environment_that_matters_is_forwarded() -> None:
+    assert all(map(handoff.forwarded, ["SHIMLEDGER_ROOT", "NO_COLOR", "TERM", "COLUMNS",
+                                       "_SHIMLEDGER_COMPLETE", "COMP_WORDS"]))  # fmt: skip
+    assert not any(map(handoff.forwarded, ["PATH", "HOME", "LD_PRELOAD", "PYTHONPATH"]))
