@@ -12,6 +12,8 @@ import asyncio
 import functools
 import importlib.util
 import os
+import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +23,13 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, Notification, Transcoding
+from eventsourcing.persistence import (
+    IntegrityError,
+    JSONTranscoder,
+    Notification,
+    OperationalError,
+    Transcoding,
+)
 
 from adapters.postgres_url import is_postgres_url, parse_postgres_url
 from adapters.url_redaction import redact_url
@@ -31,6 +39,8 @@ from domain.values import Cause, Owner
 from shim.private_files import private_sqlite as _make_private
 
 POSTGRES_MODULE = "adapters.postgres_factory:LedgerPostgresFactory"
+SCHEMA_ATTEMPTS = 40  # a fresh SQLite file's tables, made by another process meanwhile
+SCHEMA_RETRY = 0.05
 """The persistence module of a PostgreSQL store: eventsourcing's, with our pool and schema."""
 
 T = TypeVar("T")
@@ -124,7 +134,19 @@ class EventStore:
         if self._app is None:
             if self._env.get("PERSISTENCE_MODULE") == "eventsourcing.sqlite":
                 _make_private(Path(self._env["SQLITE_DBNAME"]))
-            self._app = LedgerApplication(env=self._env)
+            for attempt in range(SCHEMA_ATTEMPTS):
+                try:
+                    self._app = LedgerApplication(env=self._env)
+                    break
+                except (OperationalError, sqlite3.OperationalError) as exc:
+                    # Two processes making a fresh SQLite file's tables at once: each reads
+                    # the schema, then both want to write it, and SQLite fails one at once
+                    # (a deadlock it breaks; no busy timeout applies). The other commits
+                    # its tables in milliseconds; then ours finds them there.
+                    if "locked" not in str(exc) or attempt == SCHEMA_ATTEMPTS - 1:
+                        raise
+                    time.sleep(SCHEMA_RETRY)
+        assert self._app is not None
         return self._app
 
     async def prepare(self) -> bool | None:

@@ -123,6 +123,9 @@ def _die_of(signum: int) -> None:
 
 
 def _in_process() -> None:
+    # pydantic looks for plugins in every installed distribution's entry points when it
+    # builds its first model (tens of milliseconds); shimledger uses none.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     from cli.main import main as full_cli
 
     full_cli()

@@ -183,9 +183,12 @@ def test_a_client_killed_in_the_middle_of_a_command_cancels_it_as_sigkill_would(
 ) -> None:
     """The command dies with its client; what it left is found and tracked, as after a
     SIGKILL of the in-process CLI: the task is running and recorded, its io dir removed."""
-    path = bundle("cat")
+    path = bundle("sleep", "300")  # not reading stdin: the dead command's FIFOs end nothing
     with serving(settings, tmp_path / "serve.log"):
-        process = foreground_cat(settings, path, "orphan")
+        process = subprocess.Popen(
+            [SHIMLEDGER, "run", "--rm", "--bundle", str(path), "orphan"], env=cli_env(settings),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
         wait_until(lambda: started(settings, "orphan"), "the task to run", process=process)
         command = served_command_pid(settings, "orphan")
         assert command != process.pid
