@@ -18,11 +18,11 @@ it always did) whenever it cannot prove that:
   store's head; the state_files view behind it (the full path would write state.json);
 - a listed task with a process (created, running, paused): the full path asks its shim,
   which cannot be done cheaply and exactly here; a task log due for rotation;
-- a stored row that this module would not re-serialise to the very same JSON, output
-  holding an escape character (click strips ANSI sequences when piped), or any exception.
+- a stored row this module would not re-serialise to the very same JSON, an escape
+  character in the output (click strips ANSI sequences when piped), or any exception.
 
-The output is built whole in memory before anything is written, so a fallback never
-follows a partial answer. tests/cli/test_quick_reads.py compares it with the full path's.
+The output is built whole before anything is written: a fallback never follows a partial
+answer. Skipped side effects, none of them in the output: see the README's `list` note.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -230,12 +231,8 @@ def _settings(request: _Request) -> tuple[Path, Path, str, str]:
 def _no_log_to_rotate(directory: Path) -> None:
     """As shim/lifecycle/task_logs.py's rotate_all finds logs (``*/[0-9]*.log``): one at
     the size would be rotated by the full path."""
-    if not directory.exists():
-        return
-    for task in os.scandir(directory):
-        if not task.is_dir():
-            continue
-        for log in os.scandir(task.path):
+    for task in os.scandir(directory) if directory.exists() else ():
+        for log in os.scandir(task.path) if task.is_dir() else ():
             if log.name[:1].isdigit() and log.name.endswith(".log") and (
                     log.stat().st_size >= LOG_MAX_SIZE):  # fmt: skip
                 raise _Fallback(f"{log.path} is due for rotation")
@@ -244,13 +241,12 @@ def _no_log_to_rotate(directory: Path) -> None:
 # --- the store and the view -------------------------------------------------------------
 
 
-def _read_only(path: Path) -> Any:
+def _read_only(path: Path) -> closing[Any]:
     """A read-only connection to an existing SQLite file (a missing one is never made)."""
     import sqlite3
 
-    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=SQLITE_TIMEOUT,
-                         isolation_level=None)  # fmt: skip
-    return db
+    return closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, isolation_level=None,
+                                   timeout=SQLITE_TIMEOUT))  # fmt: skip
 
 
 def _store_head(events: Path) -> tuple[int, str]:
@@ -258,15 +254,12 @@ def _store_head(events: Path) -> tuple[int, str]:
     projections/view_store.py's ``fingerprint`` writes it)."""
     from datetime import datetime
 
-    db = _read_only(events)
-    try:
+    with _read_only(events) as db:
         db.execute("BEGIN")
         (head,) = db.execute("SELECT MAX(rowid) FROM stored_events").fetchone()
         first = db.execute("SELECT originator_id, originator_version, state FROM stored_events "
                            "WHERE rowid > 0 ORDER BY rowid LIMIT 1").fetchone()  # fmt: skip
         db.execute("COMMIT")
-    finally:
-        db.close()
     if head is None or first is None:
         raise _Fallback("an empty store")
     originator, version, state = first
@@ -276,25 +269,21 @@ def _store_head(events: Path) -> tuple[int, str]:
     if stamp.get("_type_") != "datetime_iso":
         raise _Fallback("a timestamp of another form")
     moment = datetime.fromisoformat(stamp["_data_"]).isoformat()
-    u = originator
+    u = originator  # as str(UUID(hex)) writes it
     return int(head), f"{u[:8]}-{u[8:12]}-{u[12:16]}-{u[16:20]}-{u[20:]}/{version}@{moment}"
 
 
 def _expected_schema() -> set[tuple[Any, ...]]:
     import sqlite3
 
-    db = sqlite3.connect(":memory:")
-    try:
+    with closing(sqlite3.connect(":memory:")) as db:
         db.executescript(VIEW_SCHEMA)
         return set(db.execute(SCHEMA_QUERY).fetchall())
-    finally:
-        db.close()
 
 
 def _view_rows(path: Path, query: str, args: list[str]) -> tuple[int, str, str, list[Any]]:
     """(position, store location, first event, rows of ``query``), read in one transaction."""
-    db = _read_only(path)
-    try:
+    with _read_only(path) as db:
         db.execute("BEGIN")
         if set(db.execute(SCHEMA_QUERY).fetchall()) != _expected_schema():
             raise _Fallback("a view of another schema")
@@ -303,17 +292,12 @@ def _view_rows(path: Path, query: str, args: list[str]) -> tuple[int, str, str, 
             "SELECT location, first_event FROM store WHERE id = 1").fetchone()  # fmt: skip
         rows = db.execute(query, args).fetchall()
         db.execute("COMMIT")
-    finally:
-        db.close()
     return int(position), str(location), str(first), rows
 
 
 def _position(path: Path) -> int:
-    db = _read_only(path)
-    try:
+    with _read_only(path) as db:
         (position,) = db.execute("SELECT position FROM position WHERE id = 1").fetchone()
-    finally:
-        db.close()
     return int(position)
 
 
