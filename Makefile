@@ -12,7 +12,7 @@ TEST_PACKAGES := chromium criu postgresql
 PROTO_FILES := $(wildcard adapters/proto/*.proto)
 
 .PHONY: demo test setup setup-postgres setup-dev system-packages test-packages proto bench \
-	bench-history lint
+	bench-serve bench-history lint
 
 demo: setup
 	@work=$$(mktemp -d /tmp/shimledger-demo.XXXXXX); id=demo-$$(date +%s); \
@@ -83,6 +83,10 @@ bench: setup-dev
 	$(PY) bench/startup.py
 	$(PY) bench/ttrpc_calls.py
 	$(PY) bench/concurrency.py --runs 5
+
+# What a running `shimledger serve` buys (bench/serve.py, ~5 min; installs podman if missing).
+bench-serve: setup-dev
+	$(PY) bench/serve.py --runs 41 --rounds 5
 
 bench-history: setup-dev
 	$(PY) bench/history.py --small 100000 --large 1000000 --runs 3

@@ -174,7 +174,10 @@ class _Server:
                     if self.line.recv(1) == b"":
                         return
                     continue
-                key.data()
+                try:
+                    key.data()
+                except Exception:  # one command's trouble must not end the server
+                    logger.exception("the command server: a command's event failed")
 
     def _accept(self) -> None:
         try:
@@ -240,6 +243,8 @@ class _Server:
 
     def _heard(self, command: _Command) -> None:
         """A signal to relay, or the client's end: the command's too."""
+        if command.client.fileno() == -1:
+            return  # the command ended in this same round of events, and its client is closed
         try:
             message = handoff.receive(command.client)
         except (OSError, ValueError):
@@ -276,6 +281,8 @@ def _refusal(request: handoff.Request, pid: int) -> str | None:
     """Why serve does not take the request (the client then runs it itself), or None."""
     if request.version != handoff.VERSION:
         return f"serve runs version {handoff.VERSION}, the client {request.version}"
+    if (differs := _not_like_us(pid)) is not None:
+        return differs
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
             words = [w.decode(errors="surrogateescape") for w in cmdline.read().split(b"\0")]
@@ -286,6 +293,31 @@ def _refusal(request: handoff.Request, pid: int) -> str | None:
     if request.argv and words[-len(request.argv) :] != request.argv:
         return "the request's command line is not the client's"
     return None
+
+
+# Namespaces in which the same path, host name or pid would mean something else.
+_NAMESPACES = ("mnt", "uts", "pid", "user")
+
+
+def _not_like_us(pid: int) -> str | None:
+    """Why the client may not have its command run here, or None if it may: a client with
+    fewer capabilities than serve (setpriv, a container's root) would do with serve's what
+    it may not do itself, and one in other namespaces means other paths and hosts."""
+    try:
+        theirs, ours = _capabilities(f"/proc/{pid}/status"), _capabilities("/proc/self/status")
+        if theirs != ours:
+            return "the client's capabilities are not serve's"
+        for kind in _NAMESPACES:
+            if os.stat(f"/proc/{pid}/ns/{kind}").st_ino != os.stat(f"/proc/self/ns/{kind}").st_ino:
+                return f"the client is in another {kind} namespace"
+    except OSError as exc:
+        return f"the client cannot be checked: {exc.strerror}"
+    return None
+
+
+def _capabilities(status: str) -> str:
+    with open(status) as lines:
+        return next((line for line in lines if line.startswith("CapEff:")), "")
 
 
 def _kill(pid: int, signum: int) -> None:

@@ -119,7 +119,10 @@ def _handed(sock: socket.socket, argv: list[str]) -> None:
 def _die_of(signum: int) -> None:
     """End as the command did: killed by ``signum`` (a shell then prints what it prints)."""
     sys.stdout.flush()
-    signal.signal(signum, signal.SIG_DFL)
+    try:
+        signal.signal(signum, signal.SIG_DFL)
+    except (OSError, ValueError):  # SIGKILL and SIGSTOP have no handler to reset
+        pass
     os.kill(os.getpid(), signum)
     os._exit(128 + signum)  # a signal that does not kill (SIGWINCH): a shell's status
 

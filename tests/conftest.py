@@ -175,15 +175,27 @@ def bundle(tmp_path: Path) -> Callable[..., Path]:
     return build
 
 
+# Set by tests/cli/conftest.py for a test run "served": makes sure a serve runs for the
+# state dir of settings that commands are about to be run with.
+SERVE_FOR: Callable[[Settings], None] | None = None
+
+
 def cli_env(settings: Settings) -> dict[str, str]:
-    """The environment that points a shimledger process at the test's root and state."""
+    """The environment that points a shimledger process at the test's root and state (and,
+    for a test run "served", a serve of that state dir that the command is handed to)."""
+    if SERVE_FOR is not None:
+        SERVE_FOR(settings)
+    return serve_env(settings)
+
+
+def serve_env(settings: Settings) -> dict[str, str]:
     return dict(
         os.environ,
         SHIMLEDGER_ROOT=str(settings.root),
         SHIMLEDGER_STATE=str(settings.state),
         SHIMLEDGER_NAMESPACE=settings.namespace,
         SHIMLEDGER_NODE=settings.node,
-    )
+    ) | ({"SHIMLEDGER_STORE": settings.store} if settings.store else {})
 
 
 def cli_runner(settings: Settings) -> Callable[..., subprocess.CompletedProcess[str]]:

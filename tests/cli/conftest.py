@@ -18,7 +18,8 @@ import pytest
 
 from cli.bootstrap import Settings
 from cli.handoff import control_socket
-from tests.conftest import cli_env
+from tests import conftest
+from tests.conftest import serve_env
 from tests.waiting import wait_until
 
 SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
@@ -39,36 +40,61 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(autouse=True)
 def cli_mode(request: pytest.FixtureRequest) -> Iterator[str]:
-    """ "served": a real `shimledger serve` on the test's settings for the test's length."""
+    """ "served": every state dir the test's commands use (through cli_env) gets a real
+    `shimledger serve` of its own, started on first use with the settings it is used
+    with, and stopped by SIGTERM when the test ends (whatever the test did)."""
     mode = getattr(request, "param", "alone")
     if mode != "served":
         yield mode
         return
-    settings: Settings = request.getfixturevalue("settings")
-    with serving(settings, Path(request.getfixturevalue("tmp_path")) / "serve.log"):
+    request.getfixturevalue("settings")  # torn down after the serves stop
+    log_dir = Path(request.getfixturevalue("tmp_path"))
+    services: dict[Path, Serving] = {}
+
+    def ensure(settings: Settings) -> None:
+        if settings.state not in services:
+            service = Serving(settings, log_dir / f"serve-{len(services)}.log")
+            services[settings.state] = service
+            service.start(required=False)
+
+    conftest.SERVE_FOR = ensure
+    try:
         yield mode
+    finally:
+        conftest.SERVE_FOR = None
+        for service in services.values():
+            service.stop()
 
 
-class serving:
-    """A `shimledger serve` process for ``settings``, ready to take commands; stopped by
-    SIGTERM on the way out (whatever the test did)."""
+class Serving:
+    """A `shimledger serve` process for ``settings``, ready to take commands."""
 
     def __init__(self, settings: Settings, log: Path) -> None:
         self.settings = settings
         self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> subprocess.Popen[bytes]:
+    def start(self, *, required: bool = True) -> subprocess.Popen[bytes]:
+        """Start serve and wait until it takes commands. ``required=False``: a serve that
+        cannot start (the test broke the root on purpose) leaves the commands to run
+        alone, as they would."""
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                [SHIMLEDGER, "serve"], env=cli_env(self.settings), stdin=subprocess.DEVNULL,
+                [SHIMLEDGER, "serve"], env=serve_env(self.settings), stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
-        wait_until(lambda: b"commands on" in self.log.read_bytes(),
-                   f"serve to take commands ({self.log})", process=self.process)  # fmt: skip
-        assert Path(control_socket(str(self.settings.state))).is_socket()
-        return self.process
+        process = self.process
+        ready = lambda: b"commands on" in self.log.read_bytes()  # noqa: E731
+        if required:
+            wait_until(ready, f"serve to take commands ({self.log})", process=process)
+        else:
+            wait_until(lambda: ready() or process.poll() is not None or b"no commands" in
+                       self.log.read_bytes(), f"serve to start ({self.log})")  # fmt: skip
+        return process
 
-    def __exit__(self, *_: object) -> None:
+    def stop(self) -> None:
+        if self.process is None:
+            return
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
@@ -77,3 +103,18 @@ class serving:
             self.process.kill()
             self.process.wait()
             raise AssertionError(f"serve did not stop on SIGTERM: {self.log.read_text()}") from None
+
+
+class serving:
+    """A `shimledger serve` for ``settings`` for the block's length."""
+
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self.service = Serving(settings, log)
+
+    def __enter__(self) -> subprocess.Popen[bytes]:
+        process = self.service.start()
+        assert Path(control_socket(str(self.service.settings.state))).is_socket()
+        return process
+
+    def __exit__(self, *_: object) -> None:
+        self.service.stop()

@@ -126,6 +126,7 @@ def unbind(settings: Settings) -> None:
     StateDir(settings.state).binding.unlink(missing_ok=True)
 
 
+@pytest.mark.alone("the fault is made under the root after serve opened it")
 @pytest.mark.parametrize("command", READ_COMMANDS, ids=" ".join)
 def test_a_full_disk_under_the_root_is_one_line_naming_it(cli, settings, full_root, command):
     result = cli("--root", str(full_root), *command)
@@ -133,6 +134,7 @@ def test_a_full_disk_under_the_root_is_one_line_naming_it(cli, settings, full_ro
     assert "internal error" not in line
 
 
+@pytest.mark.alone("the fault is made under the root after serve opened it")
 def test_create_on_a_full_disk_leaves_nothing(cli, settings, sleeper, full_root) -> None:
     result = cli("--root", str(full_root), "run", "-d", "--bundle", str(sleeper), "x")
     refused(result, str(full_root), "No space left on device")
@@ -140,6 +142,7 @@ def test_create_on_a_full_disk_leaves_nothing(cli, settings, sleeper, full_root)
     unbind(settings)
 
 
+@pytest.mark.alone("the fault is made under the root after serve opened it")
 @pytest.mark.parametrize("command", READ_COMMANDS, ids=" ".join)
 def test_a_read_only_root_is_one_line_naming_it(cli, settings, read_only_root, command):
     result = cli("--root", str(read_only_root), *command)
@@ -147,6 +150,7 @@ def test_a_read_only_root_is_one_line_naming_it(cli, settings, read_only_root, c
     assert "internal error" not in line
 
 
+@pytest.mark.alone("the fault is made under the root after serve opened it")
 def test_create_on_a_read_only_root_leaves_nothing(cli, settings, sleeper, read_only_root):
     result = cli("--root", str(read_only_root), "create", "--bundle", str(sleeper), "x")
     refused(result, str(read_only_root), "Read-only file system")
@@ -177,6 +181,7 @@ def test_a_root_this_process_may_not_write_is_one_line_naming_it(
     refused(result, str(root), "Permission denied")
 
 
+@pytest.mark.alone("the fault is made under the root after serve opened it")
 @pytest.mark.parametrize("command", [["list"], ["events"], ["history", "x"], ["serve"]],
                          ids=" ".join)  # fmt: skip
 def test_an_events_db_that_is_not_a_database_is_one_line_naming_it(

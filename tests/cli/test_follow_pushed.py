@@ -21,6 +21,9 @@ from tests.conftest import cli_env
 from tests.postgres_cluster import PostgresServer
 from tests.waiting import wait_until
 
+# A serve started with the test's settings would bind the state dir to another store.
+pytestmark = pytest.mark.alone("the store is set in the commands' environment, not settings")
+
 DEADLINE = 60.0  # seconds: generous under load; every wait ends as soon as its condition holds
 
 

@@ -228,3 +228,23 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [["unshare", "--uts"], ["setpriv", "--inh-caps=-all", "--bounding-set=-all"]],
+    ids=["other-uts-namespace", "fewer-capabilities"],
+)
+def test_a_client_unlike_serve_runs_its_command_itself(
+    settings: Settings, tmp_path: Path, prefix: list[str]
+) -> None:
+    """A client in other namespaces (its paths and host name are not serve's) or with fewer
+    capabilities (serve would do for it what it may not) keeps its command."""
+    with serving(settings, tmp_path / "serve.log"):
+        result = subprocess.run([*prefix, SHIMLEDGER, "--debug", "list"], env=cli_env(settings),
+                                text=True, capture_output=True, stdin=subprocess.DEVNULL,
+                                timeout=60)  # fmt: skip
+        handed = shimledger(settings, "--debug", "list")
+    assert HANDED in handed.stderr  # the same command, from a client like serve
+    assert HANDED not in result.stderr
+    assert "refused" not in result.stderr

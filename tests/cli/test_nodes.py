@@ -249,6 +249,7 @@ def test_a_create_killed_on_one_node_is_adopted_by_it_past_the_others_task(
     assert incarnations(a.history("dup"))[1] == before
 
 
+@pytest.mark.alone("runs the serves it is about")
 def test_serve_on_one_node_never_records_on_the_others_task(nodes, bundle: Bundle) -> None:
     """B's serve reconciles its state dir on start and watches its shims: A's task, with
     no bundle there, is neither lost nor watched; A's own exit is A's to record."""

@@ -17,6 +17,8 @@ import pytest
 from cli.bootstrap import Settings
 from tests.conftest import cli_env, processes_in
 
+pytestmark = pytest.mark.alone("each test runs the serve it is about")
+
 SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
 READY = "shimledger serve: events on"
 

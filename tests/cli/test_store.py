@@ -22,6 +22,9 @@ from tests.conftest import cli_env
 from tests.postgres_cluster import TCP_DB, PostgresServer, TcpStore, empty_database
 from tests.waiting import wait_until
 
+# A serve started with the test's settings would bind the state dir to another store.
+pytestmark = pytest.mark.alone("the store is set in the commands' environment, not settings")
+
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 STEP = 60.0  # a guard on every wait for processes, never a threshold
 NO_X = "shimledger: task x has no history in namespace default\n"

@@ -93,6 +93,7 @@ def test_a_real_task_writing_past_the_cap_rotates_and_logs_reads_across(
     assert tail == numbered(BATCHES * 100 - 249, BATCHES * 100)
 
 
+@pytest.mark.alone("runs the serve it is about")
 def test_serve_rotates_the_logs_of_the_tasks_it_watches(cli, bundle, settings) -> None:
     cap = {"SHIMLEDGER_LOG_MAX_SIZE": "1k", "SHIMLEDGER_LOG_MAX_FILES": "2"}
     service = Service({**cli_env(settings), **cap})

@@ -80,6 +80,7 @@ def leftovers(settings: Settings) -> list[str]:
     return sorted(p.name for p in views_dir(settings).glob(".*.rebuild.*"))
 
 
+@pytest.mark.alone("with serve running, serve may be the one to rebuild it (and warn in its log)")
 @pytest.mark.parametrize("kind", ["garbage", "foreign"])
 @pytest.mark.parametrize("view", ["task_states", "event_index", "state_files"])
 def test_a_damaged_view_file_is_rebuilt_with_one_warning(
@@ -158,6 +159,7 @@ def test_a_rebuild_file_of_a_dead_process_is_removed(
         building.unlink()
 
 
+@pytest.mark.alone("runs the serve it is about")
 def test_serve_goes_on_after_a_rebuild_swaps_its_files(
     cli: Cli, bundle, settings: Settings, services
 ) -> None:
