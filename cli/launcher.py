@@ -20,7 +20,7 @@ import socket
 import sys
 from collections.abc import Mapping
 
-from cli import handoff, quick_reads
+from cli import handoff
 
 DEFAULT_STATE = "/run/shimledger"  # as cli/settings.py's DEFAULT_STATE
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGWINCH)
@@ -38,6 +38,8 @@ def main() -> None:
         sock = _connect(state)
         if sock is not None:
             _handed(sock, argv)  # exits unless serve refused
+    from cli import quick_reads  # here: a command handed to serve does not pay for it
+
     code = quick_reads.answer(argv, os.environ)  # `list` from the view file, when provably
     if code is not None:  # the same bytes the full CLI would print (cli/quick_reads.py)
         os._exit(code)
