@@ -7,7 +7,9 @@ serve's control socket in the command's state dir, hands over argv, cwd, the env
 that matters and its own stdin, stdout and stderr, forwards the signals it gets, and exits
 with the command's status: the way Mercurial's chg and emacsclient work. No socket, a
 refused connection, a serve of another version, or SHIMLEDGER_NO_SERVE=1: the full CLI runs
-in this process, as it always did, and nothing differs but speed.
+in this process, as it always did, and nothing differs but speed; first, though, a plain
+`list` whose answer the task_states view file alone provably gives is answered from it
+(cli/quick_reads.py, stdlib too).
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ def main() -> None:
         sock = _connect(state)
         if sock is not None:
             _handed(sock, argv)  # exits unless serve refused
+    from cli import quick_reads  # here: a command handed to serve does not pay for it
+
+    code = quick_reads.answer(argv, os.environ)  # `list` from the view file, when provably
+    if code is not None:  # the same bytes the full CLI would print (cli/quick_reads.py)
+        os._exit(code)
     _in_process()
 
 
