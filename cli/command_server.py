@@ -26,6 +26,7 @@ import selectors
 import signal
 import socket
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from domain.errors import ShimledgerError
 logger = logging.getLogger(__name__)
 
 _PEERCRED = struct.Struct("3i")
+STOP_WAIT = 2.0  # seconds serve waits for the command server to close as it stops
 HANDSHAKE_TIMEOUT = 2.0  # a client sends its request as it connects; a silent one is cut off
 _PACKAGES = ("domain", "adapters", "shim", "projections", "cli")
 _NOT_WARMED = frozenset({"cli.launcher"})
@@ -83,14 +85,20 @@ class CommandServer:
         return self._serving
 
     def stop(self) -> None:
-        """Close the control socket and wait for the server (commands it started go on)."""
+        """Close the control socket. Commands it runs go on to their end under it (their
+        clients' signals relayed); serve waits a moment for it, not for them."""
         self._line.close()
         if not self._serving:
             _kill(self.pid, signal.SIGKILL)  # still importing: nothing of it to clean up
-        try:
-            os.waitpid(self.pid, 0)
-        except ChildProcessError:
-            pass
+        deadline = time.monotonic() + STOP_WAIT
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(self.pid, os.WNOHANG)[0] != 0:
+                    return
+            except ChildProcessError:
+                return
+            time.sleep(0.02)
+        logger.debug("the command server still supervises commands; serve leaves it to them")
 
 
 def _serve(state: Path, line: socket.socket, cli: ClickCommand) -> int:
@@ -160,44 +168,60 @@ class _Command:
 
 class _Server:
     def __init__(self, listener: socket.socket, line: socket.socket, cli: ClickCommand) -> None:
-        self.listener = listener
+        self.listener: socket.socket | None = listener
         self.line = line
         self.cli = cli
+        self.running: dict[int, _Command] = {}
         self.selector = selectors.DefaultSelector()
         self.selector.register(listener, selectors.EVENT_READ, self._accept)
         self.selector.register(line, selectors.EVENT_READ, None)  # EOF: serve stops
 
     def run(self) -> None:
-        while True:
+        """Serve until serve stops, then supervise the commands still running to their end
+        (their clients' signals relayed, their ends reported): no new command is taken."""
+        while self.listener is not None or self.running:
             for key, _ in self.selector.select():
                 if key.data is None:
                     if self.line.recv(1) == b"":
-                        return
+                        self._stop_taking()
                     continue
                 try:
                     key.data()
                 except Exception:  # one command's trouble must not end the server
                     logger.exception("the command server: a command's event failed")
 
+    def _stop_taking(self) -> None:
+        self.selector.unregister(self.line)
+        if self.listener is not None:
+            self.selector.unregister(self.listener)
+            _unlink(self.listener.getsockname())
+            self.listener.close()
+            self.listener = None
+
     def _accept(self) -> None:
+        assert self.listener is not None
         try:
             client, _ = self.listener.accept()
         except OSError:
             return
         try:
-            started = self._start(client)
-        except OSError as exc:
-            logger.debug("a client went away during its handshake: %s", exc)
-            started = None
-        if started is None:
+            command = self._start(client)
+        except Exception as exc:  # a client that misbehaves or vanishes: its own end alone
+            logger.warning("control socket: a client's handshake failed: %s", exc)
+            command = None
+        if command is None:
             client.close()
             return
-        command = started
+        self.running[command.pid] = command
         self.selector.register(command.pidfd, selectors.EVENT_READ, lambda: self._ended(command))
         self.selector.register(client, selectors.EVENT_READ, lambda: self._heard(command))
 
     def _start(self, client: socket.socket) -> _Command | None:
-        """The client's command forked off, or None (client told why, if it can hear)."""
+        """The client's command forked off, or None (client told why, if it can hear).
+
+        The client says "go" after "accepted": a client that gave up waiting (and runs the
+        command itself) never has it run here too.
+        """
         client.settimeout(HANDSHAKE_TIMEOUT)
         pid, uid, _ = _PEERCRED.unpack(
             client.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
@@ -216,15 +240,39 @@ class _Server:
                 handoff.send(client, {"refused": why})
                 return None
             handoff.send(client, {"accepted": True})
+            if handoff.receive(client) != {"go": True}:
+                return None
             client.settimeout(None)
-            caller = Caller(uid=uid, pid=pid, argv=tuple(request.argv))
-            child = os.fork()
-            if child == 0:
-                self._become_command(request, fds, caller, client)
+            return self._fork(request, fds, Caller(uid=uid, pid=pid, argv=tuple(request.argv)),
+                              client)  # fmt: skip
         finally:
             for fd in fds:
                 os.close(fd)
-        return _Command(child, client, os.pidfd_open(child))
+
+    def _fork(
+        self, request: handoff.Request, fds: list[int], caller: Caller, client: socket.socket
+    ) -> _Command | None:
+        # Relayed signals wait in the child until it has its own handlers (run_served).
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, RELAYED)
+        try:
+            child = os.fork()
+        except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            _tell(fds, request, f"serve cannot start the command: {exc.strerror}")
+            handoff.send(client, {"exit": 1})
+            return None
+        if child == 0:
+            self._become_command(request, fds, caller, client)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        try:
+            pidfd = os.pidfd_open(child)
+        except OSError as exc:  # no descriptor left to watch it with: it does not run
+            _kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+            _tell(fds, request, f"serve cannot watch the command: {exc.strerror}")
+            handoff.send(client, {"exit": 1})
+            return None
+        return _Command(child, client, pidfd)
 
     def _become_command(
         self, request: handoff.Request, fds: list[int], caller: Caller,
@@ -233,11 +281,15 @@ class _Server:
         code = 1
         try:
             self.selector.close()
-            self.listener.close()
+            if self.listener is not None:
+                self.listener.close()
             self.line.close()
+            for other in self.running.values():  # other commands' ends are not ours
+                other.client.close()
+                os.close(other.pidfd)
             from cli.served_command import run_served
 
-            code = run_served(request, fds, caller, client, self.cli)
+            run_served(request, fds, caller, client, self.cli)
         finally:
             os._exit(code)
 
@@ -261,6 +313,7 @@ class _Server:
     def _ended(self, command: _Command) -> None:
         _, status = os.waitpid(command.pid, 0)
         command.ended = True
+        self.running.pop(command.pid, None)
         self.selector.unregister(command.pidfd)
         os.close(command.pidfd)
         # The command says its exit status itself; one that died of a signal cannot.
@@ -275,6 +328,15 @@ class _Server:
         except KeyError:
             pass
         command.client.close()
+
+
+def _tell(fds: list[int], request: handoff.Request, line: str) -> None:
+    """One line on the client's stderr, from this process (nothing of the command ran)."""
+    if 2 in request.stdio:
+        try:
+            os.write(fds[request.stdio.index(2)], f"shimledger: {line}\n".encode())
+        except OSError:
+            pass
 
 
 def _refusal(request: handoff.Request, pid: int) -> str | None:

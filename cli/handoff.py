@@ -5,13 +5,15 @@ a command handed to a running serve costs about what starting Python costs; serv
 (cli/command_server.py) speaks the same messages. The socket is a unix SOCK_SEQPACKET one,
 so each message arrives whole, with its file descriptors attached:
 
-    client -> serve   Request: argv, cwd, the environment that matters, which of stdin,
-                      stdout and stderr come along (their descriptors, by SCM_RIGHTS)
+    client -> serve   Request: argv, cwd, environment, umask, which of stdin, stdout and
+                      stderr come along (their descriptors, by SCM_RIGHTS)
     serve  -> client  {"accepted": true} or {"refused": why}  (the client then runs the
                       command itself, as if no serve were there)
     client -> serve   {"signal": n} for each SIGINT, SIGTERM, SIGHUP, SIGWINCH it gets
     serve  -> client  {"exit": code} or {"signal": n} (the command died of signal n)
 
+The whole environment goes along, as chg sends it: PATH finds the runtime and the shim,
+PG* variables reach libpq, TZ reads times, as they would in the client's own process.
 A client that goes away (its socket closes) cancels its command the way SIGKILL of the
 in-process CLI would. VERSION is compared whole: a serve of another version (or another
 install) refuses, and nothing is lost but speed.
@@ -31,28 +33,20 @@ NO_SERVE = "SHIMLEDGER_NO_SERVE"  # "1": never hand a command to serve
 MAX_MESSAGE = 1 << 20  # argv and environment: far below; a longer one is refused
 STDIO = (0, 1, 2)
 
-# The environment a command reads: our settings, colour and terminal, shell completion.
-_FORWARDED_PREFIXES = ("SHIMLEDGER_", "_SHIMLEDGER_", "COMP_")
-_FORWARDED_NAMES = frozenset({"NO_COLOR", "FORCE_COLOR", "TERM", "COLUMNS", "LINES"})
-
-
-def forwarded(name: str) -> bool:
-    """Whether the variable ``name`` of a client's environment is the command's to see."""
-    return name in _FORWARDED_NAMES or name.startswith(_FORWARDED_PREFIXES)
-
-
 class Request:
     """One command as the client would have run it. (A plain class: dataclasses would add
     their import to every handed-off command's start.)"""
 
     def __init__(
-        self, version: str, argv: list[str], cwd: str, env: dict[str, str], stdio: list[int]
-    ) -> None:
+        self, version: str, argv: list[str], cwd: str, env: dict[str, str], stdio: list[int],
+        umask: int = 0o022,
+    ) -> None:  # fmt: skip
         self.version = version
         self.argv = argv
         self.cwd = cwd
         self.env = env
         self.stdio = stdio  # which of 0, 1, 2 were open (and so sent along, in this order)
+        self.umask = umask
 
     def encode(self) -> bytes:
         return json.dumps(vars(self), separators=(",", ":")).encode()
@@ -69,6 +63,7 @@ class Request:
             cwd=str(fields["cwd"]),
             env={str(k): str(v) for k, v in dict(fields["env"]).items()},
             stdio=[int(fd) for fd in fields["stdio"]],
+            umask=int(fields["umask"]) & 0o777,
         )
         if not set(request.stdio) <= set(STDIO) or len(set(request.stdio)) != len(request.stdio):
             raise ValueError(f"stdio {request.stdio} is not a subset of 0, 1, 2")
@@ -127,10 +122,10 @@ def receive_request(sock: socket.socket) -> tuple[Request, list[int]]:
         request = Request.decode(data)
         if len(fds) != len(request.stdio):
             raise ValueError(f"{len(fds)} descriptors came with {len(request.stdio)} stdio")
-    except (ValueError, KeyError, TypeError, EOFError) as exc:
+    except Exception as exc:  # anything a client can send: JSON nested too deep, too
         for fd in fds:
             os.close(fd)
         if isinstance(exc, EOFError):
             raise
-        raise ValueError(str(exc)) from None
+        raise ValueError(f"{type(exc).__name__}: {exc}"[:200]) from None
     return request, fds

@@ -17,12 +17,14 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import sys
 from collections.abc import Mapping
 
 from cli import handoff
 
 DEFAULT_STATE = "/run/shimledger"  # as cli/settings.py's DEFAULT_STATE
+HANDSHAKE_TIMEOUT = 5.0  # seconds for serve to take the command, or the command runs here
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGWINCH)
 # The global options that take a value (cli/main.py's callback), so that the command's
 # name can be told from an option's value.
@@ -35,9 +37,12 @@ def main() -> None:
     argv = sys.argv[1:]
     state, command = _state_and_command(argv, os.environ)
     if command != "serve" and os.environ.get(handoff.NO_SERVE) != "1":
+        # Signals wait until the command is serve's (then relayed) or ours (then as ever).
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
         sock = _connect(state)
         if sock is not None:
             _handed(sock, argv)  # exits unless serve refused
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
     from cli import quick_reads  # here: a command handed to serve does not pay for it
 
     code = quick_reads.answer(argv, os.environ)  # `list` from the view file, when provably
@@ -64,14 +69,21 @@ def _state_and_command(argv: list[str], env: Mapping[str, str]) -> tuple[str, st
 
 
 def _connect(state: str) -> socket.socket | None:
-    """A connection to the state dir's serve, or None if there is none to be had."""
+    """A connection to the state dir's serve, or None if there is none to be had (or the
+    one listening is not root nor us: it is not given our terminal)."""
     path = handoff.control_socket(state)
     if len(path.encode()) > 107:
         return None  # no serve can listen there either: the command says why itself
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    sock.settimeout(HANDSHAKE_TIMEOUT)  # a serve that hangs: the command runs here instead
     try:
         sock.connect(path)
+        _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                         12))  # fmt: skip
     except OSError:  # no socket (no serve), refused (a serve that died), not allowed
+        sock.close()
+        return None
+    if uid not in (0, os.geteuid()):
         sock.close()
         return None
     return sock
@@ -79,21 +91,35 @@ def _connect(state: str) -> socket.socket | None:
 
 def _handed(sock: socket.socket, argv: list[str]) -> None:
     """Run the command through serve; return only if serve refused it."""
+    try:
+        cwd = os.getcwd()
+    except OSError:  # a removed working directory: only this process can still be in it
+        sock.close()
+        return
+    umask = os.umask(0o022)
+    os.umask(umask)
     request = handoff.Request(
         version=handoff.VERSION,
         argv=argv,
-        cwd=os.getcwd(),
-        env={k: v for k, v in os.environ.items() if handoff.forwarded(k)},
+        cwd=cwd,
+        env=dict(os.environ),
         stdio=[fd for fd in handoff.STDIO if _is_open(fd)],
+        umask=umask,
     )
     try:
         handoff.send_request(sock, request)
         reply = handoff.receive(sock)
     except (OSError, ValueError):
-        reply = None  # serve went away before it took the command: nothing was done
+        reply = None  # serve went away (or hangs) before it took the command: nothing done
     if reply is None or reply.get("accepted") is not True:
         sock.close()
         return
+    try:
+        handoff.send(sock, {"go": True})  # from here on the command is serve's to run
+    except OSError:
+        sock.close()
+        return
+    sock.settimeout(None)
 
     def forward(signum: int, _frame: object) -> None:
         try:
@@ -103,6 +129,7 @@ def _handed(sock: socket.socket, argv: list[str]) -> None:
 
     for signum in FORWARDED_SIGNALS:
         signal.signal(signum, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)  # those that came: relayed
     while True:
         try:
             message = handoff.receive(sock)

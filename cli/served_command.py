@@ -9,50 +9,60 @@ are flushed.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import signal
 import socket
 import sys
+import time
+from typing import NoReturn
 
 from cli import handoff
 from cli.caller import Caller, handed_by
-from cli.common import ClickCommand, end_process, run_click
+from cli.common import ClickCommand, report_bug, run_click
 
 
 def run_served(
     request: handoff.Request, fds: list[int], caller: Caller, client: socket.socket,
     command: ClickCommand,
-) -> int:  # fmt: skip
+) -> NoReturn:  # fmt: skip
     """Run ``request`` here; says its exit status to the client, and ends the process."""
     os.setsid()  # the client's signals come through the server; serve's terminal is not ours
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGWINCH):
         signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())  # those relayed meanwhile come now
     _take_stdio(request.stdio, fds)
-    for name in [n for n in os.environ if handoff.forwarded(n)]:
-        del os.environ[name]
-    os.environ.update(request.env)
-    handed_by(caller)
-    _markup(command, "rich" if os.isatty(1) else None)  # as cli/main.py decides in-process
-    sys.argv = ["shimledger", *request.argv]
+    code = 1
     try:
-        os.chdir(request.cwd)
-    except OSError as exc:
-        sys.stderr.write(f"shimledger: cannot work in {request.cwd}: {exc.strerror}\n")
-        code = 1
-    else:
-        code = run_click(command, request.argv)
-
+        os.environ.clear()  # the client's environment, whole, as its own process has it
+        os.environ.update(request.env)
+        time.tzset()
+        os.umask(request.umask)
+        handed_by(caller)
+        _markup(command, "rich" if os.isatty(1) else None)  # as cli/main.py decides
+        sys.argv = ["shimledger", *request.argv]
+        try:
+            os.chdir(request.cwd)
+        except OSError as exc:
+            sys.stderr.write(f"shimledger: cannot work in {request.cwd}: {exc.strerror}\n")
+        else:
+            code = run_click(command, request.argv)
+    except KeyboardInterrupt:
+        code = 130  # before the command's own handling began
+    except BaseException as exc:  # a bug here, outside the command: said as the CLI says it
+        code = report_bug(exc)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):  # a closed pipe: nobody reads what is left
             pass
+    logging.shutdown()  # the log file complete before the client (and its caller) go on
     try:
         handoff.send(client, {"exit": code})  # last: the client exits as it hears this
     except OSError:
         pass  # the client is gone; nobody waits for the status
-    end_process(code)
+    os._exit(code)
 
 
 def _take_stdio(present: list[int], fds: list[int]) -> None:

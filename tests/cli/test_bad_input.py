@@ -272,7 +272,6 @@ def test_a_create_runc_refuses_names_the_cause_and_leaves_nothing(
     nothing_left(cli, settings)
 
 
-@pytest.mark.alone("its runc is on the command's PATH; served, serve's PATH finds runc")
 def test_a_runc_container_left_by_a_failed_create_is_removed(
     cli, settings, sleeper, tmp_path
 ) -> None:

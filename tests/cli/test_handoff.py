@@ -268,3 +268,23 @@ def test_commands_handed_to_a_serve_on_a_postgresql_store(
     assert HANDED in ran.stderr and HANDED in listed.stderr
     assert [e["type"] for e in events] == ["Created", "Started", "Exited", "Deleted"]
     assert shimledger(on_pg, "delete", "-f", "pg2").returncode == 0
+
+
+def test_a_handed_command_has_the_clients_cwd_and_umask_and_its_log_is_complete(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """`spec` writes config.json where the client is, with the client's umask; the log file
+    is flushed before the client exits. (The client's PATH finding the runtime is
+    test_bad_input's wrapped runc, run served.)"""
+    work = tmp_path / "work"
+    work.mkdir()
+    log = tmp_path / "from-env.log"
+    with serving(settings, tmp_path / "serve.log"):
+        result = subprocess.run(
+            ["sh", "-c", f"umask 077; exec {SHIMLEDGER} --debug --log {log} spec"],
+            env=cli_env(settings), cwd=work, text=True,
+            capture_output=True, stdin=subprocess.DEVNULL, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (work / "config.json").stat().st_mode & 0o777 == 0o600
+    assert HANDED in log.read_text()  # the log is complete when the client has exited

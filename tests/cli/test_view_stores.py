@@ -15,6 +15,8 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from cli.settings import Settings
 from tests.cli.privacy_helpers import SHIMLEDGER
 from tests.conftest import cli_env, processes_in
@@ -48,6 +50,7 @@ def _views_agree_with(settings: Settings, ids: set[str], log: Path) -> None:
     assert _cli(settings, "projections", "verify").returncode == 0
 
 
+@pytest.mark.alone("two stores on one root take turns with its views: two serves would fight")
 def test_views_are_rebuilt_when_the_store_changes_and_back_again(settings, bundle,
                                                                   tmp_path) -> None:  # fmt: skip
     a = replace(settings, store=f"sqlite:///{tmp_path / 'a.db'}")
