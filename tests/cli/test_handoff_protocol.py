@@ -66,3 +66,18 @@ def test_a_client_that_closes_before_its_request_is_told_apart() -> None:
     with pytest.raises(EOFError):
         handoff.receive_request(server)
     server.close()
+
+
+def test_the_version_changes_with_the_code_on_disk(tmp_path) -> None:
+    for package in handoff.PACKAGES:
+        (tmp_path / package / "sub").mkdir(parents=True)
+    module = tmp_path / "shim" / "sub" / "m.py"
+    module.write_text("")
+    os.utime(module, ns=(1, 1_000_000_000))
+    before = handoff.code_version(str(tmp_path))
+    os.utime(module, ns=(1, 2_000_000_000))  # edited, or upgraded in place
+    edited = handoff.code_version(str(tmp_path))
+    (tmp_path / "cli" / "new.py").write_text("")
+    added = handoff.code_version(str(tmp_path))
+    assert len({before, edited, added}) == 3
+    assert before == "1:1000000000"
