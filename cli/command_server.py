@@ -42,8 +42,11 @@ STOP_WAIT = 2.0  # seconds serve waits for the command server to close as it sto
 HANDSHAKE_TIMEOUT = 2.0  # a client sends its request as it connects; a silent one is cut off
 _PACKAGES = ("domain", "adapters", "shim", "projections", "cli")
 _NOT_WARMED = frozenset({"cli.launcher"})
-RELAYED = frozenset(int(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
+# What a client relays: the signals the in-process CLI handles, and job control's stop
+# and continue (Ctrl-Z stops the command with its client).
+HANDLED = frozenset(int(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
                                      signal.SIGWINCH))  # fmt: skip
+RELAYED = HANDLED | {int(signal.SIGSTOP), int(signal.SIGCONT)}
 
 
 @dataclass
@@ -253,7 +256,7 @@ class _Server:
         self, request: handoff.Request, fds: list[int], caller: Caller, client: socket.socket
     ) -> _Command | None:
         # Relayed signals wait in the child until it has its own handlers (run_served).
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, RELAYED)
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
         try:
             child = os.fork()
         except OSError as exc:

@@ -127,8 +127,15 @@ def _handed(sock: socket.socket, argv: list[str]) -> None:
         except OSError:
             pass  # serve is gone; the command's own end says the rest
 
+    def suspend(_signum: int, _frame: object) -> None:
+        """Ctrl-Z: the command stops with us, and goes on when we do (job control)."""
+        forward(signal.SIGSTOP, None)
+        os.kill(os.getpid(), signal.SIGSTOP)
+        forward(signal.SIGCONT, None)  # here once the shell's `fg` or `bg` resumed us
+
     for signum in FORWARDED_SIGNALS:
         signal.signal(signum, forward)
+    signal.signal(signal.SIGTSTP, suspend)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)  # those that came: relayed
     while True:
         try:

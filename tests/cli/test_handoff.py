@@ -288,3 +288,29 @@ def test_a_handed_command_has_the_clients_cwd_and_umask_and_its_log_is_complete(
     assert result.returncode == 0, result.stderr
     assert (work / "config.json").stat().st_mode & 0o777 == 0o600
     assert HANDED in log.read_text()  # the log is complete when the client has exited
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+
+
+def test_ctrl_z_stops_the_handed_command_with_its_client_and_fg_resumes_both(
+    settings: Settings, bundle, tmp_path: Path
+) -> None:
+    path = bundle("sh", "-c", "trap 'exit 7' TERM; while :; do sleep 1; done")
+    with serving(settings, tmp_path / "serve.log"):
+        process = subprocess.Popen(
+            [SHIMLEDGER, "run", "--rm", "--bundle", str(path), "job"], env=cli_env(settings),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        wait_until(lambda: started(settings, "job"), "the task to run", process=process)
+        command = served_command_pid(settings, "job")
+        process.send_signal(signal.SIGTSTP)
+        wait_until(lambda: _state(command) == "T" and _state(process.pid) == "T",
+                   "the command and its client to stop")  # fmt: skip
+        process.send_signal(signal.SIGCONT)
+        wait_until(lambda: _state(command) != "T" and _state(process.pid) != "T",
+                   "the command and its client to go on")  # fmt: skip
+        process.send_signal(signal.SIGTERM)  # reaches the container, still relayed
+        process.communicate(timeout=60)
+    assert process.returncode == 7
