@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -50,6 +51,8 @@ import concurrency as conc  # noqa: E402
 from busybox_bundle import make_bundle  # noqa: E402
 from run import PATH, SHIMLEDGER, as_installed, containerd, timed  # noqa: E402
 from startup import TASK_ID, ctr_task, reap_shims, running_task, shimledger_env  # noqa: E402
+
+from cli import handoff  # noqa: E402
 
 # No systemd here (cgroupfs, events to a file); runc, the engine shimledger drives; vfs, as
 # --rootfs needs no layers and overlay may not mount on the temporary dir.
@@ -108,10 +111,23 @@ class Serve:
                 continue  # a child just ended, or a zombie: a dead command server
         return found
 
+    def answers(self) -> bool:
+        """Whether the command server answers on its socket: a request of another version is
+        refused by a live one (nothing runs), and a dead one's socket refuses to connect."""
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        probe.settimeout(10)
+        try:
+            probe.connect(handoff.control_socket(self.env["SHIMLEDGER_STATE"]))
+            handoff.send_request(probe, handoff.Request("probe", [], "/", {}, []))
+            return "refused" in (handoff.receive(probe) or {})
+        except OSError:
+            return False
+        finally:
+            probe.close()
+
     def check(self) -> bool:
         """Whether the command server is up; if not, serve is restarted and the death counted."""
-        time.sleep(0.01)  # a death the last command set off has happened by now
-        if len(self.processes()) > 1:
+        if self.answers():
             return True
         self.deaths += 1
         self.stop()

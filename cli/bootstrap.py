@@ -21,6 +21,7 @@ from adapters.file_lock import TaskLocks
 from adapters.shim_binary import ShimBinaryLauncher, search_path
 from cli.caller import current as current_caller
 from cli.faults import environment_fault
+from cli.handoff import MAX_SOCKET_PATH
 from cli.ledger import Ledger, open_ledger
 from cli.redaction import redact_command
 from cli.settings import DEFAULT_STATE, Settings, default_node, state_digest
@@ -46,7 +47,6 @@ from shim.recovery.reconcile import Reconciler
 
 logger = logging.getLogger(__name__)
 
-MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes, the last one a NUL
 SINK_RETRY = 0.1
 
 

@@ -25,7 +25,6 @@ import pkgutil
 import selectors
 import signal
 import socket
-import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,6 @@ from domain.errors import ShimledgerError
 
 logger = logging.getLogger(__name__)
 
-_PEERCRED = struct.Struct("3i")
 STOP_WAIT = 2.0  # seconds serve waits for the command server to close as it stops
 HANDSHAKE_TIMEOUT = 2.0  # a client sends its request as it connects; a silent one is cut off
 _PACKAGES = ("domain", "adapters", "shim", "projections", "cli")
@@ -226,9 +224,7 @@ class _Server:
         command itself) never has it run here too.
         """
         client.settimeout(HANDSHAKE_TIMEOUT)
-        pid, uid, _ = _PEERCRED.unpack(
-            client.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-        )
+        pid, uid, _ = handoff.peer_credentials(client)
         if uid not in (0, os.geteuid()):
             logger.warning("control socket: refused uid %d (pid %d)", uid, pid)
             return None
@@ -344,8 +340,8 @@ def _tell(fds: list[int], request: handoff.Request, line: str) -> None:
 
 def _refusal(request: handoff.Request, pid: int) -> str | None:
     """Why serve does not take the request (the client then runs it itself), or None."""
-    if request.version != handoff.VERSION:
-        return f"serve runs version {handoff.VERSION}, the client {request.version}"
+    if request.version != handoff.version():
+        return f"serve runs version {handoff.version()}, the client {request.version}"
     if (differs := _not_like_us(pid)) is not None:
         return differs
     try:

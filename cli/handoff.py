@@ -15,7 +15,7 @@ so each message arrives whole, with its file descriptors attached:
 The whole environment goes along, as chg sends it: PATH finds the runtime and the shim,
 PG* variables reach libpq, TZ reads times, as they would in the client's own process.
 A client that goes away (its socket closes) cancels its command the way SIGKILL of the
-in-process CLI would. VERSION is compared whole: a serve of another version, another
+in-process CLI would. version() is compared whole: a serve of another version, another
 install or older code refuses, and nothing is lost but speed.
 """
 
@@ -25,6 +25,7 @@ import array
 import json
 import os
 import socket
+import struct
 from collections.abc import Mapping
 
 PACKAGES = ("domain", "adapters", "shim", "projections", "cli")
@@ -49,7 +50,29 @@ def code_version(root: str) -> str:
 
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
-VERSION = f"1 {_ROOT} {code_version(_ROOT)}"  # the protocol, which code, and of when
+_version: list[str] = []
+
+
+def version() -> str:
+    """The protocol, which code, and of when: compared whole by serve (taken once, and only
+    by a command that reaches a serve)."""
+    if not _version:
+        _version.append(f"1 {_ROOT} {code_version(_ROOT)}")
+    return _version[0]
+
+
+_PEERCRED = struct.Struct("3i")
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end (SO_PEERCRED); OSError if unknown."""
+    pid, uid, gid = _PEERCRED.unpack(
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    )
+    return int(pid), int(uid), int(gid)
+DEFAULT_ROOT = "/var/lib/shimledger"  # cli/settings.py's defaults, as strings
+DEFAULT_STATE = "/run/shimledger"
+MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes, the last one a NUL
 CONTROL_SOCKET = "control.sock"  # in the state dir, beside events.sock
 NO_SERVE = "SHIMLEDGER_NO_SERVE"  # "1": never hand a command to serve
 MAX_MESSAGE = 1 << 20  # argv and environment: far below; a longer one is refused

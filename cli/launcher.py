@@ -17,13 +17,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import struct
 import sys
 from collections.abc import Mapping
 
 from cli import handoff
 
-DEFAULT_STATE = "/run/shimledger"  # as cli/settings.py's DEFAULT_STATE
 HANDSHAKE_TIMEOUT = 5.0  # seconds for serve to take the command, or the command runs here
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGWINCH)
 # The global options that take a value (cli/main.py's callback), so that the command's
@@ -53,7 +51,7 @@ def main() -> None:
 
 def _state_and_command(argv: list[str], env: Mapping[str, str]) -> tuple[str, str | None]:
     """The state dir the command acts in, and its name (None for none: `--help`, say)."""
-    state = env.get("SHIMLEDGER_STATE") or DEFAULT_STATE
+    state = env.get("SHIMLEDGER_STATE") or handoff.DEFAULT_STATE
     words = iter(argv)
     for word in words:
         if word == "--":
@@ -72,14 +70,13 @@ def _connect(state: str) -> socket.socket | None:
     """A connection to the state dir's serve, or None if there is none to be had (or the
     one listening is not root nor us: it is not given our terminal)."""
     path = handoff.control_socket(state)
-    if len(path.encode()) > 107:
+    if len(path.encode()) > handoff.MAX_SOCKET_PATH:
         return None  # no serve can listen there either: the command says why itself
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     sock.settimeout(HANDSHAKE_TIMEOUT)  # a serve that hangs: the command runs here instead
     try:
         sock.connect(path)
-        _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                         12))  # fmt: skip
+        _, uid, _ = handoff.peer_credentials(sock)
     except OSError:  # no socket (no serve), refused (a serve that died), not allowed
         sock.close()
         return None
@@ -99,7 +96,7 @@ def _handed(sock: socket.socket, argv: list[str]) -> None:
     umask = os.umask(0o022)
     os.umask(umask)
     request = handoff.Request(
-        version=handoff.VERSION,
+        version=handoff.version(),
         argv=argv,
         cwd=cwd,
         env=dict(os.environ),

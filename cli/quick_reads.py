@@ -36,38 +36,19 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-DEFAULT_ROOT = "/var/lib/shimledger"  # as cli/settings.py's
-DEFAULT_STATE = "/run/shimledger"
+from cli.handoff import DEFAULT_ROOT, DEFAULT_STATE, MAX_SOCKET_PATH
+from domain.state_dir import RESERVED as RESERVED_NAMESPACES
+from projections.schemas import BOOKKEEPING, SCHEMA_QUERY, TASK_STATES
+
 LISTED_STATUSES = ("created", "running", "paused", "stopped")  # as cli/inspect_cmds.py's
 HAS_PROCESS = frozenset({"created", "running", "paused"})  # domain/task.py: reconciled
-RESERVED_NAMESPACES = frozenset({"runc", "io", "locks"})  # domain/state_dir.py's RESERVED
-MAX_SOCKET_PATH = 107  # cli/bootstrap.py's
 LOG_MAX_SIZE = 10 * 1024**2  # shim/lifecycle/task_logs.py's LogRotation default
 SQLITE_TIMEOUT = 0.5  # a view or store locked longer: the full path waits, not us
 DEBUG_MESSAGE = "answered by the quick path: task_states view at position {}, nothing to reconcile"
 
-# The view's schema, as projections/view.py and task_states.py create it (a test holds the
-# two equal): a file of any other schema is the full path's to rebuild.
-VIEW_SCHEMA = """
-CREATE TABLE IF NOT EXISTS position (id INTEGER PRIMARY KEY CHECK (id = 1), position INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS store (id INTEGER PRIMARY KEY CHECK (id = 1), location TEXT NOT NULL, first_event TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS task_states (
-    namespace TEXT NOT NULL,
-    id TEXT NOT NULL,
-    node TEXT NOT NULL,
-    state_dir TEXT NOT NULL,
-    incarnation INTEGER NOT NULL,
-    originator TEXT NOT NULL UNIQUE,
-    status TEXT NOT NULL,
-    state TEXT NOT NULL,
-    PRIMARY KEY (namespace, id, node, state_dir)
-);
-CREATE INDEX IF NOT EXISTS task_states_status ON task_states (namespace, status);
-CREATE INDEX IF NOT EXISTS task_states_node ON task_states (node, namespace, id);
-"""  # noqa: E501
-SCHEMA_QUERY = (  # projections/view_file.py's
-    "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_stat%'"
-)
+# The view's schema, as projections/view.py and task_states.py create it: a file of any
+# other schema is the full path's to rebuild.
+VIEW_SCHEMA = BOOKKEEPING + TASK_STATES
 
 # What the environment may hold for the quick path to answer: our settings it reads, and
 # SHIMLEDGER_NO_SERVE. Any other SHIMLEDGER_ variable (a store, a log policy, eventsourcing's

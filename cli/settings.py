@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cli import handoff
+
 if TYPE_CHECKING:
     from domain.values import Owner
 
-DEFAULT_ROOT = Path("/var/lib/shimledger")
-DEFAULT_STATE = Path("/run/shimledger")
+DEFAULT_ROOT = Path(handoff.DEFAULT_ROOT)
+DEFAULT_STATE = Path(handoff.DEFAULT_STATE)
 
 
 def default_node() -> str:

@@ -29,25 +29,12 @@ from domain.events import (
 from domain.values import EVERY_NODE, State, Status, Whose
 from projections.owner_sql import owners_clause
 from projections.records import opened_key
+from projections.schemas import TASK_STATES
 from projections.view import EventSource, View, rows_for
 
 REPLAY_PAGE = 10_000
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS task_states (
-    namespace TEXT NOT NULL,
-    id TEXT NOT NULL,
-    node TEXT NOT NULL,
-    state_dir TEXT NOT NULL,
-    incarnation INTEGER NOT NULL,
-    originator TEXT NOT NULL UNIQUE,
-    status TEXT NOT NULL,
-    state TEXT NOT NULL,
-    PRIMARY KEY (namespace, id, node, state_dir)
-);
-CREATE INDEX IF NOT EXISTS task_states_status ON task_states (namespace, status);
-CREATE INDEX IF NOT EXISTS task_states_node ON task_states (node, namespace, id);
-"""
+_SCHEMA = TASK_STATES
 
 RowKey = tuple[str, str, str, str]  # (namespace, id, node, state dir): one row each
 

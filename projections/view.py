@@ -28,8 +28,8 @@ from typing import Any, Protocol, TypeVar
 import aiosqlite
 
 from domain.errors import UnavailableError
+from projections.schemas import BOOKKEEPING, SCHEMA_QUERY
 from projections.view_file import (
-    SCHEMA_QUERY,
     ForeignViewError,
     Identity,
     SchemaEntry,
@@ -41,16 +41,13 @@ from projections.view_file import (
     remove_stale_rebuilds,
     statements,
 )
-from projections.view_store import STORE_TABLE, other_store, record
+from projections.view_store import other_store, record
 from shim.private_files import private_sqlite
 
 logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000
 IN_CHUNK = 500  # keys per "IN (...)" query, well under SQLite's variable limit
-
-_POSITIONS = "CREATE TABLE IF NOT EXISTS position (id INTEGER PRIMARY KEY CHECK (id = 1), "
-_POSITIONS += "position INTEGER NOT NULL);" + STORE_TABLE
 
 
 class EventSource(Protocol):
@@ -140,7 +137,7 @@ class View:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         private_sqlite(path)  # before SQLite opens it: its journal takes the file's mode
         if self._expected is None:
-            self._expected = expected_schema(_POSITIONS + self.schema)
+            self._expected = expected_schema(BOOKKEEPING + self.schema)
         connecting = aiosqlite.connect(path, isolation_level=None)
         try:
             db = await connecting
@@ -157,7 +154,7 @@ class View:
                 try:
                     found = await self._schema(db)
                     if not found:
-                        for statement in statements(_POSITIONS + self.schema):
+                        for statement in statements(BOOKKEEPING + self.schema):
                             await db.execute(statement)
                     elif found != self._expected:
                         raise ForeignViewError(f"it holds another schema than {self.name}'s")

@@ -15,15 +15,14 @@ import os
 import sqlite3
 from pathlib import Path
 
+from projections.schemas import SCHEMA_QUERY
+
 # SQLite's primary result codes that say "this file's content is not a usable database".
 _DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 
 Identity = tuple[int, int]  # (st_dev, st_ino) of the file a connection has open
 SchemaEntry = tuple[str, str, str, str | None]  # sqlite_master's type, name, tbl_name, sql
 
-SCHEMA_QUERY = (
-    "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_stat%'"
-)
 
 
 class ForeignViewError(sqlite3.DatabaseError):

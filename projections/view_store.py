@@ -14,11 +14,6 @@ from typing import Any, Protocol
 
 import aiosqlite
 
-STORE_TABLE = (
-    "CREATE TABLE IF NOT EXISTS store (id INTEGER PRIMARY KEY CHECK (id = 1), "
-    "location TEXT NOT NULL, first_event TEXT NOT NULL);"
-)
-
 
 class IdentifiedSource(Protocol):
     """The part of an event source that says which store it is."""

@@ -111,7 +111,7 @@ def test_a_serve_that_refuses_the_client_leaves_the_command_to_it(settings: Sett
     assert result.returncode == 0, result.stderr
     assert HANDED not in result.stderr
     assert seen[0].argv == ["--debug", "list", "--all-nodes"]
-    assert seen[0].version == handoff.VERSION
+    assert seen[0].version == handoff.version()
     assert seen[0].env["SHIMLEDGER_STATE"] == str(settings.state)
     assert seen[0].stdio == [0, 1, 2]
 
@@ -134,18 +134,22 @@ def test_serve_refuses_a_request_whose_command_line_is_not_the_clients(
     with serving(settings, tmp_path / "serve.log"):
         client = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         client.connect(handoff.control_socket(str(settings.state)))
-        forged = handoff.Request(handoff.VERSION, ["delete", "-f", "web"], os.getcwd(), {}, [])
+        forged = handoff.Request(handoff.version(), ["delete", "-f", "web"], os.getcwd(), {}, [])
         handoff.send_request(client, forged)
         reply = handoff.receive(client)
         client.close()
     assert reply == {"refused": "the request's command line is not the client's"}
 
 
-def foreground_cat(settings: Settings, path: Path, task_id: str) -> subprocess.Popen[str]:
+def foreground(
+    settings: Settings, path: Path, task_id: str, *, interactive: bool = False
+) -> subprocess.Popen[str]:
+    """A foreground `run --rm` of ``path`` (stdin attached with ``interactive``)."""
     return subprocess.Popen(
-        [SHIMLEDGER, "--debug", "run", "--rm", "-i", "--bundle", str(path), task_id],
-        env=cli_env(settings), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        [SHIMLEDGER, "--debug", "run", "--rm", *(["-i"] if interactive else []), "--bundle",
+         str(path), task_id],
+        env=cli_env(settings), stdin=subprocess.PIPE if interactive else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
 
@@ -165,7 +169,7 @@ def test_serve_killed_in_the_middle_of_a_command_leaves_it_to_finish(
 ) -> None:
     path = bundle("cat")
     with serving(settings, tmp_path / "serve.log") as serve:
-        process = foreground_cat(settings, path, "mid")
+        process = foreground(settings, path, "mid", interactive=True)
         wait_until(lambda: started(settings, "mid"), "the task to run", process=process)
         serve.kill()
         serve.wait()
@@ -185,10 +189,7 @@ def test_a_client_killed_in_the_middle_of_a_command_cancels_it_as_sigkill_would(
     SIGKILL of the in-process CLI: the task is running and recorded, its io dir removed."""
     path = bundle("sleep", "300")  # not reading stdin: the dead command's FIFOs end nothing
     with serving(settings, tmp_path / "serve.log"):
-        process = subprocess.Popen(
-            [SHIMLEDGER, "run", "--rm", "--bundle", str(path), "orphan"], env=cli_env(settings),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
+        process = foreground(settings, path, "orphan")
         wait_until(lambda: started(settings, "orphan"), "the task to run", process=process)
         command = served_command_pid(settings, "orphan")
         assert command != process.pid
@@ -211,13 +212,10 @@ def test_signals_to_the_client_reach_the_handed_command(
 ) -> None:
     """SIGTERM to a foreground `run` cancels it as it does in-process: the container is
     signalled, and the command ends with the container's status."""
-    script = "trap 'echo term; exit 7' TERM; echo ready; while :; do sleep 1; done"
+    script = "trap 'echo term; exit 7' TERM; echo ready; sleep 300 & wait"  # a trap ends wait
     path = bundle("sh", "-c", script)
     with serving(settings, tmp_path / "serve.log"):
-        process = subprocess.Popen(
-            [SHIMLEDGER, "run", "--rm", "--bundle", str(path), "sig"], env=cli_env(settings),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        process = foreground(settings, path, "sig")
         assert process.stdout is not None
         assert process.stdout.readline() == "ready\n"
         process.send_signal(signal.SIGTERM)
@@ -226,12 +224,16 @@ def test_signals_to_the_client_reach_the_handed_command(
     assert process.returncode == 7, err
 
 
-def _alive(pid: int) -> bool:
+def _state(pid: int) -> str | None:
+    """The process's state letter (R, S, T, Z, ...), or None once it is gone."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
     except OSError:
-        return False
-    return state != "Z"
+        return None
+
+
+def _alive(pid: int) -> bool:
+    return _state(pid) not in (None, "Z")
 
 
 @pytest.mark.parametrize(
@@ -290,19 +292,12 @@ def test_a_handed_command_has_the_clients_cwd_and_umask_and_its_log_is_complete(
     assert HANDED in log.read_text()  # the log is complete when the client has exited
 
 
-def _state(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-
-
 def test_ctrl_z_stops_the_handed_command_with_its_client_and_fg_resumes_both(
     settings: Settings, bundle, tmp_path: Path
 ) -> None:
-    path = bundle("sh", "-c", "trap 'exit 7' TERM; while :; do sleep 1; done")
+    path = bundle("sh", "-c", "trap 'exit 7' TERM; sleep 300 & wait")
     with serving(settings, tmp_path / "serve.log"):
-        process = subprocess.Popen(
-            [SHIMLEDGER, "run", "--rm", "--bundle", str(path), "job"], env=cli_env(settings),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
+        process = foreground(settings, path, "job")
         wait_until(lambda: started(settings, "job"), "the task to run", process=process)
         command = served_command_pid(settings, "job")
         process.send_signal(signal.SIGTSTP)

@@ -19,7 +19,7 @@ def test_a_request_arrives_whole_with_its_descriptors() -> None:
     client, server = pair()
     read_end, write_end = os.pipe()
     try:
-        request = handoff.Request(handoff.VERSION, ["list", "-q"], "/tmp", {"TERM": "xterm"},
+        request = handoff.Request(handoff.version(), ["list", "-q"], "/tmp", {"TERM": "xterm"},
                                   [1], 0o027)  # fmt: skip
         handoff.send_bytes(client, request.encode(), (write_end,))
         got, fds = handoff.receive_request(server)

@@ -22,8 +22,8 @@ import pytest
 
 from cli import quick_reads
 from cli.bootstrap import Settings
+from projections.schemas import BOOKKEEPING
 from projections.task_states import TaskStatesView
-from projections.view import _POSITIONS
 from projections.view_file import expected_schema
 from tests.conftest import cli_env, processes_in
 from tests.waiting import wait_until
@@ -88,7 +88,7 @@ def stopped(cli: Run, bundle: Callable[..., Path]) -> list[str]:
 
 def test_the_view_schema_is_the_views_own() -> None:
     assert expected_schema(quick_reads.VIEW_SCHEMA) == expected_schema(
-        _POSITIONS + TaskStatesView.schema
+        BOOKKEEPING + TaskStatesView.schema
     )
 
 
