@@ -26,14 +26,19 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import (
     IntegrityError,
     JSONTranscoder,
+    Mapper,
     Notification,
     OperationalError,
+    StoredEvent,
     Transcoding,
 )
 
+from adapters.chained_mapper import ChainedMapper
 from adapters.postgres_url import is_postgres_url, parse_postgres_url
+from adapters.raw_events import PostgresRows, RawEvents, SQLiteRows
 from adapters.url_redaction import redact_url
 from domain.errors import ConflictError, FailedPreconditionError, InvalidArgumentError
+from domain.ledger.head import Ledger
 from domain.task import Task
 from domain.values import Cause, Owner
 from shim.private_files import private_sqlite as _make_private
@@ -65,6 +70,17 @@ class LedgerApplication(Application[UUID]):
     benchmark's store builder) may save many aggregates per call through it."""
 
     name = "shimledger"
+    chained = True
+    """Every event written carries its predecessor's digest (adapters/chained_mapper.py);
+    False only for the benchmark's reference of appends without chaining."""
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        if not self.chained:
+            return super().construct_mapper()
+        return ChainedMapper(transcoder=self.construct_transcoder(), predecessor=self._stored)
+
+    def _stored(self, originator: UUID, version: int) -> Sequence[StoredEvent]:
+        return self.recorder.select_events(originator, gt=version - 1, lte=version)
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -228,12 +244,7 @@ class EventStore:
         return task
 
     def _save(self, task: Task) -> None:
-        try:
-            self._application().save(task)
-        except IntegrityError as exc:
-            raise ConflictError(
-                f"task {task.task_id} was changed by another command at the same time"
-            ) from exc
+        self._save_aggregate(task, f"task {task.task_id}")
 
     def _history(self, namespace: str, task_id: str) -> list[DomainEventProtocol[UUID]]:
         app = self._application()
@@ -293,6 +304,42 @@ class EventStore:
             ):
                 return theirs
         return None
+
+    # --- the ledger (shim/ledger_service.py): its aggregates, and the rows as stored --------
+
+    async def ledger(self, node: str) -> Ledger | None:
+        """The node's signed heads; None before its first checkpoint."""
+        found = await self._run(self._load, Ledger.create_id(node))
+        return found if isinstance(found, Ledger) else None
+
+    async def save_ledger(self, ledger: Ledger) -> None:
+        """Append a new head; ConflictError if another checkpoint of the node got there first."""
+        await self._run(self._save_aggregate, ledger, f"the ledger of node {ledger.node}")
+
+    async def scan(self, work: Callable[[RawEvents], T]) -> T:
+        """Run ``work`` over the stored rows on the store's thread (it may take seconds)."""
+        return await self._run(lambda: work(self._raw_events()))
+
+    def _raw_events(self) -> RawEvents:
+        recorder: Any = self._application().recorder  # a PostgreSQL one has a datastore
+        if self._env.get("PERSISTENCE_MODULE") == "eventsourcing.sqlite":
+            return SQLiteRows(self._env["SQLITE_DBNAME"])
+        return PostgresRows(recorder.datastore, recorder.events_table_name)
+
+    def _load(self, originator: UUID) -> object:
+        try:
+            return self._application().repository.get(originator)
+        except AggregateNotFoundError:
+            return None
+
+    def _save_aggregate(self, aggregate: Task | Ledger, what: str) -> None:
+        app = self._application()
+        try:
+            app.save(aggregate)
+        except IntegrityError as exc:
+            if isinstance(app.mapper, ChainedMapper):
+                app.mapper.forget(aggregate.id)
+            raise ConflictError(f"{what} was changed by another command at the same time") from exc
 
     # --- hooks for the views and `events --follow` (kept apart: projections/view_store.py,
     # --- adapters/append_watch.py) --------------------------------------------------------

@@ -16,6 +16,7 @@ import typer
 from cli import (
     history_cmds,
     inspect_cmds,
+    ledger_cmds,
     lifecycle_cmds,
     projections_cmds,
     reconcile_cmd,
@@ -92,6 +93,7 @@ reconcile_cmd.register(app)
 serve_cmd.register(app)
 task_ops_cmds.register(app)
 store_cmd.register(app)
+ledger_cmds.register(app)
 app.add_typer(projections_cmds.app, name="projections")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import signal as signals
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,15 +20,36 @@ from cli.common import run_command
 from cli.handoff import CONTROL_SOCKET
 from cli.settings import Settings
 
+if TYPE_CHECKING:
+    from asyncio import Event
+
+    from cli.ledger import Ledger
+
 logger = logging.getLogger(__name__)
 
 
-def serve(ctx: typer.Context) -> None:
+def serve(
+    ctx: typer.Context,
+    checkpoint_interval: Annotated[
+        str,
+        typer.Option(
+            help="Sign the ledger's tree head this often (a duration: 30s, 5m); "
+            "0 never. Also once on stop."
+        ),
+    ] = "60s",
+) -> None:
     """Serve shims' events, watch every shim, keep history and views current.
 
     On start, reconcile the state dir with the shims already running; stop with SIGTERM.
     """
     settings: Settings = ctx.obj
+    from cli.timeparse import duration_option
+
+    interval = (
+        0.0
+        if checkpoint_interval == "0"
+        else duration_option("--checkpoint-interval", checkpoint_interval).total_seconds()
+    )
 
     import asyncio
 
@@ -44,6 +66,7 @@ def serve(ctx: typer.Context) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signals.SIGTERM, signals.SIGINT, signals.SIGHUP):
             loop.add_signal_handler(sig, stop.set)  # a clean stop, not a cancellation
+
         def waiting(why: str) -> None:
             typer.echo(f"shimledger serve: waiting: {why}", err=True)
 
@@ -60,11 +83,17 @@ def serve(ctx: typer.Context) -> None:
                 typer.echo(
                     f"shimledger serve: events on {wiring.sink.path}, watching "
                     f"{len(supervisor.watched)} shim(s), "
-                    + (f"commands on {settings.state}/{CONTROL_SOCKET}" if handed else
-                       "no commands handed over (the command server is gone)"),
+                    + (
+                        f"commands on {settings.state}/{CONTROL_SOCKET}"
+                        if handed
+                        else "no commands handed over (the command server is gone)"
+                    ),
                     err=True,
-                )  # fmt: skip
-                await supervisor.run(stop)
+                )
+                checkpoints = Checkpoints(settings, wiring.ledger, interval, stop)
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(checkpoints.run())
+                    await supervisor.run(stop)
             finally:
                 await supervisor.aclose()
         typer.echo("shimledger serve: stopped; containers keep running", err=True)
@@ -73,6 +102,53 @@ def serve(ctx: typer.Context) -> None:
         run_command(work, settings)  # an SQLite fault then names the file of this root
     finally:
         commands.stop()
+
+
+class Checkpoints:
+    """serve's periodic signed heads (cli/ledger_cmds.py signs one on demand).
+
+    A fault (the store down, a key it cannot read) is said in one line and tried again at
+    the next tick: the history is still recorded, only its next signature waits.
+    """
+
+    def __init__(self, settings: Settings, ledger: Ledger, interval: float, stop: Event) -> None:
+        self._settings = settings
+        self._ledger = ledger
+        self._interval = interval
+        self._stop = stop
+
+    async def run(self) -> None:
+        import asyncio
+
+        if self._interval <= 0:
+            return
+        while True:
+            try:
+                await asyncio.wait_for(self._stop.wait(), self._interval)
+            except TimeoutError:
+                await self.sign()
+                continue
+            await self.sign()  # once more on stop: the tail is signed before serve goes
+            return
+
+    async def sign(self) -> None:
+        from cli.bootstrap import cli_cause
+        from cli.ledger_cmds import ledger_service
+        from domain.errors import ShimledgerError
+
+        service = ledger_service(self._settings, self._ledger, create_key=True)
+        try:
+            signed = await service.checkpoint(cli_cause(self._settings.node))
+        except (ShimledgerError, OSError) as exc:
+            typer.echo(f"shimledger serve: checkpoint not signed: {exc}", err=True)
+            return
+        if signed is not None:
+            head, _ = signed
+            logger.info(
+                "signed the ledger's head: %d events up to position %d",
+                head.tree_size,
+                head.position,
+            )
 
 
 def register(app: typer.Typer) -> None:
