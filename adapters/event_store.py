@@ -38,7 +38,7 @@ from adapters.postgres_url import is_postgres_url, parse_postgres_url
 from adapters.raw_events import PostgresRows, RawEvents, SQLiteRows
 from adapters.url_redaction import redact_url
 from domain.errors import ConflictError, FailedPreconditionError, InvalidArgumentError
-from domain.ledger.head import Ledger
+from domain.ledger.head import SignedHead
 from domain.task import Task
 from domain.values import Cause, Owner
 from shim.private_files import private_sqlite as _make_private
@@ -210,21 +210,23 @@ class EventStore:
 
     # --- blocking implementations, run on the store's thread -----------------------------
 
-    def _exists(self, namespace: str, task_id: str, incarnation: int) -> bool:
-        originator = Task.create_id(namespace, task_id, incarnation)
+    def _exists(self, originator: UUID) -> bool:
         return bool(self._application().recorder.select_events(originator, limit=1))
 
     def _last_incarnation(self, namespace: str, task_id: str) -> int:
-        # Incarnations are numbered 1..N without gaps, so "exists" is monotonic:
-        # gallop to an upper bound, then bisect. O(log N) lookups for N incarnations.
-        if not self._exists(namespace, task_id, 1):
+        return self._last_number(lambda n: Task.create_id(namespace, task_id, n))
+
+    def _last_number(self, originator: Callable[[int], UUID]) -> int:
+        # Incarnations (and a node's heads) are numbered 1..N without gaps, so "exists" is
+        # monotonic: gallop to an upper bound, then bisect. O(log N) lookups for N.
+        if not self._exists(originator(1)):
             return 0
         low, high = 1, 2
-        while self._exists(namespace, task_id, high):
+        while self._exists(originator(high)):
             low, high = high, high * 2
         while high - low > 1:
             mid = (low + high) // 2
-            if self._exists(namespace, task_id, mid):
+            if self._exists(originator(mid)):
                 low = mid
             else:
                 high = mid
@@ -307,14 +309,18 @@ class EventStore:
 
     # --- the ledger (shim/ledger_service.py): its aggregates, and the rows as stored --------
 
-    async def ledger(self, node: str) -> Ledger | None:
-        """The node's signed heads; None before its first checkpoint."""
-        found = await self._run(self._load, Ledger.create_id(node))
-        return found if isinstance(found, Ledger) else None
+    async def latest_head(self, node: str) -> SignedHead | None:
+        """The node's newest signed head; None before its first checkpoint."""
+        return await self._run(self._latest_head, node)
 
-    async def save_ledger(self, ledger: Ledger) -> None:
-        """Append a new head; ConflictError if another checkpoint of the node got there first."""
-        await self._run(self._save_aggregate, ledger, f"the ledger of node {ledger.node}")
+    def _latest_head(self, node: str) -> SignedHead | None:
+        number = self._last_number(lambda n: SignedHead.create_id(node, n))
+        found = self._load(SignedHead.create_id(node, number)) if number else None
+        return found if isinstance(found, SignedHead) else None
+
+    async def save_head(self, head: SignedHead) -> None:
+        """Record a new head; ConflictError if another checkpoint took its number first."""
+        await self._run(self._save_aggregate, head, f"head {head.number} of node {head.node}")
 
     async def scan(self, work: Callable[[RawEvents], T]) -> T:
         """Run ``work`` over the stored rows on the store's thread (it may take seconds)."""
@@ -332,7 +338,7 @@ class EventStore:
         except AggregateNotFoundError:
             return None
 
-    def _save_aggregate(self, aggregate: Task | Ledger, what: str) -> None:
+    def _save_aggregate(self, aggregate: Task | SignedHead, what: str) -> None:
         app = self._application()
         try:
             app.save(aggregate)

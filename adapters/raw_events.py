@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, closing, contextmanager
+from pathlib import Path
 from typing import Any, Protocol
 
 from domain.ledger.head import HEAD_TOPIC
@@ -51,7 +52,8 @@ class SQLiteRows:
         self._path = path
 
     def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
-        db = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=30)
+        uri = Path(self._path).resolve().as_uri() + "?mode=ro"  # "//tmp/x" is a path here
+        db = sqlite3.connect(uri, uri=True, timeout=30)
         return closing(db)
 
     def rows(self, after: int = 0, upto: int | None = None) -> Iterator[Row]:

@@ -195,7 +195,7 @@ def _names(raw: Any, findings: list[Finding]) -> dict[str, str]:
                 f"task {data.get('namespace')}/{data['task_id']} #{data.get('incarnation')}"
             )
         elif "node" in data:
-            names[aggregate] = f"the ledger of node {data['node']}"
+            names[aggregate] = f"head {data.get('number')} of node {data['node']}"
     return names
 
 

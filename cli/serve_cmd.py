@@ -142,6 +142,11 @@ class Checkpoints:
         except (ShimledgerError, OSError) as exc:
             typer.echo(f"shimledger serve: checkpoint not signed: {exc}", err=True)
             return
+        except Exception as exc:  # a store's own fault (sqlite3, psycopg): serve goes on
+            logger.debug("checkpoint failed", exc_info=True)
+            typer.echo(f"shimledger serve: checkpoint not signed: {type(exc).__name__}: {exc}",
+                       err=True)  # fmt: skip
+            return
         if signed is not None:
             head, _ = signed
             logger.info(

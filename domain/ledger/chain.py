@@ -29,9 +29,7 @@ def leaf_input(originator_hex: str, version: int, topic: str, state: bytes) -> b
 
 def event_digest(originator_hex: str, version: int, topic: str, state: bytes) -> bytes:
     """The event's RFC 6962 leaf hash: both its Merkle leaf and its successor's link."""
-    return hashlib.sha256(
-        b"\x00%s\x00%d\x00%s\x00%s" % (originator_hex.encode(), version, topic.encode(), state)
-    ).digest()
+    return hashlib.sha256(f"\0{originator_hex}\0{version}\0{topic}\0".encode() + state).digest()
 
 
 def link_of(state: bytes) -> bytes | None:

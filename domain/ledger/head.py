@@ -1,8 +1,8 @@
 """Signed tree heads: what a checkpoint commits to, and the aggregate that records them.
 
-A head is recorded as an event of the node's own Ledger aggregate, so it is stored, chained
-and covered by the next head like any task's event, and `verify` finds every head by its
-topic. The signed message is the canonical JSON of the head's body (sorted keys, no
+A head is recorded as an event of its own (a SignedHead aggregate, numbered per node), so
+it is stored and covered by the next head like any task's event, and `verify` finds every
+head by its topic. The signed message is the canonical JSON of the head's body (sorted keys, no
 spaces, ASCII): the one encoding the stand-alone checker rebuilds from an exported head.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -28,21 +28,25 @@ Tip = tuple[str, int, str, int]
 range, and where it stood (so a move of it is named, not only seen in the root)."""
 
 
-def tips_digest(tips: Iterable[Tip]) -> str:
-    """SHA-256 of the canonical JSON of the tips, sorted: what the signature covers of them."""
-    canonical = json.dumps(sorted([t[0], t[1], t[2], t[3]] for t in tips), separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+def tips_digest(tips: Iterable[Sequence[Any]]) -> str:
+    """What the signature covers of the tips: SHA-256 over one line per tip, sorted,
+    ``"<aggregate> <version> <digest> <position>\\n"`` (a first head may hold a tip for
+    every incarnation in the store: this is cheap at a million)."""
+    lines = sorted(f"{a} {v} {d} {p}\n" for a, v, d, p in tips)
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
 class TreeHead:
     """What a node signs: the store's first ``tree_size`` events, up to ``position``.
 
-    ``tips`` is the digest of the last event of every aggregate with events after
-    ``since`` (the position the head it was computed from covers; 0 for a first head).
+    ``number`` counts the node's heads from 1. ``tips`` is the digest of the last event of
+    every aggregate with events after ``since`` (the position the node's previous head
+    covers; 0 for a first head).
     """
 
     node: str
+    number: int
     since: int
     tree_size: int
     position: int
@@ -67,19 +71,21 @@ class TreeHead:
             raise ValueError(f"not a {HEAD_FORMAT} head (format {data.get('format')!r})")
         fields = {k: data[k] for k in cls.__dataclass_fields__}
         head = cls(**fields)
-        for name in ("tree_size", "position"):
+        for name in ("number", "since", "tree_size", "position"):
             if not isinstance(getattr(head, name), int) or getattr(head, name) < 0:
                 raise ValueError(f"{name} must be a non-negative integer")
         return head, str(data["signature"])
 
 
-class HeadSigned(Aggregate.Event):
-    """A node signed the tree head over the store up to ``position`` (a checkpoint)."""
+class HeadSigned(Aggregate.Created):
+    """A node signed the tree head over the store up to ``position`` (a checkpoint): head
+    number ``number`` of that node, and the whole of its aggregate."""
 
     TOPIC = HEAD_TOPIC
     class_version = 1
 
     node: str
+    number: int
     since: int
     tree_size: int
     position: int
@@ -92,83 +98,39 @@ class HeadSigned(Aggregate.Event):
     cause: Cause
 
 
-class LedgerOpened(Aggregate.Created):
-    """A node's first checkpoint: its ledger aggregate begins."""
+class SignedHead(Aggregate):
+    """One signed head: an aggregate of its own, numbered per node as incarnations are.
 
-    TOPIC = LEDGER_TOPIC_PREFIX + "LedgerOpened"
-    class_version = 1
+    Its own aggregate (not an event of a long-lived one), so a checkpoint loads only the
+    node's latest head, never every head signed before it; a head deleted from the middle
+    leaves a gap in the node's numbers, and a later head's range, that `verify` names.
+    """
 
-    node: str
-
-
-class Ledger(Aggregate):
-    """One node's signed heads, in the order it signed them."""
-
-    TOPIC = LEDGER_TOPIC_PREFIX + "Ledger"
-    Created = LedgerOpened
-    HeadSigned = HeadSigned
+    TOPIC = LEDGER_TOPIC_PREFIX + "SignedHead"
+    Created = HeadSigned
 
     @staticmethod
-    def create_id(node: str, **_: object) -> UUID:
-        """Deterministic, so a node finds its ledger without an index."""
-        return uuid5(NAMESPACE_URL, f"shimledger:/ledger/{node}")
-
-    @event(LedgerOpened)
-    def __init__(self, node: str) -> None:
-        self.node = node
-        self.heads: list[tuple[TreeHead, str]] = []  # each with its signature
-        self.frontier: list[str] = []  # the last head's, to continue from
-
-    def sign(
-        self, head: TreeHead, tips: list[Tip], frontier: list[str], signature: str, cause: Cause
-    ) -> None:
-        """Record a head this node signed, with what the next checkpoint continues from
-        (``frontier``: the tree's perfect subtree roots, unsigned; a wrong one only makes
-        the next head wrong, which `verify` finds)."""
-        if head.node != self.node:
-            raise ValueError(f"head of node {head.node!r} in the ledger of {self.node!r}")
-        if self.heads and head.tree_size < self.heads[-1][0].tree_size:
-            raise ValueError("a head never covers less than the one before it")
-        if head.tips != tips_digest(tips):
-            raise ValueError("the head's tips digest is not its tips'")
-        self._signed(
-            self.node,
-            head.since,
-            head.tree_size,
-            head.position,
-            head.root,
-            [list(t) for t in tips],
-            frontier,
-            head.signed_at,
-            head.public_key,
-            signature,
-            cause,
-        )
+    def create_id(node: str, number: int, **_: object) -> UUID:
+        """Deterministic, so the node's latest head is found without an index."""
+        return uuid5(NAMESPACE_URL, f"shimledger:/ledger/{node}/heads/{number}")
 
     @event(HeadSigned)
-    def _signed(
-        self,
-        node: str,
-        since: int,
-        tree_size: int,
-        position: int,
-        root: str,
-        tips: list[list[Any]],
-        frontier: list[str],
-        signed_at: str,
-        public_key: str,
-        signature: str,
-        cause: Cause,
-    ) -> None:
-        head = TreeHead(
-            node=node,
-            since=since,
-            tree_size=tree_size,
-            position=position,
-            root=root,
-            tips=tips_digest(tuple(t) for t in tips),
-            signed_at=signed_at,
-            public_key=public_key,
-        )
-        self.heads.append((head, signature))
-        self.frontier = frontier
+    def __init__(
+        self, node: str, number: int, since: int, tree_size: int, position: int, root: str,
+        tips: list[list[Any]], frontier: list[str], signed_at: str, public_key: str,
+        signature: str, cause: Cause,
+    ) -> None:  # fmt: skip
+        self.node, self.number, self.since = node, number, since
+        self.tree_size, self.position, self.root = tree_size, position, root
+        self.tips, self.frontier = tips, frontier  # frontier: unsigned, to continue from
+        self.signed_at, self.public_key, self.signature = signed_at, public_key, signature
+
+    @classmethod
+    def sign(cls, head: TreeHead, tips: list[Tip], frontier: list[str], signature: str,
+             cause: Cause) -> SignedHead:  # fmt: skip
+        """Record ``head``; ``frontier`` is the tree's perfect subtree roots, unsigned (a
+        wrong one only makes the next head wrong, which `verify` finds)."""
+        return cls(node=head.node, number=head.number, since=head.since,
+                   tree_size=head.tree_size, position=head.position, root=head.root,
+                   tips=[list(t) for t in tips], frontier=frontier, signed_at=head.signed_at,
+                   public_key=head.public_key, signature=signature, cause=cause)  # fmt: skip

@@ -19,18 +19,22 @@ aggregate, the tips of the heads whose range it is in, and a Merkle frontier.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from binascii import hexlify
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from domain.ledger.chain import GENESIS, event_digest, link_of
-from domain.ledger.head import Ledger, TreeHead, tips_digest
+from domain.ledger.chain import GENESIS, LINK_END, LINK_KEY, LINK_START
+from domain.ledger.head import SignedHead, TreeHead, tips_digest
 from domain.ledger.merkle import Frontier
 
 Row = tuple[int, str, int, str, bytes]
 """(position, aggregate id as 32 hex digits, version, topic, stored state)."""
+
+NEVER = 1 << 62  # a position no store reaches
 
 SignatureCheck = Callable[[str, bytes, str], bool]
 """(public key hex, message, signature hex) -> whether the signature is the key's."""
@@ -64,9 +68,11 @@ def recorded_head(row: Row) -> RecordedHead:
     try:
         data: dict[str, Any] = json.loads(state)
         node = str(data["node"])
+        number = int(data["number"])
         tips = [(str(t[0]), int(t[1]), str(t[2]), int(t[3])) for t in data["tips"]]
         head = TreeHead(
             node=node,
+            number=number,
             since=int(data["since"]),
             tree_size=int(data["tree_size"]),
             position=int(data["position"]),
@@ -84,8 +90,8 @@ def recorded_head(row: Row) -> RecordedHead:
         )
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise ValueError(f"the head at position {position} does not decode: {exc}") from None
-    if Ledger.create_id(node).hex != originator:
-        raise ValueError(f"the head at position {position} is not in node {node}'s ledger")
+    if SignedHead.create_id(node, number).hex != originator:
+        raise ValueError(f"the head at position {position} is not head {number} of node {node}")
     return recorded
 
 
@@ -137,6 +143,7 @@ class Verifier:
         self._signed: set[tuple[str, int]] = set()  # events a head's tips proved, as found
         self._sizes = sorted(set(sizes))
         self._covered = max((h.head.position for h in self.report.heads), default=0)
+        self._bound = 0  # the first row opens the heads whose range it is in
         self._check_signatures()
 
     @property
@@ -151,6 +158,18 @@ class Verifier:
         self.report.findings.append(Finding(position, kind, text, aggregate, version))
 
     def _check_signatures(self) -> None:
+        numbers: dict[str, int] = {}
+        for recorded in sorted(self.report.heads, key=lambda h: (h.head.node, h.head.number)):
+            head = recorded.head
+            expected = numbers.get(head.node, 0) + 1
+            if head.number != expected:
+                self._find(
+                    recorded.at,
+                    "deleted",
+                    f"node {head.node}'s {_heads(expected, head.number - 1)} missing before "
+                    f"its head {head.number} at position {recorded.at}: deleted",
+                )
+            numbers[head.node] = head.number
         first_key: dict[str, tuple[str, int]] = {}
         for recorded in sorted(self.report.heads, key=lambda h: h.at):
             head = recorded.head
@@ -174,40 +193,35 @@ class Verifier:
                 )
 
     def feed(self, rows: Iterable[Row]) -> None:
+        """The hot loop (a million rows in seconds): what is the same for every row is
+        hoisted into locals, digests go to the frontier in batches, and the open heads
+        are reconsidered only when the position crosses one of their bounds."""
         report = self.report
         last = self._last
-        frontier = self._frontier
-        leaves = self._leaves
+        pending: list[bytes] = []
+        keep = self._leaves.append if self._leaves is not None else None
+        sha256 = hashlib.sha256
+        genesis = GENESIS.encode()
+        bound = self._bound
+        covered = self._covered
+        count = self._frontier.size
         for row in rows:
             position, aggregate, version, topic, state = row
-            while (
-                self._next_due < len(self._due) and self._due_positions[self._next_due] < position
-            ):
-                self._close(self._due[self._next_due])
-                self._next_due += 1
-            if self._next_open < len(self._by_since) or self._open:
-                self._track_open(position)
-            digest = event_digest(aggregate, version, topic, state)
-            link = link_of(state)
+            if position > bound:
+                self._frontier.extend(pending)
+                pending.clear()
+                bound = self._advance(position)
+            digest = sha256(f"\0{aggregate}\0{version}\0{topic}\0".encode() + state).digest()
+            link = state[LINK_START:LINK_END] if state.startswith(LINK_KEY) else None
             if link is None:
-                if report.chained_from is not None:
-                    self._find(
-                        position,
-                        "unlinked",
-                        f"position {position} ({describe(row)}) carries no link, "
-                        f"though every event since position {report.chained_from} "
-                        "does: it was rewritten",
-                        (aggregate, version),
-                    )
-                else:
-                    report.legacy += 1
+                self._unlinked(row)
             elif report.chained_from is None:
                 report.chained_from = position
             before = last.get(aggregate)
             if before is None:
                 if version != 1:
                     self._early[aggregate] = (version, position)
-                elif link is not None and link != GENESIS.encode():
+                elif link is not None and link != genesis:
                     self._find(
                         position,
                         "edited",
@@ -215,58 +229,99 @@ class Verifier:
                         "with a predecessor's link: it was edited",
                         (aggregate, version),
                     )
-            elif version != before[0] + 1:
-                if version < before[0]:
-                    self._early.pop(aggregate, None)  # not deleted after all: moved
-                    self._find(
-                        position,
-                        "reordered",
-                        f"position {position} ({describe(row)}) comes after version "
-                        f"{before[0]} at position {before[2]}: events were "
-                        "reordered",
-                        (aggregate, version),
-                    )
-                else:
-                    self._find(
-                        before[2],
-                        "deleted",
-                        f"{_versions(before[0] + 1, version - 1)} of aggregate {aggregate} "
-                        f"(between positions {before[2]} and {position}) missing: deleted",
-                        (aggregate, version),
-                    )
-            elif link is not None and link != before[1].hex().encode():
-                if (aggregate, before[0]) in self._signed:  # the predecessor is proven
-                    self._find(
-                        position,
-                        "edited",
-                        f"position {position} ({describe(row)}) links to another event than "
-                        f"its predecessor at position {before[2]}, which a head signed: it "
-                        "was forged or edited",
-                        (aggregate, version),
-                    )
-                else:
-                    self._find(
-                        before[2],
-                        "edited",
-                        f"position {before[2]} (version {before[0]} of aggregate "
-                        f"{aggregate}) is not what position {position} recorded of it: "
-                        "it was edited (or that link was)",
-                        (aggregate, before[0]),
-                    )
-            for recorded in self._open:
-                self._check_tip(recorded, row, digest)
-            if before is None or version > before[0]:
                 last[aggregate] = (version, digest, position)
-            frontier.append(digest)
-            if leaves is not None:
-                leaves.append(digest)
-            report.events += 1
-            if position > self._covered:
+            elif version == before[0] + 1:
+                if link is not None and link != hexlify(before[1]):
+                    self._broken_link(row, before)
+                last[aggregate] = (version, digest, position)
+            else:
+                self._out_of_order(row, before)
+                if version > before[0]:
+                    last[aggregate] = (version, digest, position)
+            for recorded in self._open:
+                tip = recorded.tips.get(aggregate)
+                if tip is None or version >= tip[0]:
+                    self._check_tip(recorded, row, digest, tip)
+            pending.append(digest)
+            if keep is not None:
+                keep(digest)
+            count += 1
+            if position > covered:
                 report.uncovered += 1
-            if self._sizes and frontier.size == self._sizes[0]:
-                report.roots[self._sizes.pop(0)] = frontier.root()
+            if count == self._next_size:
+                self._frontier.extend(pending)
+                pending.clear()
+                self._snapshot()
+        self._frontier.extend(pending)
+        report.events = count
 
-    def _track_open(self, position: int) -> None:
+    def _unlinked(self, row: Row) -> None:
+        report = self.report
+        if report.chained_from is None:
+            report.legacy += 1
+            return
+        position, aggregate, version, _, _ = row
+        self._find(
+            position,
+            "unlinked",
+            f"position {position} ({describe(row)}) carries no link, though every event "
+            f"since position {report.chained_from} does: it was rewritten",
+            (aggregate, version),
+        )
+
+    def _broken_link(self, row: Row, before: tuple[int, bytes, int]) -> None:
+        position, aggregate, version, _, _ = row
+        if (aggregate, before[0]) in self._signed:  # the predecessor is proven
+            self._find(
+                position,
+                "edited",
+                f"position {position} ({describe(row)}) links to another event than its "
+                f"predecessor at position {before[2]}, which a head signed: it was forged "
+                "or edited",
+                (aggregate, version),
+            )
+        else:
+            self._find(
+                before[2],
+                "edited",
+                f"position {before[2]} (version {before[0]} of aggregate {aggregate}) is not "
+                f"what position {position} recorded of it: it was edited (or that link was)",
+                (aggregate, before[0]),
+            )
+
+    def _out_of_order(self, row: Row, before: tuple[int, bytes, int]) -> None:
+        position, aggregate, version, _, _ = row
+        if version < before[0]:
+            self._early.pop(aggregate, None)  # not deleted after all: moved
+            self._find(
+                position,
+                "reordered",
+                f"position {position} ({describe(row)}) comes after version {before[0]} at "
+                f"position {before[2]}: events were reordered",
+                (aggregate, version),
+            )
+        else:
+            self._find(
+                before[2],
+                "deleted",
+                f"{_versions(before[0] + 1, version - 1)} of aggregate {aggregate} "
+                f"(between positions {before[2]} and {position}) missing: deleted",
+                (aggregate, version),
+            )
+
+    @property
+    def _next_size(self) -> int:
+        return self._sizes[0] if self._sizes else -1
+
+    def _snapshot(self) -> None:
+        self.report.roots[self._sizes.pop(0)] = self._frontier.root()
+
+    def _advance(self, position: int) -> int:
+        """The scan reached ``position``: close the heads it passed, open those whose range
+        it entered; the next position at which that changes again."""
+        while self._next_due < len(self._due) and self._due_positions[self._next_due] < position:
+            self._close(self._due[self._next_due])
+            self._next_due += 1
         self._open = [h for h in self._open if h.head.position >= position]
         while self._next_open < len(self._by_since):
             recorded = self._by_since[self._next_open]
@@ -275,10 +330,18 @@ class Verifier:
             self._next_open += 1
             if recorded.head.position >= position:
                 self._open.append(recorded)
+        bounds = [h.head.position for h in self._open]
+        if self._next_due < len(self._due):
+            bounds.append(self._due_positions[self._next_due])
+        if self._next_open < len(self._by_since):
+            bounds.append(self._by_since[self._next_open].head.since)
+        self._bound = min(bounds, default=NEVER)
+        return self._bound
 
-    def _check_tip(self, recorded: RecordedHead, row: Row, digest: bytes) -> None:
+    def _check_tip(
+        self, recorded: RecordedHead, row: Row, digest: bytes, tip: tuple[int, str, int] | None
+    ) -> None:
         position, aggregate, version, _, _ = row
-        tip = recorded.tips.get(aggregate)
         if tip is None or version > tip[0]:
             self._find(
                 position,
@@ -352,6 +415,10 @@ class Verifier:
             )
         self.report.findings.sort(key=lambda f: f.position)  # stable: first found first
         return self.report
+
+
+def _heads(first: int, last: int) -> str:
+    return f"head {first} is" if first == last else f"heads {first}..{last} are"
 
 
 def _versions(first: int, last: int) -> str:

@@ -28,7 +28,7 @@ from domain.errors import (
     NotFoundError,
 )
 from domain.ledger.chain import event_digest
-from domain.ledger.head import HEAD_TOPIC, Ledger, Tip, TreeHead, tips_digest
+from domain.ledger.head import HEAD_TOPIC, SignedHead, Tip, TreeHead, tips_digest
 from domain.ledger.merkle import (
     Frontier,
     consistency_proof,
@@ -51,6 +51,7 @@ from shim.private_files import write_private
 T = TypeVar("T")
 PROOF_FORMAT = "shimledger-inclusion-proof/1"
 CHECKPOINT_ATTEMPTS = 3
+MAX_TIPS = 500  # incarnations a head signs the last event of (~55 KB of tips a head)
 
 
 class RawRows(Protocol):
@@ -68,9 +69,9 @@ class RawRows(Protocol):
 
 
 class LedgerStore(Protocol):
-    async def ledger(self, node: str) -> Ledger | None: ...
+    async def latest_head(self, node: str) -> SignedHead | None: ...
 
-    async def save_ledger(self, ledger: Ledger) -> None: ...
+    async def save_head(self, head: SignedHead) -> None: ...
 
     async def scan(self, work: Callable[[RawRows], T]) -> T: ...
 
@@ -115,46 +116,50 @@ class LedgerService:
     # --- checkpoints ---------------------------------------------------------------------
 
     async def checkpoint(self, cause: Cause) -> tuple[TreeHead, str] | None:
-        """Sign the tree over every event so far; None if nothing but heads came since."""
+        """Sign the tree over every event so far; None if nothing but heads came since.
+
+        A range that touched more than MAX_TIPS incarnations (a first checkpoint over a
+        big history) is signed as consecutive heads of at most MAX_TIPS tips each, so no
+        head is a huge event (PostgreSQL's pipelined insert of a multi-megabyte row
+        stalls); the last one returned covers everything.
+        """
         for attempt in range(CHECKPOINT_ATTEMPTS):
-            ledger = await self._store.ledger(self._node) or Ledger(node=self._node)
-            base, frontier = self._base(ledger)
-            folded = await self._store.scan(
-                functools.partial(_fold, since=base, frontier=frontier, node=self._node)
+            latest = await self._store.latest_head(self._node)
+            base, frontier = self._base(latest)
+            segments = await self._store.scan(
+                functools.partial(_fold, since=base, frontier=frontier)
             )
-            if folded is None:
+            if not segments:
                 return None
-            upto, tips = folded
+            number = latest.number + 1 if latest else 1
             signer = self._signer()
-            head = TreeHead(
-                node=self._node,
-                since=base,
-                tree_size=frontier.size,
-                position=upto,
-                root=frontier.root().hex(),
-                tips=tips_digest(tips),
-                signed_at=self._clock().isoformat(),
-                public_key=signer.public_key,
-            )
-            signature = signer.sign(head.message())
-            ledger.sign(head, tips, [r.hex() for r in frontier.roots], signature, cause)
+            signed: tuple[TreeHead, str] | None = None
             try:
-                await self._store.save_ledger(ledger)
+                for segment in segments:
+                    head = TreeHead(
+                        node=self._node, number=number, since=base, tree_size=segment.size,
+                        position=segment.upto, root=segment.root, tips=tips_digest(segment.tips),
+                        signed_at=self._clock().isoformat(), public_key=signer.public_key,
+                    )  # fmt: skip
+                    signature = signer.sign(head.message())
+                    recorded = SignedHead.sign(head, segment.tips, segment.roots, signature, cause)
+                    await self._store.save_head(recorded)
+                    signed = head, signature
+                    self._keep_witness(head, signature)
+                    number, base = number + 1, segment.upto
             except ConflictError:
                 if attempt == CHECKPOINT_ATTEMPTS - 1:
                     raise
                 continue  # another checkpoint of this node signed first: continue from it
-            self._keep_witness(head, signature)
-            return head, signature
+            return signed
         return None  # unreachable: the last attempt returns or raises
 
     @staticmethod
-    def _base(ledger: Ledger) -> tuple[int, Frontier]:
-        if not ledger.heads:
+    def _base(latest: SignedHead | None) -> tuple[int, Frontier]:
+        if latest is None:
             return 0, Frontier()
-        last, _ = ledger.heads[-1]
-        roots = [bytes.fromhex(r) for r in ledger.frontier]
-        return last.position, Frontier.resume(last.tree_size, roots)
+        roots = [bytes.fromhex(r) for r in latest.frontier]
+        return latest.position, Frontier.resume(latest.tree_size, roots)
 
     def _keep_witness(self, head: TreeHead, signature: str) -> None:
         self._witness.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -308,22 +313,45 @@ class LedgerService:
         return await self._store.scan(work)
 
 
-def _fold(raw: RawRows, since: int, frontier: Frontier, node: str) -> tuple[int, list[Tip]] | None:
-    """Extend ``frontier`` with every event after ``since``: (last position, tips), or None
-    if only this node's own heads came since (signing those alone would never stop)."""
-    own = Ledger.create_id(node).hex
+@dataclass
+class Segment:
+    """What one head signs: the tree up to ``upto``, and the tips since the head before."""
+
+    upto: int
+    size: int
+    root: str
+    roots: list[str]  # the frontier, to continue from
+    tips: list[Tip]
+
+
+def _fold(raw: RawRows, since: int, frontier: Frontier) -> list[Segment]:
+    """Extend ``frontier`` with every event after ``since``, cut into segments of at most
+    MAX_TIPS tips; none if only heads came since (signing heads alone, nodes would sign
+    each other's forever)."""
+    segments: list[Segment] = []
     tips: dict[str, tuple[int, str, int]] = {}
     upto = since
     news = False
+
+    def cut() -> None:
+        rows = [(a, v, d, p) for a, (v, d, p) in tips.items()]
+        roots = [r.hex() for r in frontier.roots]
+        segments.append(Segment(upto, frontier.size, frontier.root().hex(), roots, rows))
+        tips.clear()
+
     for position, aggregate, version, topic, state in raw.rows(after=since):
+        if len(tips) == MAX_TIPS and aggregate not in tips:
+            cut()
         digest = event_digest(aggregate, version, topic, state)
         frontier.append(digest)
         tips[aggregate] = (version, digest.hex(), position)
         upto = position
-        news = news or not (topic == HEAD_TOPIC and aggregate == own)
+        news = news or topic != HEAD_TOPIC
     if not news:
-        return None
-    return upto, [(a, v, d, p) for a, (v, d, p) in tips.items()]
+        return []
+    if tips:
+        cut()
+    return segments
 
 
 def _decoded_heads(raw: RawRows) -> tuple[list[RecordedHead], list[Finding]]:

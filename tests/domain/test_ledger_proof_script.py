@@ -92,6 +92,7 @@ def make_proof(
         tips[e.originator_id] = (e.originator_id, e.version, e.digest.hex(), e.position)
     head = TreeHead(
         node="node-a",
+        number=1,
         since=0,
         tree_size=size,
         position=EVENTS[size - 1].position,
