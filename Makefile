@@ -12,7 +12,7 @@ TEST_PACKAGES := chromium criu postgresql
 PROTO_FILES := $(wildcard adapters/proto/*.proto)
 
 .PHONY: demo test setup setup-postgres setup-dev system-packages test-packages proto bench \
-	bench-serve bench-history lint
+	bench-serve bench-history bench-ledger lint
 
 demo: setup
 	@work=$$(mktemp -d /tmp/shimledger-demo.XXXXXX); id=demo-$$(date +%s); \
@@ -90,6 +90,10 @@ bench-serve: setup-dev
 
 bench-history: setup-dev
 	$(PY) bench/history.py --small 100000 --large 1000000 --runs 3
+
+# verify against a raw scan, appends with and without chaining, checkpoints (~5 min).
+bench-ledger: setup-dev
+	$(PY) bench/ledger.py --events 1000000 --runs 3
 
 # ruff, then mypy in strict mode on the packages [tool.mypy] in pyproject.toml lists.
 lint: setup-dev

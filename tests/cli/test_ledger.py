@@ -421,3 +421,31 @@ def _copy_to_postgres(db: Path, url: str, env: dict[str, str]) -> None:
         conn.execute("SELECT setval(pg_get_serial_sequence('shimledger_events', 'notification_id'),"
                      " (SELECT MAX(notification_id) FROM shimledger_events))")  # fmt: skip
     source.close()
+
+
+def test_bad_input_is_one_clear_line_and_changes_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    env = {"PATH": os.environ["PATH"], "SHIMLEDGER_NO_SERVE": "1", "SHIMLEDGER_ROOT": str(root),
+           "SHIMLEDGER_STATE": str(tmp_path / "state"), "SHIMLEDGER_NODE": "node-a"}  # fmt: skip
+    ledgered = Ledgered("sqlite", root, env, lambda sql: "")
+    none = ledgered.cli("ledger", "export-head")
+    assert (none.returncode, none.stderr) == (
+        1, "shimledger: no signed head yet: `shimledger ledger checkpoint` signs one\n")
+    _write_history(store_env(None, root), 1)
+    unsigned = ledgered.cli("ledger", "prove", "2")
+    assert unsigned.returncode == 1 and unsigned.stderr == (
+        "shimledger: position 2 is after the last signed head: `shimledger ledger checkpoint` "
+        "signs it\n")  # fmt: skip
+    assert ledgered.cli("ledger", "checkpoint").returncode == 0
+    missing = ledgered.cli("ledger", "prove", "999")
+    assert (missing.returncode, missing.stderr) == (1, "shimledger: no event at position 999\n")
+    garbage = tmp_path / "head.json"
+    garbage.write_text("{not json")
+    bad = ledgered.cli("ledger", "verify", "--against", str(garbage))
+    assert bad.returncode == 1 and len(bad.stderr.splitlines()) == 1, bad.stderr
+    assert bad.stderr.startswith(f"shimledger: {garbage}: not an exported head"), bad.stderr
+    garbage.write_text('{"format": "shimledger-tree-head/1"}')
+    bad = ledgered.cli("ledger", "verify", "--against", str(garbage))
+    assert bad.returncode == 1 and "not an exported head" in bad.stderr, bad.stderr
+    code, report = ledgered.verify()  # and the store is as it was
+    assert (code, report["findings"], report["heads"]) == (0, [], 1), report
