@@ -58,9 +58,8 @@ from cli.bootstrap import cli_cause as command_cause  # noqa: E402
 from cli.ledger_cmds import key_path, witness_path  # noqa: E402
 from cli.settings import Settings, default_node  # noqa: E402
 from domain.ledger.chain import LINK_KEY, event_digest  # noqa: E402
-from domain.ledger.head import TreeHead  # noqa: E402
+from domain.ledger.head import TreeHead, recorded_head  # noqa: E402
 from domain.ledger.merkle import Frontier  # noqa: E402
-from domain.ledger.verification import recorded_head  # noqa: E402
 from domain.task import Task  # noqa: E402
 from shim.clock import now  # noqa: E402
 from shim.ledger.service import LedgerService, Verdict  # noqa: E402

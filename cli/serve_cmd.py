@@ -34,7 +34,7 @@ def serve(
         str,
         typer.Option(
             help="Sign the ledger's tree head this often (a duration: 30s, 5m); "
-            "0 never. Also once on stop."
+            "once more on stop; 0: never, not even on stop."
         ),
     ] = "60s",
 ) -> None:

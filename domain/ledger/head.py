@@ -23,6 +23,10 @@ HEAD_FORMAT: Final = "shimledger-tree-head/1"
 LEDGER_TOPIC_PREFIX: Final = "shimledger.ledger:"
 HEAD_TOPIC: Final = LEDGER_TOPIC_PREFIX + "HeadSigned"
 
+Row = tuple[int, str, int, str, bytes]
+"""A stored event as verification reads it: (position, aggregate id as 32 hex digits,
+version, topic, stored state)."""
+
 Tip = tuple[str, int, str, int]
 """(aggregate id hex, version, digest hex, position): an aggregate's last event in a head's
 range, and where it stood (so a move of it is named, not only seen in the root)."""
@@ -134,3 +138,47 @@ class SignedHead(Aggregate):
                    tree_size=head.tree_size, position=head.position, root=head.root,
                    tips=[list(t) for t in tips], frontier=frontier, signed_at=head.signed_at,
                    public_key=head.public_key, signature=signature, cause=cause)  # fmt: skip
+
+
+@dataclass
+class RecordedHead:
+    """A HeadSigned event as stored: the head it signs, and what was signed with it."""
+
+    at: int  # the head event's own position
+    head: TreeHead
+    signature: str
+    tips: dict[str, tuple[int, str, int]]  # aggregate -> (version, digest, position)
+    frontier: list[str]
+
+
+def recorded_head(row: Row) -> RecordedHead:
+    """Decode a HeadSigned row; ValueError if it is not one (edited beyond decoding)."""
+    position, originator, _, _, state = row
+    try:
+        data: dict[str, Any] = json.loads(state)
+        node = str(data["node"])
+        number = int(data["number"])
+        tips = [(str(t[0]), int(t[1]), str(t[2]), int(t[3])) for t in data["tips"]]
+        head = TreeHead(
+            node=node,
+            number=number,
+            since=int(data["since"]),
+            tree_size=int(data["tree_size"]),
+            position=int(data["position"]),
+            root=str(data["root"]),
+            tips=tips_digest(tips),
+            signed_at=str(data["signed_at"]),
+            public_key=str(data["public_key"]),
+        )
+        recorded = RecordedHead(
+            at=position,
+            head=head,
+            signature=str(data["signature"]),
+            tips={t[0]: (t[1], t[2], t[3]) for t in tips},
+            frontier=[str(f) for f in data["frontier"]],
+        )
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise ValueError(f"the head at position {position} does not decode: {exc}") from None
+    if SignedHead.create_id(node, number).hex != originator:
+        raise ValueError(f"the head at position {position} is not head {number} of node {node}")
+    return recorded

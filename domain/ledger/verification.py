@@ -20,19 +20,13 @@ aggregate, the tips of the heads whose range it is in, and a Merkle frontier.
 from __future__ import annotations
 
 import hashlib
-import json
 from binascii import hexlify
-from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from domain.ledger.chain import GENESIS, LINK_END, LINK_KEY, LINK_START
-from domain.ledger.head import SignedHead, TreeHead, tips_digest
+from domain.ledger.head import RecordedHead, Row
 from domain.ledger.merkle import Frontier
-
-Row = tuple[int, str, int, str, bytes]
-"""(position, aggregate id as 32 hex digits, version, topic, stored state)."""
 
 NEVER = 1 << 62  # a position no store reaches
 
@@ -49,50 +43,6 @@ class Finding:
     text: str
     aggregate: str | None = None  # the aggregate id (hex) of the event named, if one is
     version: int | None = None
-
-
-@dataclass
-class RecordedHead:
-    """A HeadSigned event as stored: the head it signs, and what was signed with it."""
-
-    at: int  # the head event's own position
-    head: TreeHead
-    signature: str
-    tips: dict[str, tuple[int, str, int]]  # aggregate -> (version, digest, position)
-    frontier: list[str]
-
-
-def recorded_head(row: Row) -> RecordedHead:
-    """Decode a HeadSigned row; ValueError if it is not one (edited beyond decoding)."""
-    position, originator, _, _, state = row
-    try:
-        data: dict[str, Any] = json.loads(state)
-        node = str(data["node"])
-        number = int(data["number"])
-        tips = [(str(t[0]), int(t[1]), str(t[2]), int(t[3])) for t in data["tips"]]
-        head = TreeHead(
-            node=node,
-            number=number,
-            since=int(data["since"]),
-            tree_size=int(data["tree_size"]),
-            position=int(data["position"]),
-            root=str(data["root"]),
-            tips=tips_digest(tips),
-            signed_at=str(data["signed_at"]),
-            public_key=str(data["public_key"]),
-        )
-        recorded = RecordedHead(
-            at=position,
-            head=head,
-            signature=str(data["signature"]),
-            tips={t[0]: (t[1], t[2], t[3]) for t in tips},
-            frontier=[str(f) for f in data["frontier"]],
-        )
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
-        raise ValueError(f"the head at position {position} does not decode: {exc}") from None
-    if SignedHead.create_id(node, number).hex != originator:
-        raise ValueError(f"the head at position {position} is not head {number} of node {node}")
-    return recorded
 
 
 @dataclass
@@ -430,10 +380,3 @@ def describe(row: Row) -> str:
     _, aggregate, version, topic, _ = row
     name = topic.rpartition(":")[2] or topic
     return f"{name}, version {version} of aggregate {aggregate}"
-
-
-def find_head_position(heads: list[RecordedHead], position: int) -> RecordedHead | None:
-    """The first head (smallest tree) that covers ``position``."""
-    ordered = sorted(heads, key=lambda h: h.head.position)
-    index = bisect_right([h.head.position for h in ordered], position - 1)
-    return ordered[index] if index < len(ordered) else None

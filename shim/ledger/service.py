@@ -28,7 +28,16 @@ from domain.errors import (
     NotFoundError,
 )
 from domain.ledger.chain import event_digest
-from domain.ledger.head import HEAD_TOPIC, SignedHead, Tip, TreeHead, tips_digest
+from domain.ledger.head import (
+    HEAD_TOPIC,
+    RecordedHead,
+    Row,
+    SignedHead,
+    Tip,
+    TreeHead,
+    recorded_head,
+    tips_digest,
+)
 from domain.ledger.merkle import (
     Frontier,
     consistency_proof,
@@ -36,15 +45,7 @@ from domain.ledger.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from domain.ledger.verification import (
-    Finding,
-    RecordedHead,
-    Report,
-    Row,
-    SignatureCheck,
-    Verifier,
-    recorded_head,
-)
+from domain.ledger.verification import Finding, Report, SignatureCheck, Verifier
 from domain.values import Cause
 from shim.private_files import write_private
 

@@ -80,7 +80,10 @@ class Serving:
         alone, as they would."""
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                [SHIMLEDGER, "serve"], env=serve_env(self.settings), stdin=subprocess.DEVNULL,
+                # No checkpoints: signing the ledger is tests/cli/test_ledger_real.py's, and
+                # a head signed as every served test's serve stops costs the suite minutes
+                [SHIMLEDGER, "serve", "--checkpoint-interval", "0"], env=serve_env(self.settings),
+                stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         process = self.process
