@@ -39,7 +39,9 @@ logger = logging.getLogger(__name__)
 STOP_WAIT = 2.0  # seconds serve waits for the command server to close as it stops
 HANDSHAKE_TIMEOUT = 2.0  # a client sends its request as it connects; a silent one is cut off
 _PACKAGES = ("domain", "adapters", "shim", "projections", "cli")
-_NOT_WARMED = frozenset({"cli.launcher"})
+_NOT_WARMED = frozenset({"cli.launcher", "adapters.ledger_key"})
+"""The entry point itself, and OpenSSL's binding (60 ms of every serve's start, for the
+rare `ledger` command: that one loads it when it runs)."""
 # What a client relays: the signals the in-process CLI handles, and job control's stop
 # and continue (Ctrl-Z stops the command with its client).
 HANDLED = frozenset(int(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP,

@@ -180,9 +180,7 @@ def ledgered(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledgere
     _write_history(store, TASKS - 4, start=4)
     signed = ledgered.cli("ledger", "checkpoint")
     assert signed.returncode == 0 and signed.stdout.startswith("signed head: "), signed.stderr
-    code, report = ledgered.verify()
-    assert (code, report["findings"], report["heads"]) == (0, [], 2), report
-    yield ledgered
+    yield ledgered  # verified clean as it is: the first test below
 
 
 def test_an_untouched_history_verifies_and_says_what_it_covered(ledgered: Ledgered) -> None:
