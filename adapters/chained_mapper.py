@@ -3,10 +3,11 @@
 Chaining happens where domain events become stored bytes, so neither the domain nor the
 services know of it, and every writer (CLI, serve, the benchmark's bulk builder) chains
 the same way. The link is the digest of the predecessor's *stored* bytes: the mapper
-remembers the digest of the last event it read or wrote of each recent aggregate, so a
-save after a load (every command's pattern) costs no extra read; otherwise it reads the
-predecessor from the recorder. A conflicting save (another writer took the version) fails
-in the store's unique key before any link matters; the retry reloads, and so relinks.
+remembers the last event it read or wrote of each recent aggregate (hashing it only when
+an event is linked to it, not on every load), so a save after a load (every command's
+pattern) costs no extra read; otherwise it reads the predecessor from the recorder. A
+conflicting save (another writer took the version) fails in the store's unique key before
+any link matters; the retry reloads, and so relinks.
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ class ChainedMapper(Mapper[UUID]):
     def __init__(self, *args: Any, predecessor: Predecessor, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._predecessor = predecessor
-        self._last: OrderedDict[UUID, tuple[int, str]] = OrderedDict()
+        # the last event read or written of each recent aggregate; hashed only when linked to
+        self._last: OrderedDict[UUID, tuple[int, StoredEvent]] = OrderedDict()
 
-    def _remember(self, originator: UUID, version: int, digest: str) -> None:
-        self._last[originator] = (version, digest)
+    def _remember(self, originator: UUID, stored: StoredEvent) -> None:
+        self._last[originator] = (stored.originator_version, stored)
         self._last.move_to_end(originator)
         if len(self._last) > RECENT:
             self._last.popitem(last=False)
@@ -57,7 +59,7 @@ class ChainedMapper(Mapper[UUID]):
             return GENESIS
         known = self._last.get(originator)
         if known is not None and known[0] == version - 1:
-            return known[1]
+            return digest_of(known[1])
         found = self._predecessor(originator, version - 1)
         if not found:  # the aggregate's version - 1 is not stored: its save will fail too
             return GENESIS
@@ -75,7 +77,7 @@ class ChainedMapper(Mapper[UUID]):
             topic=plain.topic,
             state=with_link(plain.state, link),
         )
-        self._remember(originator, stored.originator_version, digest_of(stored))
+        self._remember(originator, stored)
         return stored
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
@@ -85,5 +87,5 @@ class ChainedMapper(Mapper[UUID]):
         if isinstance(originator, UUID):
             known = self._last.get(originator)
             if known is None or known[0] <= stored_event.originator_version:
-                self._remember(originator, stored_event.originator_version, digest_of(stored_event))
+                self._remember(originator, stored_event)
         return domain_event

@@ -239,11 +239,8 @@ class EventStore:
         return self._get(Task.create_id(namespace, task_id, incarnation))
 
     def _get(self, originator: UUID) -> Task | None:
-        try:
-            task: Task = self._application().repository.get(originator)
-        except AggregateNotFoundError:
-            return None
-        return task
+        found = self._load(originator)
+        return found if isinstance(found, Task) else None
 
     def _save(self, task: Task) -> None:
         self._save_aggregate(task, f"task {task.task_id}")

@@ -35,15 +35,12 @@ import argparse
 import asyncio
 import os
 import shutil
-import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,39 +49,38 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from adapters.event_store import EventStore, LedgerApplication, sqlite_env  # noqa: E402
-from adapters.ledger_key import SigningKey, signature_valid  # noqa: E402
 from adapters.raw_events import SQLiteRows  # noqa: E402
-from cli.bootstrap import cli_cause as command_cause  # noqa: E402
-from cli.ledger_cmds import key_path, witness_path  # noqa: E402
-from cli.settings import Settings, default_node  # noqa: E402
 from domain.ledger.chain import LINK_KEY, event_digest  # noqa: E402
-from domain.ledger.head import TreeHead, recorded_head  # noqa: E402
+from domain.ledger.head import recorded_head  # noqa: E402
 from domain.ledger.merkle import Frontier  # noqa: E402
 from domain.task import Task  # noqa: E402
-from shim.clock import now  # noqa: E402
-from shim.ledger.service import LedgerService, Verdict  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from history_stores import (  # noqa: E402
     NAMESPACE,
     SAVE_BATCH,
     SHIM_EXIT,
-    Clock,
     build_history,
     cli_cause,
-    lifecycle,
-    save_in_batches,
 )
-from report import clocked  # noqa: E402
+from ledger_stores import (  # noqa: E402
+    STORE_FILES,
+    append_more,
+    checkpoint,
+    cli_verify,
+    copy_store,
+    first_state,
+    raw_scan,
+    row_count,
+    verify_in_process,
+)
+from report import Figure, Table, clocked  # noqa: E402
 
-SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
-NODE = default_node()  # the CLI's default node, so `ledger verify` finds the same witness
 MORE_EVENTS = 1000  # appended between the first checkpoint and the incremental one
 SCAN = (
     "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events "
     "ORDER BY rowid"
 )
-STORE_FILES = ("events.db", "events.db-wal", "events.db-shm")
 
 Sample = dict[str, float]
 """One contender's run: figure name -> seconds (a contender may time several figures)."""
@@ -119,197 +115,7 @@ def interleaved(
 # --- stores -------------------------------------------------------------------------------
 
 
-def copy_store(source: Path, target: Path) -> None:
-    """The store's files (and its ledger key and witness, if any) into a fresh root."""
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(mode=0o700, parents=True)
-    for name in STORE_FILES:
-        if (source / name).exists():
-            shutil.copyfile(source / name, target / name)
-    if (source / "ledger").exists():
-        shutil.copytree(source / "ledger", target / "ledger")
-
-
-def row_count(db: Path) -> int:
-    con = sqlite3.connect(db)
-    try:
-        return int(con.execute("SELECT COUNT(*) FROM stored_events").fetchone()[0])
-    finally:
-        con.close()
-
-
-def first_state(db: Path) -> bytes:
-    con = sqlite3.connect(db)
-    try:
-        return bytes(con.execute("SELECT state FROM stored_events ORDER BY rowid").fetchone()[0])
-    finally:
-        con.close()
-
-
-def append_more(root: Path, events: int) -> None:
-    """``events`` more events (whole deleted lifecycles), in one save, chained."""
-
-    def tasks(clock: Clock) -> Iterator[Task]:
-        for n in range(events // 4):
-            yield lifecycle(f"more{n:07d}", n, clock, delete=True)
-
-    save_in_batches(root, events, tasks)
-
-
-# --- the ledger service, as the CLI composes it -------------------------------------------
-
-
-def settings(root: Path) -> Settings:
-    return Settings(root=root, state=root / "state", namespace=NAMESPACE, node=NODE)
-
-
-def service(root: Path, store: EventStore) -> LedgerService:
-    """cli/ledger_cmds.py's ledger_service: the key and the witness under <root>/ledger."""
-    s = settings(root)
-    return LedgerService(
-        store,
-        NODE,
-        lambda: SigningKey.load(key_path(s), create=True),
-        signature_valid,
-        witness_path(s),
-        now,
-    )
-
-
-def checkpoint(root: Path) -> TreeHead:
-    """What `ledger checkpoint` awaits, on a fresh EventStore (as a command opens it)."""
-
-    async def go() -> TreeHead:
-        store = EventStore(sqlite_env(root))
-        try:
-            signed = await service(root, store).checkpoint(command_cause(NODE))
-        finally:
-            await store.aclose()
-        if signed is None:
-            raise SystemExit(f"checkpoint of {root}: nothing to sign")
-        return signed[0]
-
-    return asyncio.run(go())
-
-
-def verify_in_process(root: Path) -> Verdict:
-    """What `ledger verify` awaits, without the witness: LedgerService.verify([])."""
-
-    async def go() -> Verdict:
-        store = EventStore(sqlite_env(root))
-        try:
-            return await service(root, store).verify([])
-        finally:
-            await store.aclose()
-
-    return asyncio.run(go())
-
-
-def raw_scan(db: Path) -> int:
-    """Every row of stored_events in position order, iterated in Python, decoding nothing."""
-    con = sqlite3.connect(db)
-    try:
-        rows = 0
-        for _row in con.execute(SCAN):
-            rows += 1
-        return rows
-    finally:
-        con.close()
-
-
-def cli_verify(root: Path) -> Callable[[], None]:
-    env = dict(
-        os.environ,
-        SHIMLEDGER_NO_SERVE="1",
-        SHIMLEDGER_NODE=NODE,
-        SHIMLEDGER_ROOT=str(root),
-        SHIMLEDGER_STATE=str(root / "state"),
-    )
-    argv = [SHIMLEDGER, "--root", str(root), "--state", str(root / "state"), "ledger", "verify"]
-
-    def run() -> None:
-        result = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True)
-        out = result.stdout.decode()
-        if result.returncode != 0 or "ledger: verified" not in out:
-            raise SystemExit(
-                f"{' '.join(argv)} failed ({result.returncode}): {out}{result.stderr.decode()}"
-            )
-
-    return run
-
-
 # --- the figures --------------------------------------------------------------------------
-
-
-@dataclass
-class Figure:
-    """A median, its reference's median in the same run, and the reference/figure ratio."""
-
-    figure: str
-    size: str
-    seconds: float
-    reference: str
-    ref_seconds: float
-    events: int | None = None  # for an events-per-second column
-    target: float | None = None
-
-    @property
-    def ratio(self) -> float:
-        return self.ref_seconds / self.seconds
-
-
-@dataclass
-class Table:
-    figures: list[Figure] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def add(self, figure: Figure) -> None:
-        self.figures.append(figure)
-        aim = f" (target >= {figure.target})" if figure.target is not None else ""
-        print(
-            f"  {figure.figure} [{figure.size}]: {seconds(figure.seconds)}, {figure.reference} "
-            f"{seconds(figure.ref_seconds)}: {figure.ratio:.3f}{aim}",
-            flush=True,
-        )
-
-    def note(self, text: str) -> None:
-        self.notes.append(text)
-        print(f"  {text}", flush=True)
-
-    def render(self) -> str:
-        lines = [["figure", "size", "median", "ev/s", "reference", "ref", "ratio", "target"]]
-        for f in self.figures:
-            lines.append(
-                [
-                    f.figure,
-                    f.size,
-                    seconds(f.seconds),
-                    f"{f.events / f.seconds:,.0f}" if f.events else "",
-                    f.reference,
-                    seconds(f.ref_seconds),
-                    f"{f.ratio:.3f}",
-                    target(f),
-                ]
-            )
-        widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-        right = {2, 3, 5, 6}
-        return "\n".join(
-            "  ".join(
-                c.rjust(w) if i in right else c.ljust(w)
-                for i, (c, w) in enumerate(zip(line, widths, strict=True))
-            ).rstrip()
-            for line in lines
-        )
-
-
-def target(f: Figure) -> str:
-    if f.target is None:
-        return ""
-    return f">= {f.target}" + ("" if f.ratio >= f.target else " MISSED")
-
-
-def seconds(value: float) -> str:
-    return f"{value:,.2f} s" if value >= 1 else f"{value * 1000:,.1f} ms"
 
 
 def bench_reads(table: Table, base: Path, verified: Path, work: Path, runs: int) -> None:

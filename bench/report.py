@@ -45,6 +45,18 @@ class Row:
         return self.value / self.ref_value
 
 
+def aligned(lines: list[list[str]], right: set[int]) -> str:
+    """Columns padded to their widest cell; the ``right`` ones (numbers) flush right."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join(
+        "  ".join(
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+        for line in lines
+    )
+
+
 def fmt(value: float, unit: str) -> str:
     return f"{value:,.0f} ev/s" if unit == "ev/s" else f"{value * 1000:,.1f} ms"
 
@@ -85,15 +97,73 @@ class Report:
                         growth,
                     ]
                 )
-        widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-        right = {2, 4, 5, 6}
-        return "\n".join(
-            "  ".join(
-                c.rjust(w) if i in right else c.ljust(w)
-                for i, (c, w) in enumerate(zip(line, widths, strict=True))
-            ).rstrip()
-            for line in lines
+        return aligned(lines, right={2, 4, 5, 6})
+
+
+# --- figures with a target, as reference/figure (bench/ledger.py) ------------------------
+
+
+@dataclass
+class Figure:
+    """A median, its reference's median in the same run, and the reference/figure ratio."""
+
+    figure: str
+    size: str
+    seconds: float
+    reference: str
+    ref_seconds: float
+    events: int | None = None  # for an events-per-second column
+    target: float | None = None
+
+    @property
+    def ratio(self) -> float:
+        return self.ref_seconds / self.seconds
+
+
+@dataclass
+class Table:
+    figures: list[Figure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, figure: Figure) -> None:
+        self.figures.append(figure)
+        aim = f" (target >= {figure.target})" if figure.target is not None else ""
+        print(
+            f"  {figure.figure} [{figure.size}]: {seconds(figure.seconds)}, {figure.reference} "
+            f"{seconds(figure.ref_seconds)}: {figure.ratio:.3f}{aim}",
+            flush=True,
         )
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        print(f"  {text}", flush=True)
+
+    def render(self) -> str:
+        lines = [["figure", "size", "median", "ev/s", "reference", "ref", "ratio", "target"]]
+        for f in self.figures:
+            lines.append(
+                [
+                    f.figure,
+                    f.size,
+                    seconds(f.seconds),
+                    f"{f.events / f.seconds:,.0f}" if f.events else "",
+                    f.reference,
+                    seconds(f.ref_seconds),
+                    f"{f.ratio:.3f}",
+                    target(f),
+                ]
+            )
+        return aligned(lines, right={2, 3, 5, 6})
+
+
+def target(f: Figure) -> str:
+    if f.target is None:
+        return ""
+    return f">= {f.target}" + ("" if f.ratio >= f.target else " MISSED")
+
+
+def seconds(value: float) -> str:
+    return f"{value:,.2f} s" if value >= 1 else f"{value * 1000:,.1f} ms"
 
 
 # --- append -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from cli.settings import Settings
 if TYPE_CHECKING:
     from cli.ledger import Ledger
     from domain.ledger.verification import Finding, Report
-    from shim.ledger.service import LedgerService
+    from shim.ledger.service import LedgerService, LedgerStore
 
 app = typer.Typer(
     help="The tamper-evident ledger: signed tree heads over the history, and their proofs."
@@ -34,13 +34,13 @@ def witness_path(settings: Settings) -> Path:
     return settings.root / "ledger" / "head.json"
 
 
-def ledger_service(settings: Settings, ledger: Ledger, *, create_key: bool) -> LedgerService:
+def ledger_service(settings: Settings, store: LedgerStore, *, create_key: bool) -> LedgerService:
     from adapters.ledger_key import SigningKey, signature_valid
     from shim.clock import now
     from shim.ledger.service import LedgerService
 
     return LedgerService(
-        ledger.store,
+        store,
         settings.node,
         lambda: SigningKey.load(key_path(settings), create=create_key),
         signature_valid,
@@ -58,7 +58,7 @@ def checkpoint(ctx: typer.Context) -> None:
     async def work(ledger: Ledger) -> str:
         from cli.bootstrap import cli_cause
 
-        signed = await ledger_service(settings, ledger, create_key=True).checkpoint(
+        signed = await ledger_service(settings, ledger.store, create_key=True).checkpoint(
             cli_cause(settings.node)
         )
         if signed is None:
@@ -93,7 +93,7 @@ def verify(
     given = [(str(path), _read_head(path)) for path in against or []]
 
     async def work(ledger: Ledger) -> tuple[Report, list[str]]:
-        service = ledger_service(settings, ledger, create_key=False)
+        service = ledger_service(settings, ledger.store, create_key=False)
         heads = list(given)
         kept = service.witness()
         if kept is not None:
@@ -126,7 +126,7 @@ def prove(
     settings: Settings = ctx.obj
 
     async def work(ledger: Ledger) -> dict[str, Any]:
-        return await ledger_service(settings, ledger, create_key=False).prove(position)
+        return await ledger_service(settings, ledger.store, create_key=False).prove(position)
 
     _emit(with_ledger(settings, work), output)
 
@@ -140,7 +140,7 @@ def export_head(
     settings: Settings = ctx.obj
 
     async def work(ledger: Ledger) -> dict[str, Any]:
-        return await ledger_service(settings, ledger, create_key=False).export_head()
+        return await ledger_service(settings, ledger.store, create_key=False).export_head()
 
     _emit(with_ledger(settings, work), output)
 

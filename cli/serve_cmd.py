@@ -136,7 +136,7 @@ class Checkpoints:
         from cli.ledger_cmds import ledger_service
         from domain.errors import ShimledgerError
 
-        service = ledger_service(self._settings, self._ledger, create_key=True)
+        service = ledger_service(self._settings, self._ledger.store, create_key=True)
         try:
             signed = await service.checkpoint(cli_cause(self._settings.node))
         except (ShimledgerError, OSError) as exc:

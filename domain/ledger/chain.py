@@ -22,13 +22,9 @@ LINK_END: Final = LINK_START + 64
 LINK_FIELD: Final = "_prev"
 
 
-def leaf_input(originator_hex: str, version: int, topic: str, state: bytes) -> bytes:
-    """What the Merkle tree's leaf for one stored event hashes (see domain/ledger)."""
-    return b"%s\x00%d\x00%s\x00%s" % (originator_hex.encode(), version, topic.encode(), state)
-
-
 def event_digest(originator_hex: str, version: int, topic: str, state: bytes) -> bytes:
-    """The event's RFC 6962 leaf hash: both its Merkle leaf and its successor's link."""
+    """The event's RFC 6962 leaf hash (of the leaf input domain/ledger describes): both its
+    Merkle leaf and its successor's link."""
     return hashlib.sha256(f"\0{originator_hex}\0{version}\0{topic}\0".encode() + state).digest()
 
 

@@ -168,7 +168,7 @@ class LedgerService:
 
     async def export_head(self) -> dict[str, Any]:
         """The newest head any node recorded in the store, as an auditor keeps it."""
-        heads = await self._store.scan(_recorded_heads)
+        heads, _ = await self._store.scan(_decoded_heads)
         if not heads:
             raise NotFoundError("no signed head yet: `shimledger ledger checkpoint` signs one")
         newest = max(heads, key=lambda h: (h.head.tree_size, h.at))
@@ -364,10 +364,6 @@ def _decoded_heads(raw: RawRows) -> tuple[list[RecordedHead], list[Finding]]:
         except ValueError as exc:
             broken.append(Finding(row[0], "edited", f"{exc}: it was edited", row[1], row[2]))
     return heads, broken
-
-
-def _recorded_heads(raw: RawRows) -> list[RecordedHead]:
-    return _decoded_heads(raw)[0]
 
 
 def _exported(name: str, data: dict[str, Any]) -> tuple[TreeHead, str]:
