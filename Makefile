@@ -26,7 +26,7 @@ demo: setup
 
 # The typed check and the linter first: a finding fails the run before any test starts.
 test: setup-dev lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n 2
 
 setup: system-packages $(VENV)/.installed
 # A PostgreSQL store needs the postgres extra (psycopg's C build); the dev extras include it.
