@@ -25,7 +25,12 @@ from cli.args import (
 from cli.common import expected_errors, fail, with_tasks
 from cli.foreground import after_create, exec_in_foreground, run_in_foreground, write_pid_file
 from cli.settings import Settings
-from domain.errors import InvalidArgumentError, ShimledgerError
+from domain.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    OwnedElsewhereError,
+    ShimledgerError,
+)
 from shim import DEFAULT_RUNTIME
 
 if TYPE_CHECKING:
@@ -144,7 +149,11 @@ def delete(
     force: Annotated[bool, typer.Option("--force", "-f", help="Kill it if running.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="What became of each ID.")] = False,
 ) -> None:
-    """Delete stopped (or, with --force, running) tasks; go on past a failure, exit 1 at the end."""
+    """Delete stopped (or, with --force, running) tasks; go on past a failure, exit 1 at the end.
+
+    As with runc, --force of an ID that does not exist is no failure (a cleanup script's
+    "make sure it is gone"): nothing is said, nothing recorded, and it counts as done.
+    """
     from cli.output import dump_list
 
     settings: Settings = ctx.obj
@@ -155,7 +164,7 @@ def delete(
     results = with_tasks(settings, work)
     if as_json:
         typer.echo(dump_list(results))
-    if not all(r.deleted for r in results):
+    if any(r.error is not None for r in results):
         raise typer.Exit(code=1)
 
 
@@ -168,6 +177,11 @@ async def _delete_one(
     result = DeleteOutput(id=task_id, namespace=settings.namespace, deleted=False)
     try:
         final = await tasks.delete(task_id, force=force)
+    except NotFoundError as exc:
+        if force and not isinstance(exc, OwnedElsewhereError):
+            return result  # nothing to delete: runc's delete --force exits 0 here too
+        typer.echo(f"shimledger: {exc}", err=True)
+        result.error = str(exc)
     except ShimledgerError as exc:  # say so, and go on with the others
         typer.echo(f"shimledger: {exc}", err=True)
         result.error = str(exc)

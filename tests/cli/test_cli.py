@@ -97,6 +97,20 @@ def test_delete_force_kills_a_running_task(cli, bundle) -> None:
         ("Exited", 137), ("Deleted", None)]  # fmt: skip
 
 
+def test_delete_force_of_an_id_that_does_not_exist_exits_0_as_runc_does(cli, bundle) -> None:
+    missing = cli("delete", "never-was")
+    assert missing.returncode == 1 and "never-was" in missing.stderr
+    assert cli("run", "-d", "--bundle", str(bundle("sleep", "300")), "real").returncode == 0
+    forced = cli("delete", "--force", "--json", "never-was", "real")
+    assert (forced.returncode, forced.stderr) == (0, "")
+    entries = {e["id"]: e for e in json.loads(forced.stdout)}
+    assert (entries["never-was"]["deleted"], entries["never-was"]["error"]) == (False, None)
+    assert entries["real"]["deleted"] is True
+    unrecorded = cli("history", "--json", "never-was")
+    assert unrecorded.returncode == 1 and "no history" in unrecorded.stderr
+    assert cli("list", "-q").stdout == ""
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
