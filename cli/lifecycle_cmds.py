@@ -42,7 +42,8 @@ def parse_signal(text: str) -> int:
     """A signal by number, name or SIG-name, as runc's kill accepts it."""
     if text.isdigit():
         number = int(text)
-        if number in signals.valid_signals():  # real-time signals too, as runc sends them
+        # Real-time signals too, as runc sends them; and 0, kill(2)'s "is it there?" probe.
+        if number == 0 or number in signals.valid_signals():
             return number
     else:
         name = text.upper()

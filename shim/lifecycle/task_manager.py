@@ -158,6 +158,8 @@ class TaskManager:
 
         Under the task's lock, so that Killed comes before the Exited it causes. A stopped
         record is asked about first: if its shim says the init runs, the exit is retracted.
+        Signal 0 (runc's and kill(2)'s probe) only asks whether the process is there: it
+        succeeds or fails as a kill would, and records nothing, since nothing happened.
         """
         if (task := await self._live_task(task_id)).status is Status.STOPPED:
             await self._reconciler.reconcile(task, stopped=True)
@@ -169,7 +171,8 @@ class TaskManager:
             except NotFoundError:
                 raise FailedPreconditionError(f"task {task_id} is not running") from None
             crash_point("kill.rpc-done")
-            task.record_kill(signal, all, self._cause())
+            if signal != 0:
+                task.record_kill(signal, all, self._cause())
 
     async def pause(self, task_id: str) -> State:
         """Freeze every process of a running task (runc's freezer cgroup)."""

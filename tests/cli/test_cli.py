@@ -97,6 +97,20 @@ def test_delete_force_kills_a_running_task(cli, bundle) -> None:
         ("Exited", 137), ("Deleted", None)]  # fmt: skip
 
 
+def test_kill_with_signal_0_probes_without_recording_as_runc_does(cli, bundle) -> None:
+    assert cli("run", "-d", "--bundle", str(bundle("sleep", "300")), "probed").returncode == 0
+    assert cli("kill", "probed", "0").returncode == 0
+    assert json.loads(cli("state", "probed").stdout)["status"] == "running"
+    assert cli("kill", "probed", "KILL").returncode == 0
+    assert cli("wait", "probed").returncode == 137
+    stopped = cli("kill", "probed", "0")
+    assert stopped.returncode == 1 and "nothing to kill" in stopped.stderr
+    events = json.loads(cli("history", "--json", "probed").stdout)
+    assert [(e["type"], e.get("signal")) for e in events if e["type"] == "Killed"] == [
+        ("Killed", 9)]  # fmt: skip
+    assert cli("delete", "probed").returncode == 0
+
+
 def test_delete_force_of_an_id_that_does_not_exist_exits_0_as_runc_does(cli, bundle) -> None:
     missing = cli("delete", "never-was")
     assert missing.returncode == 1 and "never-was" in missing.stderr
