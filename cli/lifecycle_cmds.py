@@ -178,12 +178,9 @@ async def _delete_one(
     result = DeleteOutput(id=task_id, namespace=settings.namespace, deleted=False)
     try:
         final = await tasks.delete(task_id, force=force)
-    except NotFoundError as exc:
-        if force and not isinstance(exc, OwnedElsewhereError):
-            return result  # nothing to delete: runc's delete --force exits 0 here too
-        typer.echo(f"shimledger: {exc}", err=True)
-        result.error = str(exc)
     except ShimledgerError as exc:  # say so, and go on with the others
+        if force and isinstance(exc, NotFoundError) and not isinstance(exc, OwnedElsewhereError):
+            return result  # nothing to delete: runc's delete --force exits 0 here too
         typer.echo(f"shimledger: {exc}", err=True)
         result.error = str(exc)
     else:
