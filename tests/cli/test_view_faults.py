@@ -114,6 +114,10 @@ def test_a_damaged_view_file_is_rebuilt_with_one_warning(
     assert leftovers(settings) == []
 
 
+@pytest.mark.alone(
+    "with serve running, serve's own catch-up may find the damage and rebuild too: its copy"
+    " is still being built, and rightly left alone, when the command's rebuild returns"
+)
 def test_rebuild_of_damaged_files_finishes_and_leaves_nothing_behind(
     cli: Cli, bundle, settings: Settings
 ) -> None:
