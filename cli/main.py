@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Annotated
 
 import typer
 
@@ -49,7 +50,16 @@ app = typer.Typer(
     add_completion=True,
     # Boxes and colour in --help only for a person at a terminal; plain text when piped.
     rich_markup_mode="rich" if sys.stdout.isatty() else None,
+    context_settings={"help_option_names": ["-h", "--help"]},  # runc's -h
 )
+
+
+def _show_version(asked: bool) -> None:
+    if asked:
+        from cli.version_info import version_text
+
+        typer.echo(version_text())
+        raise typer.Exit()
 
 
 @app.callback()
@@ -63,6 +73,13 @@ def _global(
     debug: DebugFlag = False,
     log: LogOption = None,
     log_format: LogFormatOption = LogFormat.text,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-v", callback=_show_version, is_eager=True,
+            help="Print shimledger's version and the OCI spec of the runc it drives.",
+        ),
+    ] = False,
 ) -> None:
     configure_logging(debug=debug, log_file=log, log_format=log_format)
     if (client := handed()) is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -95,6 +96,20 @@ def test_delete_force_kills_a_running_task(cli, bundle) -> None:
     events = json.loads(cli("history", "--json", "bg").stdout)
     assert [(e["type"], e.get("exit_status")) for e in events][-2:] == [
         ("Exited", 137), ("Deleted", None)]  # fmt: skip
+
+
+def test_version_and_help_answer_to_runcs_short_flags(cli) -> None:
+    for flag in ("-v", "--version"):
+        said = cli(flag)
+        assert said.returncode == 0, said.stderr
+        first, spec, *_ = said.stdout.splitlines()
+        assert re.fullmatch(r"shimledger version \d+\.\d+\.\d+", first)
+        runc = subprocess.run(["runc", "--version"], capture_output=True, text=True).stdout
+        runc_spec = re.search(r"^spec: (\S+)$", runc, re.MULTILINE)
+        assert runc_spec is not None, runc
+        assert spec.startswith(f"spec: {runc_spec.group(1)} (runc ")
+    assert cli("-h").stdout == cli("--help").stdout != ""
+    assert cli("kill", "-h").stdout == cli("kill", "--help").stdout != ""
 
 
 def test_kill_with_signal_0_probes_without_recording_as_runc_does(cli, bundle) -> None:
