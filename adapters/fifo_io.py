@@ -10,6 +10,11 @@ stdin: the shim opens the FIFO twice, a reader that copies into the process's st
 writer of its own that keeps the reader from seeing EOF until the CloseIO call (that is how
 containerd's shim lets a client reattach). So we feed the FIFO, close our end at EOF, and
 the caller then sends CloseIO: only then does the process read EOF.
+
+A terminal (``terminal=True``) is another copy in the shim: stdin into the pty's master,
+the master out to the stdout FIFO, and no stderr (a pty has one output). Its stdin needs
+no CloseIO: the end of our input is the end of the shim's, and the task's output still
+comes after it.
 """
 
 from __future__ import annotations
@@ -141,17 +146,21 @@ class ForegroundIO:
     """The stdio of one foreground task, connected to this process's own."""
 
     def __init__(
-        self, directory: Path, stdout: BinaryIO, stderr: BinaryIO, stdin: int | None = None
-    ) -> None:
+        self, directory: Path, stdout: BinaryIO, stderr: BinaryIO, stdin: int | None = None,
+        *, terminal: bool = False,
+    ) -> None:  # fmt: skip
         make_private_dirs(directory.parent)
         # Named after our pid: one left by a killed command whose pid we reuse is stale.
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(mode=0o700)
         self._directory = directory
+        self._terminal = terminal
         self._in: _Feeder | None = None
+        self._err: _Pump | None = None
         try:
             self._out = _Pump(directory / "stdout", stdout)
-            self._err = _Pump(directory / "stderr", stderr)
+            if not terminal:
+                self._err = _Pump(directory / "stderr", stderr)
             if stdin is not None:
                 self._in = _Feeder(directory / "stdin", stdin)
         except BaseException:
@@ -164,7 +173,8 @@ class ForegroundIO:
         return Stdio(
             stdin=str(self._in.path) if self._in else "",
             stdout=str(self._out.path),
-            stderr=str(self._err.path),
+            stderr=str(self._err.path) if self._err else "",
+            terminal=self._terminal,
         )
 
     @property
@@ -174,8 +184,9 @@ class ForegroundIO:
 
     def shim_attached(self) -> None:
         """Create has returned: the shim holds the write ends now, and reads stdin."""
-        self._out.release_placeholder()
-        self._err.release_placeholder()
+        for pump in (self._out, self._err):
+            if pump is not None:
+                pump.release_placeholder()
         if self._in is not None:
             self._in.start()
 
@@ -183,7 +194,7 @@ class ForegroundIO:
         """Wait until the shim has copied everything (EOF), or give up after ``timeout``."""
         try:
             async with asyncio.timeout(timeout):
-                await asyncio.gather(self._out.done, self._err.done)
+                await asyncio.gather(*(p.done for p in (self._out, self._err) if p))
         except TimeoutError:
             pass  # a grandchild still holds the pipe: stop copying, as ctr does on exit
 

@@ -133,7 +133,7 @@ class ShimTaskClient:
         request = task_pb2.CreateTaskRequest(
             id=task_id,
             bundle=bundle,
-            terminal=False,
+            terminal=stdio.terminal,
             stdin=stdio.stdin,
             stdout=stdio.stdout,
             stderr=stdio.stderr,
@@ -147,7 +147,7 @@ class ShimTaskClient:
         request = task_pb2.ExecProcessRequest(
             id=task_id,
             exec_id=exec_id,
-            terminal=False,
+            terminal=stdio.terminal,
             stdin=stdio.stdin,
             stdout=stdio.stdout,
             stderr=stdio.stderr,

@@ -88,6 +88,14 @@ PidFileOption = Annotated[
 InteractiveFlag = Annotated[
     bool, typer.Option("--interactive", "-i", help="Attach stdin; EOF closes the process's.")
 ]
+TtyFlag = Annotated[
+    bool,
+    typer.Option(
+        "--tty", "-t",
+        help="Give the process a pty on this terminal (raw while attached, sized as it is); "
+        "stdin is attached.",
+    ),
+]  # fmt: skip
 
 # --- output ----------------------------------------------------------------------------------
 

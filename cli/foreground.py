@@ -6,6 +6,7 @@ Shared by `run` (the task's init) and `exec` (an extra process), and by `create`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal as signals
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from adapters.fifo_io import ForegroundIO
+    from cli.terminal import LocalTerminal, SizeFollower
     from shim.lifecycle.task_manager import TaskManager
 
 logger = logging.getLogger(__name__)
@@ -45,13 +47,40 @@ def io_dir(settings: Settings, task_id: str) -> Path:
     return StateDir(settings.state).io_dir(settings.namespace, task_id, os.getpid())
 
 
-def foreground_io(settings: Settings, task_id: str, interactive: bool) -> ForegroundIO:
+def foreground_io(
+    settings: Settings, task_id: str, interactive: bool, terminal: bool = False
+) -> ForegroundIO:
+    """The FIFOs to the shim; with a terminal, stdin is always attached (as `ctr run -t`)."""
     from adapters.fifo_io import ForegroundIO
 
     if interactive and sys.stdin is None:
         raise InvalidArgumentError("--interactive needs a stdin, and this command has none")
-    stdin = sys.stdin.fileno() if interactive else None
-    return ForegroundIO(io_dir(settings, task_id), sys.stdout.buffer, sys.stderr.buffer, stdin)
+    attach = interactive or (terminal and sys.stdin is not None)
+    stdin = sys.stdin.fileno() if attach else None
+    return ForegroundIO(io_dir(settings, task_id), sys.stdout.buffer, sys.stderr.buffer, stdin,
+                        terminal=terminal)  # fmt: skip
+
+
+def local_terminal(terminal: bool) -> contextlib.AbstractContextManager[LocalTerminal | None]:
+    """Our terminal, raw while the task's pty is attached (cli/terminal.py); else nothing."""
+    if not terminal:
+        return contextlib.nullcontext()
+    from cli.terminal import LocalTerminal
+
+    return LocalTerminal(sys.stdin.fileno() if sys.stdin else -1, sys.stdout.fileno())
+
+
+async def follow_size(
+    local: LocalTerminal | None, resize: Callable[[int, int], Awaitable[None]]
+) -> SizeFollower | None:
+    """The task's pty kept at our terminal's size, from now on; None without a pty."""
+    if local is None:
+        return None
+    from cli.terminal import SizeFollower
+
+    follower = SizeFollower(local, resize)
+    await follower.follow()
+    return follower
 
 
 async def close_stdin_at_eof(io: ForegroundIO, close: Callable[[], Awaitable[None]]) -> None:
@@ -84,9 +113,13 @@ async def after_create(
 
 async def run_in_foreground(
     tasks: TaskManager, settings: Settings, task_id: str, bundle: Path, runtime: str, *,
-    interactive: bool, remove: bool, pid_file: Path | None,
+    interactive: bool, remove: bool, pid_file: Path | None, terminal: bool = False,
 ) -> int:  # fmt: skip
-    """Our stdio connected to the task's, our signals forwarded to it; its exit status."""
+    """Our stdio connected to the task's, our signals forwarded to it; its exit status.
+
+    With ``terminal``, the task gets a pty: our terminal goes raw and the pty follows its
+    size, and our stdin stays attached until the task exits.
+    """
     import asyncio
 
     async def forward(sig: int) -> None:
@@ -95,8 +128,9 @@ async def run_in_foreground(
         except ShimledgerError as exc:  # it exited meanwhile: nothing to forward to
             logger.debug("not forwarding signal %s: %s", sig, exc)
 
-    io = foreground_io(settings, task_id, interactive)
+    io = foreground_io(settings, task_id, interactive, terminal)
     closer: asyncio.Task[None] | None = None
+    follower: SizeFollower | None = None
     forwarding: set[asyncio.Future[None]] = set()  # strong references until each is done
 
     def on_signal(sig: int) -> None:
@@ -105,18 +139,25 @@ async def run_in_foreground(
         future.add_done_callback(forwarding.discard)
 
     try:
-        created = await tasks.create(task_id, bundle, runtime=runtime, stdio=io.stdio)
-        io.shim_attached()
-        loop = asyncio.get_running_loop()
-        for sig in (signals.SIGINT, signals.SIGTERM, signals.SIGHUP):
-            loop.add_signal_handler(sig, on_signal, sig)
-        await after_create(tasks, task_id, lambda: write_pid_file(pid_file, created.pid),
-                           lambda: tasks.start(task_id))  # fmt: skip
-        if interactive:
-            closer = asyncio.ensure_future(close_stdin_at_eof(io, lambda: tasks.close_io(task_id)))
-        exit_ = await tasks.wait(task_id)
-        await io.drain(timeout=5.0)
+        with local_terminal(terminal) as local:
+            created = await tasks.create(task_id, bundle, runtime=runtime, stdio=io.stdio)
+            io.shim_attached()
+            loop = asyncio.get_running_loop()
+            for sig in (signals.SIGINT, signals.SIGTERM, signals.SIGHUP):
+                loop.add_signal_handler(sig, on_signal, sig)
+            # Sized before Start (the pty is the shim's since Create): the process never
+            # sees another size than ours.
+            follower = await follow_size(local, lambda w, h: tasks.resize_pty(task_id, w, h))
+            await after_create(tasks, task_id, lambda: write_pid_file(pid_file, created.pid),
+                               lambda: tasks.start(task_id))  # fmt: skip
+            if interactive and not terminal:
+                closer = asyncio.ensure_future(
+                    close_stdin_at_eof(io, lambda: tasks.close_io(task_id)))  # fmt: skip
+            exit_ = await tasks.wait(task_id)
+            await io.drain(timeout=5.0)
     finally:
+        if follower is not None:
+            follower.stop()
         if closer is not None:
             closer.cancel()
         io.close()
@@ -127,28 +168,34 @@ async def run_in_foreground(
 
 async def exec_in_foreground(
     tasks: TaskManager, settings: Settings, task_id: str, command: list[str], *,
-    env: list[str] | None, cwd: str | None, interactive: bool,
+    env: list[str] | None, cwd: str | None, interactive: bool, terminal: bool = False,
 ) -> int:  # fmt: skip
     """An extra process in a running task, our stdio connected to its; its exit status.
 
     The exec is deleted however it ends (exit, error, Ctrl-C): unlike a task, it lives only
-    as long as the command that runs it.
+    as long as the command that runs it. ``terminal``: as run_in_foreground's.
     """
     import asyncio
 
-    io = foreground_io(settings, task_id, interactive)
+    io = foreground_io(settings, task_id, interactive, terminal)
     closer: asyncio.Task[None] | None = None
+    follower: SizeFollower | None = None
     try:
-        process = await tasks.add_exec(task_id, command, env=env, cwd=cwd, stdio=io.stdio)
-        await process.start()  # on failure it removes the exec itself
-        try:
-            io.shim_attached()  # the shim opened its ends of the FIFOs in Start
-            closer = asyncio.ensure_future(close_stdin_at_eof(io, process.close_io))
-            exit_ = await process.wait()
-            await io.drain(timeout=5.0)
-        finally:
-            await process.delete()
+        with local_terminal(terminal) as local:
+            process = await tasks.add_exec(task_id, command, env=env, cwd=cwd, stdio=io.stdio)
+            await process.start()  # on failure it removes the exec itself
+            try:
+                io.shim_attached()  # the shim opened its ends of the FIFOs in Start
+                follower = await follow_size(local, process.resize_pty)  # its pty: since Start
+                if not terminal:
+                    closer = asyncio.ensure_future(close_stdin_at_eof(io, process.close_io))
+                exit_ = await process.wait()
+                await io.drain(timeout=5.0)
+            finally:
+                await process.delete()
     finally:
+        if follower is not None:
+            follower.stop()
         if closer is not None:
             closer.cancel()
         io.close()

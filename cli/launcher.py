@@ -18,7 +18,9 @@ import os
 import signal
 import socket
 import sys
+import termios
 from collections.abc import Mapping
+from typing import Any
 
 from cli import handoff
 
@@ -111,6 +113,7 @@ def _handed(sock: socket.socket, argv: list[str]) -> None:
     if reply is None or reply.get("accepted") is not True:
         sock.close()
         return
+    terminal = _terminal_modes()
     try:
         handoff.send(sock, {"go": True})  # from here on the command is serve's to run
     except OSError:
@@ -139,6 +142,10 @@ def _handed(sock: socket.socket, argv: list[str]) -> None:
             message = handoff.receive(sock)
         except (OSError, ValueError):
             message = None
+        if message is None or "exit" in message or "signal" in message:
+            # A command that put our terminal in raw mode (run -t) and was killed before
+            # it could put it back: the terminal is ours, so we do.
+            _restore_terminal(terminal)
         if message is None:
             _say("serve went away before the command ended; `shimledger list` shows "
                  "what it did")  # fmt: skip
@@ -167,6 +174,24 @@ def _in_process() -> None:
     from cli.main import main as full_cli
 
     full_cli()
+
+
+def _terminal_modes() -> list[Any] | None:
+    """Our stdin terminal's modes as the command finds them (None: no terminal)."""
+    try:
+        return termios.tcgetattr(0)
+    except (termios.error, OSError):
+        return None
+
+
+def _restore_terminal(modes: list[Any] | None) -> None:
+    if modes is None:
+        return
+    try:
+        if termios.tcgetattr(0) != modes:
+            termios.tcsetattr(0, termios.TCSADRAIN, modes)
+    except (termios.error, OSError):
+        pass  # the terminal is gone (hung up): nothing to restore
 
 
 def _is_open(fd: int) -> bool:

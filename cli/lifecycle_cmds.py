@@ -21,6 +21,7 @@ from cli.args import (
     RuntimeOption,
     TaskArg,
     TaskIdsArg,
+    TtyFlag,
 )
 from cli.common import expected_errors, fail, with_tasks
 from cli.foreground import after_create, exec_in_foreground, run_in_foreground, write_pid_file
@@ -77,14 +78,20 @@ def run(
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Do not wait for it.")] = False,
     remove: Annotated[bool, typer.Option("--rm", help="Delete the task when it exits.")] = False,
     interactive: InteractiveFlag = False,
+    tty: TtyFlag = False,
     runtime: RuntimeOption = DEFAULT_RUNTIME,
     pid_file: PidFileOption = None,
 ) -> None:
-    """Create and start a task; in the foreground, exit with its exit status."""
+    """Create and start a task; in the foreground, exit with its exit status.
+
+    In the foreground a config with process.terminal=true gets a pty, as with runc's
+    `run`; --tty gives one whatever the config says.
+    """
     settings: Settings = ctx.obj
-    if detach and (remove or interactive):
-        raise fail(f"{'--rm' if remove else '--interactive'} needs the foreground: "
-                   "it cannot go with --detach")  # fmt: skip
+    foreground_only = [name for name, given in (("--rm", remove), ("--interactive", interactive),
+                                                ("--tty", tty)) if given]  # fmt: skip
+    if detach and foreground_only:
+        raise fail(f"{foreground_only[0]} needs the foreground: it cannot go with --detach")
 
     async def work(tasks: TaskManager) -> int:
         if detach:
@@ -92,9 +99,12 @@ def run(
             await after_create(tasks, task_id, lambda: write_pid_file(pid_file, created.pid),
                                lambda: tasks.start(task_id))  # fmt: skip
             return 0
+        from shim.lifecycle.bundle import wants_terminal
+
+        terminal = tty or wants_terminal(bundle)
         return await run_in_foreground(tasks, settings, task_id, bundle, runtime,
                                        interactive=interactive, remove=remove,
-                                       pid_file=pid_file)  # fmt: skip
+                                       pid_file=pid_file, terminal=terminal)  # fmt: skip
 
     raise typer.Exit(code=with_tasks(settings, work))
 
@@ -118,6 +128,7 @@ def exec_(
     env: Annotated[list[str] | None, typer.Option("--env", "-e", help="K=V; repeatable.")] = None,
     cwd: Annotated[str | None, typer.Option(help="Working directory inside the task.")] = None,
     interactive: InteractiveFlag = False,
+    tty: TtyFlag = False,
 ) -> None:
     """Run a command in a running task; exit with its exit status."""
     settings: Settings = ctx.obj
@@ -129,7 +140,7 @@ def exec_(
 
     async def work(tasks: TaskManager) -> int:
         return await exec_in_foreground(tasks, settings, task_id, command, env=env, cwd=cwd,
-                                        interactive=interactive)  # fmt: skip
+                                        interactive=interactive, terminal=tty)  # fmt: skip
 
     raise typer.Exit(code=with_tasks(settings, work))
 

@@ -18,11 +18,17 @@ from domain.values import EVERY_NODE, Bundle, Exit, Owner, State, Status, Whose
 
 @dataclass(frozen=True)
 class Stdio:
-    """Paths the shim connects the task's stdio to; all empty means /dev/null."""
+    """Paths the shim connects the task's stdio to; all empty means /dev/null.
+
+    ``terminal``: the process gets a pty of the shim's; the shim copies ``stdin`` into it
+    and its output, stdout and stderr alike, out to ``stdout`` (a FIFO: the shim's console
+    copy takes no ``file://`` path). ``stderr`` stays empty then.
+    """
 
     stdin: str = ""
     stdout: str = ""
     stderr: str = ""
+    terminal: bool = False
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,11 @@ from domain.values import Bundle
 from shim.private_files import create_new_private, tighten, write_private
 
 
+def wants_terminal(user_bundle: Path) -> bool:
+    """Whether the bundle's process asks for a terminal (runc's `run` then gives it one)."""
+    return bool(read_spec(user_bundle.resolve())["process"].get("terminal"))
+
+
 def read_spec(user_bundle: Path) -> dict[str, Any]:
     """The user's config.json, checked for what would otherwise fail deep inside runc."""
     config = user_bundle / "config.json"
@@ -47,11 +52,6 @@ def read_spec(user_bundle: Path) -> dict[str, Any]:
     if not isinstance(args, list) or not args:
         raise InvalidArgumentError(f"{config} has no process.args to run")
     assert isinstance(process, dict)  # args is a list: process is an object
-    if process.get("terminal"):
-        raise InvalidArgumentError(
-            f"{config} sets process.terminal=true, but shimledger runs tasks without a "
-            'terminal: set "terminal": false'
-        )
     root = spec.get("root")
     if not isinstance(root, dict) or not isinstance(root.get("path"), str) or not root["path"]:
         raise InvalidArgumentError(f"{config} has no root.path string")
@@ -73,13 +73,29 @@ class Bundles:
         # so two state dirs (or shimledger and a real containerd) never share a cgroup.
         self.cgroup_parent = cgroup_parent
 
-    def new(self, namespace: str, task_id: str, user_bundle: Path) -> Bundle:
+    def new(
+        self, namespace: str, task_id: str, user_bundle: Path, *, terminal: bool = False
+    ) -> Bundle:
         """Make the working bundle; AlreadyExistsError if one is there (the directory is a
         lock). Unless config.json says otherwise, the task's cgroup is
-        ``<cgroup_parent>/<ns>/<id>``."""
+        ``<cgroup_parent>/<ns>/<id>``.
+
+        ``terminal``: whether a pty is attached. runc insists that process.terminal says
+        the same (it fails a pty without one, and one without a console socket), so the
+        copy says it; a config that asks for a terminal nobody attaches is refused, as
+        runc's create refuses it without --console-socket.
+        """
         validate_identifier("namespace", namespace)
         validate_identifier("task ID", task_id)
         spec = read_spec(user_bundle.resolve())
+        if spec["process"].get("terminal") and not terminal:
+            raise InvalidArgumentError(
+                f"{user_bundle.resolve() / 'config.json'} sets process.terminal=true, and "
+                "a task with no terminal attached (create, run -d) cannot have one: runc "
+                "needs --console-socket there, which shimledger does not take; run it in "
+                'the foreground (run, run -t), or set "terminal": false'
+            )
+        spec["process"]["terminal"] = terminal
         # Without a cgroupsPath runc would use /<id>, shared by the same ID in every
         # namespace and every state dir (runc kill --all and delete act on the whole cgroup).
         linux = spec.setdefault("linux", {})

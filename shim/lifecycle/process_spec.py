@@ -8,12 +8,15 @@ from pathlib import Path
 from domain.values import Bundle
 
 
-def exec_process(bundle: Bundle, args: list[str], env: list[str], cwd: str | None) -> bytes:
-    """The OCI Process for an exec, as JSON: the task's own, with args, env and cwd changed."""
+def exec_process(
+    bundle: Bundle, args: list[str], env: list[str], cwd: str | None, terminal: bool = False
+) -> bytes:
+    """The OCI Process for an exec, as JSON: the task's own, with args, env and cwd changed
+    (and ``terminal`` as the request says: runc fails a pty the process does not ask for)."""
     spec = json.loads((Path(bundle.path) / "config.json").read_text())
     process = dict(spec.get("process") or {})
     process["args"] = args
-    process["terminal"] = False
+    process["terminal"] = terminal
     overrides = {entry.split("=", 1)[0] for entry in env}
     kept = [e for e in process.get("env", []) if e.split("=", 1)[0] not in overrides]
     process["env"] = kept + env

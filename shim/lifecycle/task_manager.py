@@ -120,7 +120,8 @@ class TaskManager:
             planned = new.number if stdio is None else None  # None: no log of ours
             stdio = stdio or self._shims.config.log_stdio(
                 self.namespace, task_id, new.number, new.previous_number)  # fmt: skip
-            bundle = self._bundles.new(self.namespace, task_id, user_bundle)
+            bundle = self._bundles.new(self.namespace, task_id, user_bundle,
+                                       terminal=stdio.terminal)  # fmt: skip
             crash_point("create.bundle-made")
             async with AsyncExitStack() as undo:
                 undo.callback(remove_bundle, bundle)
@@ -303,9 +304,10 @@ class TaskManager:
         async with self._editing(task_id) as task:
             task.check_add_exec(exec_id)  # only a running task runs an exec
             bundle = self._bundles.working(task.namespace, task.task_id)
-            process = exec_process(bundle, args, env or [], cwd)
+            stdio = stdio or Stdio()
+            process = exec_process(bundle, args, env or [], cwd, stdio.terminal)
             shim = await self._connections.connect(task)
-            await shim.client.exec(task_id, exec_id, process, stdio or Stdio())
+            await shim.client.exec(task_id, exec_id, process, stdio)
             task.add_exec(exec_id, self._cause())
         return ExecHandle(
             task=task, exec_id=exec_id, client=shim.client, recorder=self._recorder,
