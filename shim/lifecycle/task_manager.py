@@ -161,10 +161,16 @@ class TaskManager:
         record is asked about first: if its shim says the init runs, the exit is retracted.
         Signal 0 (runc's and kill(2)'s probe) only asks whether the process is there: it
         succeeds or fails as a kill would, and records nothing, since nothing happened.
+        ``all`` on a stopped task succeeds, as runc's does: what may be left in its cgroup
+        gets the signal (the shim runs runc's kill --all), and nothing is recorded, since
+        the task's processes are already recorded as gone.
         """
         if (task := await self._live_task(task_id)).status is Status.STOPPED:
             await self._reconciler.reconcile(task, stopped=True)
         async with self._editing(task_id) as task:
+            if all and task.status is Status.STOPPED:
+                await self._kill_leftovers(task, signal)
+                return
             task.require_process("nothing to kill")
             shim = await self._connections.connect(task)
             try:
@@ -174,6 +180,13 @@ class TaskManager:
             crash_point("kill.rpc-done")
             if signal != 0:
                 task.record_kill(signal, all, self._cause())
+
+    async def _kill_leftovers(self, task: Task, signal: int) -> None:
+        try:
+            shim = await self._connections.connect(task)
+            await shim.client.kill(task.task_id, signal, True)
+        except (NotFoundError, UnavailableError) as exc:  # no shim, or nothing left there
+            logger.debug("kill --all of stopped task %s: %s", task.task_id, exc)
 
     async def pause(self, task_id: str) -> State:
         """Freeze every process of a running task (runc's freezer cgroup)."""

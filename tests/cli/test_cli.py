@@ -112,7 +112,7 @@ def test_version_and_help_answer_to_runcs_short_flags(cli) -> None:
     assert cli("kill", "-h").stdout == cli("kill", "--help").stdout != ""
 
 
-def test_kill_with_signal_0_probes_without_recording_as_runc_does(cli, bundle) -> None:
+def test_kill_0_probes_and_kill_all_of_a_stopped_task_succeeds_as_runcs_do(cli, bundle) -> None:
     assert cli("run", "-d", "--bundle", str(bundle("sleep", "300")), "probed").returncode == 0
     assert cli("kill", "probed", "0").returncode == 0
     assert json.loads(cli("state", "probed").stdout)["status"] == "running"
@@ -120,6 +120,8 @@ def test_kill_with_signal_0_probes_without_recording_as_runc_does(cli, bundle) -
     assert cli("wait", "probed").returncode == 137
     stopped = cli("kill", "probed", "0")
     assert stopped.returncode == 1 and "nothing to kill" in stopped.stderr
+    # runc kill --all of a stopped container signals what its cgroup still holds: exit 0
+    assert cli("kill", "--all", "probed", "KILL").returncode == 0
     events = json.loads(cli("history", "--json", "probed").stdout)
     assert [(e["type"], e.get("signal")) for e in events if e["type"] == "Killed"] == [
         ("Killed", 9)]  # fmt: skip
