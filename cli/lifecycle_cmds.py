@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from shim.lifecycle.task_manager import TaskManager
 
 
+EXEC_FAILED = 255  # runc exec's status when the process could not be run
+
+
 def parse_signal(text: str) -> int:
     """A signal by number, name or SIG-name, as runc's kill accepts it."""
     if text.isdigit():
@@ -130,7 +133,12 @@ def exec_(
     interactive: InteractiveFlag = False,
     tty: TtyFlag = False,
 ) -> None:
-    """Run a command in a running task; exit with its exit status."""
+    """Run a command in a running task; exit with its exit status (255 if it cannot run).
+
+    As with runc's exec, a failure before the process runs (no such task, a task that is
+    not running, a missing binary, a store that refuses) exits 255, not 1: so a caller can
+    tell "could not exec" from a process that ran and exited 1.
+    """
     settings: Settings = ctx.obj
     if command and command[0] == "--":
         command = command[1:]
@@ -142,7 +150,11 @@ def exec_(
         return await exec_in_foreground(tasks, settings, task_id, command, env=env, cwd=cwd,
                                         interactive=interactive, terminal=tty)  # fmt: skip
 
-    raise typer.Exit(code=with_tasks(settings, work))
+    try:
+        status = with_tasks(settings, work)
+    except typer.Exit as failed:  # said on stderr already, in one line
+        raise typer.Exit(code=EXEC_FAILED if failed.exit_code == 1 else failed.exit_code) from None
+    raise typer.Exit(code=status)
 
 
 def pause(ctx: typer.Context, task_id: TaskArg) -> None:

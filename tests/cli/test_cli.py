@@ -308,11 +308,14 @@ def test_exec_runs_in_the_task_and_exits_with_its_status(cli, bundle) -> None:
     assert execs == [("ExecAdded", None), ("ExecStarted", None), ("ExecExited", 5)]
     assert len({e["exec_id"] for e in events if "exec_id" in e}) == 1
 
+    # runc's exec says "could not run it" with 255, apart from any status the process has
     missing = cli("exec", "host", "--", "no-such-binary")
-    assert missing.returncode == 1 and "no-such-binary" in missing.stderr
+    assert missing.returncode == 255 and "no-such-binary" in missing.stderr
+    unknown = cli("exec", "nobody", "--", "true")
+    assert unknown.returncode == 255 and "nobody does not exist" in unknown.stderr
     assert cli("kill", "host", "KILL").returncode == 0
     refused = cli("exec", "host", "--", "true")
-    assert refused.returncode == 1 and "only a running task" in refused.stderr
+    assert refused.returncode == 255 and "only a running task" in refused.stderr
     assert cli("delete", "host").returncode == 0
 
 
