@@ -11,16 +11,13 @@ per task in the state dir serializes them; the kernel drops the lock if a holder
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import os
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from domain.state_dir import StateDir
-
-POLL_INTERVAL = 0.005
+from shim.private_files import flocked
 
 
 def make_private_dirs(directory: Path) -> None:
@@ -35,17 +32,8 @@ def make_private_dirs(directory: Path) -> None:
 async def file_lock(path: Path) -> AsyncIterator[None]:
     """Hold an exclusive flock on ``path`` (created if missing) for the block's duration."""
     make_private_dirs(path.parent)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                await asyncio.sleep(POLL_INTERVAL)
+    async with flocked(path):
         yield
-    finally:
-        os.close(fd)  # releases the flock
 
 
 class TaskLocks:

@@ -53,6 +53,11 @@ class StateDir:
         return self.path / LOCKS / namespace / f"{task_id}.lock"
 
     @property
+    def cgroup_lock(self) -> Path:
+        """Shared by creates, exclusive to remove cgroup parents (shim/lifecycle/cgroup_dirs)."""
+        return self.path / LOCKS / "cgroups.lock"
+
+    @property
     def io(self) -> Path:
         return self.path / IO
 

@@ -14,11 +14,36 @@ the command line can use it under design.md's import rule.
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import os
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 PRIVATE = 0o600
+LOCK_POLL = 0.005  # seconds between tries for a flock another process holds
+
+
+@asynccontextmanager
+async def flocked(path: Path, *, shared: bool = False) -> AsyncIterator[None]:
+    """Hold a flock on ``path`` (made 0600 if missing) for the block's duration.
+
+    Polled, not blocking: a process's event loop must go on while another holds it. The
+    kernel drops the lock with its holder, however that one ends.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(LOCK_POLL)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def write_private(path: Path, data: str | bytes, *, mode: int = PRIVATE) -> None:

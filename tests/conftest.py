@@ -121,8 +121,8 @@ def teardown(settings: Settings) -> list[str]:
 
 
 def remove_cgroups(settings: Settings) -> list[str]:
-    """Remove the test's cgroup parent (runc removes each task's own leaf, not its parents);
-    a cgroup that still holds a process is a leftover."""
+    """Every cgroup directory of the test's parent is a leftover once its tasks are deleted
+    (shimledger removes the parents it made: shim/lifecycle/cgroup_dirs.py); removed here."""
     from cli.bootstrap import cgroup_parent
 
     name = cgroup_parent(settings).lstrip("/")
@@ -136,6 +136,8 @@ def remove_cgroups(settings: Settings) -> list[str]:
                 os.rmdir(directory)
             except OSError as exc:
                 leftovers.append(f"cgroup {directory}: {exc.strerror}")
+            else:
+                leftovers.append(f"cgroup {directory} (empty, but left behind)")
     return leftovers
 
 
@@ -178,6 +180,14 @@ def bundle(tmp_path: Path) -> Callable[..., Path]:
 # Set by tests/cli/conftest.py for a test run "served": makes sure a serve runs for the
 # state dir of settings that commands are about to be run with.
 SERVE_FOR: Callable[[Settings], None] | None = None
+
+
+def at_a_shell() -> None:
+    """Popen's preexec_fn for a command a test ends with Ctrl-C's SIGINT: the signals as a
+    foreground job at a shell has them. The test runner's own may differ (an ignored SIGINT
+    survives exec, and a blocked one stays blocked), and the command would never hear it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
 def cli_env(settings: Settings) -> dict[str, str]:

@@ -18,6 +18,7 @@ from domain.errors import AlreadyExistsError, InvalidArgumentError, NotFoundErro
 from domain.identifiers import validate_identifier
 from domain.state_dir import STATE_FILE, StateDir
 from domain.values import Bundle
+from shim.lifecycle.cgroup_dirs import CgroupParents
 from shim.private_files import create_new_private, tighten, write_private
 
 
@@ -72,6 +73,7 @@ class Bundles:
         # Tasks' cgroups go under <cgroup_parent>/<namespace>/<id>: a parent per state dir,
         # so two state dirs (or shimledger and a real containerd) never share a cgroup.
         self.cgroup_parent = cgroup_parent
+        self.cgroups = CgroupParents(state.cgroup_lock, cgroup_parent)
 
     def new(
         self, namespace: str, task_id: str, user_bundle: Path, *, terminal: bool = False

@@ -124,12 +124,14 @@ class TaskManager:
                                        terminal=stdio.terminal)  # fmt: skip
             crash_point("create.bundle-made")
             async with AsyncExitStack() as undo:
-                undo.callback(remove_bundle, bundle)
+                undo.callback(remove_bundle, bundle)  # last: while it is there, a retry cleans
+                undo.callback(self._bundles.cgroups.release, self.namespace, task_id)
                 shim = await self._shims.start(bundle, runtime)
                 crash_point("create.shim-started")
                 undo.push_async_callback(self._adopter.discard_shim, shim)
                 options = self._shims.config.runc_options
-                pid = await shim.client.create(task_id, bundle.path, stdio, options)
+                async with self._bundles.cgroups.creating():  # runc makes its cgroup here
+                    pid = await shim.client.create(task_id, bundle.path, stdio, options)
                 crash_point("create.task-created")
                 owner, cause = self._recorder.owner, self._cause()
                 new.begin(lambda number: Task(
@@ -263,35 +265,12 @@ class TaskManager:
             await self._view.catch_up()
             final = await self._view.get(self.namespace, task_id)
             await self._reconciler.settle_execs(task)
-            await self._remove(task)
+            await self._reconciler.remove_task(task)
             task.observe_deleted(self._cause())
         # SEAM(node-views): one view row per (namespace, ID): it may be another owner's.
         if final is None or final.incarnation != task.incarnation:
             return None
         return final.model_copy(update={"status": Status.DELETED})
-
-    async def _remove(self, task: Task) -> None:
-        """The shim's Delete, its shutdown and the bundle's removal (inside the edit)."""
-        bundle = self._bundles.working(task.namespace, task.task_id)
-        try:
-            shim = await self._connections.connect(task)
-        except UnavailableError:
-            await self._reconciler.cleanup_dead(task, bundle)
-        else:
-            self._connections.forget(task)
-            try:
-                await shim.client.delete(task.task_id)
-            except (UnavailableError, NotFoundError) as exc:
-                logger.info("Delete of %s: %s", task.task_id, exc)
-                await self._shims.delete(shim)
-                if isinstance(exc, UnavailableError):  # NotFound: deleted already (a retry)
-                    await self._reconciler.cleanup_dead(task, bundle)
-            else:
-                crash_point("delete.rpc-done")
-                await self._shims.delete(shim)
-        crash_point("delete.shim-gone")
-        remove_bundle(bundle)
-        crash_point("delete.bundle-removed")
 
     # --- more processes, resources and images -------------------------------------------
 

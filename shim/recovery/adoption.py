@@ -84,6 +84,7 @@ class BundleAdopter:
             )
         else:
             await self.discard_shim(shim)
+        self._bundles.cgroups.release(bundle.namespace, bundle.id)  # before: see TaskManager
         remove_bundle(bundle)
 
     def _adopted(

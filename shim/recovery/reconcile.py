@@ -29,7 +29,8 @@ from domain.state_dir import StateDir
 from domain.task import HAS_PROCESS, Task
 from domain.values import Bundle, Status
 from shim.clock import now
-from shim.lifecycle.bundle import Bundles, is_identifier
+from shim.crash_points import crash_point
+from shim.lifecycle.bundle import Bundles, is_identifier, remove_bundle
 from shim.lifecycle.connections import ShimConnections
 from shim.lifecycle.shim_manager import ShimManager
 from shim.ports import ProcessState
@@ -124,6 +125,33 @@ class Reconciler:
         if execs and action is Action.UNCHANGED:
             return Action.EXEC_EXIT_RECORDED, f"exec {', '.join(execs)} exited unheard"
         return action, detail
+
+    async def remove_task(self, task: Task) -> None:
+        """The shim's Delete, its shutdown, the cgroups and the bundle's removal, for a
+        delete (inside its edit); a shim that is gone already is reconciled as lost."""
+        bundle = self._bundles.working(task.namespace, task.task_id)
+        try:
+            shim = await self._connections.connect(task)
+        except UnavailableError:
+            await self.cleanup_dead(task, bundle)
+        else:
+            self._connections.forget(task)
+            try:
+                await shim.client.delete(task.task_id)
+            except (UnavailableError, NotFoundError) as exc:
+                logger.info("Delete of %s: %s", task.task_id, exc)
+                await self._shims.delete(shim)
+                if isinstance(exc, UnavailableError):  # NotFound: deleted already (a retry)
+                    await self.cleanup_dead(task, bundle)
+            else:
+                crash_point("delete.rpc-done")
+                await self._shims.delete(shim)
+        crash_point("delete.shim-gone")
+        # The cgroups before the bundle: while the bundle is there, a retry (or reconcile)
+        # finishes the job, and removing the bundle is the last thing it does.
+        self._bundles.cgroups.release(task.namespace, task.task_id)
+        remove_bundle(bundle)
+        crash_point("delete.bundle-removed")
 
     async def cleanup_dead(self, task: Task, bundle: Bundle) -> None:
         """The shim is gone: its own cleanup, then ShimLost and Exited(255) on ``task``,

@@ -17,7 +17,7 @@ import pytest
 
 from cli.settings import Settings
 from tests.cli.privacy_helpers import SHIMLEDGER
-from tests.conftest import cli_env
+from tests.conftest import at_a_shell, cli_env
 from tests.postgres_cluster import PostgresServer
 from tests.waiting import wait_until
 
@@ -56,7 +56,7 @@ def follower(settings: Settings, postgres_url: str) -> Iterator[Follower]:
     ours = replace(settings, store=postgres_url)
     process = subprocess.Popen([SHIMLEDGER, "events", "--follow", "--json"], env=_env(ours),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               stdin=subprocess.DEVNULL)  # fmt: skip
+                               stdin=subprocess.DEVNULL, preexec_fn=at_a_shell)  # fmt: skip
     lines: queue.Queue[str] = queue.Queue()
 
     def pump() -> None:

@@ -19,6 +19,7 @@ from adapters.event_store import EventStore, sqlite_env
 from cli.main import app
 from domain.task import Task
 from domain.values import Cause
+from tests.conftest import at_a_shell
 
 CLI = Cause(kind="cli", user="root", uid=0, pid=1, command="shimledger test", host="h")
 SHIM = Cause(kind="shim-event", detail="/tasks/exit")
@@ -186,6 +187,7 @@ def test_events_follow_shows_new_events_as_they_are_recorded(root) -> None:
     follower = subprocess.Popen(
         [shimledger, "--root", str(path), "events", "--follow", "--json", "--id", "late"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+        preexec_fn=at_a_shell,
     )  # fmt: skip
     try:
         time.sleep(1.0)  # let it print the (empty) backlog and start following

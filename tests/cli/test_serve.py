@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cli.bootstrap import Settings
-from tests.conftest import cli_env, processes_in
+from tests.conftest import at_a_shell, cli_env, processes_in
 
 pytestmark = pytest.mark.alone("each test runs the serve it is about")
 
@@ -159,7 +159,7 @@ def test_events_follow_shows_new_events_while_serve_runs(cli, bundle, services, 
     services()
     follower = subprocess.Popen(
         [SHIMLEDGER, "events", "--follow", "--json"], env=env, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=at_a_shell,
     )  # fmt: skip
     seen: list[dict] = []
 
