@@ -254,10 +254,14 @@ def test_sigterm_to_a_foreground_run_reaches_the_container(cli, bundle, settings
 def test_a_create_killed_at_any_moment_leaves_nothing_untracked(
     cli, bundle, settings, kill_with
 ) -> None:
-    """Kill the CLI at a spread of moments; afterwards the ID is either a task or free."""
+    """Kill the CLI at a spread of moments; afterwards the ID is either a task or free.
+
+    Three moments: each step of a create is killed at deterministically by
+    tests/cli/test_crash_points.py; this is the same promise, by a plain signal.
+    """
     env = cli_env(settings)
     path = bundle("sleep", "300")
-    for n, delay in enumerate([0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4]):
+    for n, delay in enumerate([0.05, 0.2, 0.4]):
         task_id = f"k{n}"
         process = subprocess.Popen([SHIMLEDGER, "create", "--bundle", str(path), task_id],
                                    env=env, stdin=subprocess.DEVNULL,
