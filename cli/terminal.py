@@ -43,9 +43,12 @@ class LocalTerminal:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._saved is not None:
-            # TCSADRAIN: what the task wrote last is shown as it was, then the modes change.
-            termios.tcsetattr(self._stdin, termios.TCSADRAIN, self._saved)
-            self._saved = None
+            saved, self._saved = self._saved, None
+            try:
+                # TCSADRAIN: what the task wrote last is shown as it was, then modes change.
+                termios.tcsetattr(self._stdin, termios.TCSADRAIN, saved)
+            except termios.error as exc:  # hung up: no terminal left to restore
+                logger.debug("terminal modes not restored: %s", exc)
 
     def size(self) -> tuple[int, int] | None:
         """(columns, rows) of our terminal, for the task's pty; None with no terminal."""
