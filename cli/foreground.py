@@ -11,9 +11,9 @@ import logging
 import os
 import signal as signals
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cli.settings import Settings
 from domain.errors import InvalidArgumentError, ShimledgerError
@@ -169,11 +169,15 @@ async def run_in_foreground(
 async def exec_in_foreground(
     tasks: TaskManager, settings: Settings, task_id: str, command: list[str], *,
     env: list[str] | None, cwd: str | None, interactive: bool, terminal: bool = False,
+    user: tuple[int | None, int | None] = (None, None), additional_gids: Sequence[int] = (),
+    base: Mapping[str, Any] | None = None, pid_file: Path | None = None,
 ) -> int:  # fmt: skip
     """An extra process in a running task, our stdio connected to its; its exit status.
 
     The exec is deleted however it ends (exit, error, Ctrl-C): unlike a task, it lives only
-    as long as the command that runs it. ``terminal``: as run_in_foreground's.
+    as long as the command that runs it. ``terminal``: as run_in_foreground's; ``user``,
+    ``additional_gids`` and ``base``: as TaskManager.add_exec's. A pid file that cannot be
+    written kills the process (it was never the caller's to see), as a failed Start would.
     """
     import asyncio
 
@@ -182,10 +186,19 @@ async def exec_in_foreground(
     follower: SizeFollower | None = None
     try:
         with local_terminal(terminal) as local:
-            process = await tasks.add_exec(task_id, command, env=env, cwd=cwd, stdio=io.stdio)
-            await process.start()  # on failure it removes the exec itself
+            process = await tasks.add_exec(
+                task_id, command, env=env, cwd=cwd, stdio=io.stdio, user=user,
+                additional_gids=additional_gids, base=base,
+            )  # fmt: skip
+            pid = await process.start()  # on failure it removes the exec itself
             try:
                 io.shim_attached()  # the shim opened its ends of the FIFOs in Start
+                try:
+                    write_pid_file(pid_file, pid)
+                except OSError:
+                    await process.kill(signals.SIGKILL)
+                    await process.wait()
+                    raise
                 follower = await follow_size(local, process.resize_pty)  # its pty: since Start
                 if not terminal:
                     closer = asyncio.ensure_future(close_stdin_at_eof(io, process.close_io))

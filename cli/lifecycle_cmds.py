@@ -8,9 +8,10 @@ foreground (`run`, `exec`) is orchestrated in ``cli.foreground``.
 
 from __future__ import annotations
 
+import json
 import signal as signals
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -55,6 +56,27 @@ def parse_signal(text: str) -> int:
         if name in signals.Signals.__members__:
             return signals.Signals[name].value
     raise InvalidArgumentError(f"unknown signal {text!r}")
+
+
+def parse_user(text: str) -> tuple[int, int | None]:
+    """runc exec's --user: ``UID`` or ``UID:GID``, numbers (runc resolves no names either)."""
+    uid, colon, gid = text.partition(":")
+    if not uid.isdigit() or (colon and not gid.isdigit()):
+        raise InvalidArgumentError(f"--user {text!r} is not UID or UID:GID (numbers)")
+    return int(uid), int(gid) if colon else None
+
+
+def read_process(path: Path) -> dict[str, Any]:
+    """runc exec's --process FILE: an OCI Process object, as JSON."""
+    try:
+        process = json.loads(path.read_text())
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot read --process {path}: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidArgumentError(f"--process {path} is not valid JSON: {exc}") from None
+    if not isinstance(process, dict):
+        raise InvalidArgumentError(f"--process {path} must hold a JSON object (an OCI Process)")
+    return process
 
 
 def create(ctx: typer.Context, task_id: TaskArg, bundle: BundleOption = Path("."),
@@ -127,9 +149,28 @@ def kill(
 def exec_(
     ctx: typer.Context,
     task_id: TaskArg,
-    command: Annotated[list[str], typer.Argument(metavar="CMD...", help="After --.")],
+    command: Annotated[
+        list[str] | None, typer.Argument(metavar="CMD...", help="After --.", show_default=False)
+    ] = None,
     env: Annotated[list[str] | None, typer.Option("--env", "-e", help="K=V; repeatable.")] = None,
     cwd: Annotated[str | None, typer.Option(help="Working directory inside the task.")] = None,
+    user: Annotated[
+        str | None, typer.Option("--user", "-u", metavar="UID[:GID]", help="Run as this user.")
+    ] = None,
+    additional_gids: Annotated[
+        list[int] | None,
+        typer.Option("--additional-gids", "-g", metavar="GID", help="Another group; repeatable."),
+    ] = None,
+    process: Annotated[
+        Path | None,
+        typer.Option("--process", "-p", metavar="FILE", dir_okay=False,
+                     help="An OCI process.json to run instead of the task's process."),
+    ] = None,  # fmt: skip
+    pid_file: Annotated[
+        Path | None,
+        typer.Option("--pid-file", metavar="FILE", dir_okay=False,
+                     help="Write the process's pid to FILE."),
+    ] = None,  # fmt: skip
     interactive: InteractiveFlag = False,
     tty: TtyFlag = False,
 ) -> None:
@@ -140,15 +181,24 @@ def exec_(
     tell "could not exec" from a process that ran and exited 1.
     """
     settings: Settings = ctx.obj
+    command = command or []
     if command and command[0] == "--":
         command = command[1:]
     for entry in env or []:
         if "=" not in entry:
             raise fail(f"--env {entry!r} is not K=V")
+    with expected_errors():
+        ids = parse_user(user) if user is not None else (None, None)
+        base = read_process(process) if process is not None else None
+    if not command and base is None:
+        raise fail("exec needs a command (CMD... after --) or --process FILE")
 
     async def work(tasks: TaskManager) -> int:
-        return await exec_in_foreground(tasks, settings, task_id, command, env=env, cwd=cwd,
-                                        interactive=interactive, terminal=tty)  # fmt: skip
+        return await exec_in_foreground(
+            tasks, settings, task_id, command, env=env, cwd=cwd, interactive=interactive,
+            terminal=tty, user=ids, additional_gids=additional_gids or [], base=base,
+            pid_file=pid_file,
+        )  # fmt: skip
 
     try:
         status = with_tasks(settings, work)

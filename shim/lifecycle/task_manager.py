@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from shim.crash_points import crash_point
 from shim.lifecycle.bundle import Bundles, remove_bundle
 from shim.lifecycle.connections import ShimConnections
 from shim.lifecycle.exec_handle import ExecHandle
-from shim.lifecycle.process_spec import exec_process
+from shim.lifecycle.process_spec import ProcessChanges, exec_process
 from shim.lifecycle.shim_manager import ShimManager, ShimProcess
 from shim.lifecycle.task_handle import TaskHandle
 from shim.lifecycle.task_queries import TaskQueries
@@ -283,13 +283,17 @@ class TaskManager:
         cwd: str | None = None,
         stdio: Stdio | None = None,
         exec_id: str | None = None,
+        user: tuple[int | None, int | None] = (None, None),
+        additional_gids: Sequence[int] = (),
+        base: Mapping[str, Any] | None = None,
     ) -> ExecHandle:
         """Register another process in a running task (ExecAdded); start it with the handle.
 
         The process starts from the task's own (user, env, cwd, capabilities) in its
-        config.json, with ``args``, extra ``env`` entries and ``cwd`` on top.
+        config.json, or from ``base``, with ``args``, extra ``env`` entries, ``cwd``, the
+        ``user``'s (uid, gid) and ``additional_gids`` on top (process_spec.py).
         """
-        if not args:
+        if not args and base is None:
             raise InvalidArgumentError("exec needs a command to run")
         exec_id = validate_identifier("exec ID", exec_id or f"exec-{secrets.token_hex(4)}")
         await self.reconcile(await self._live_task(task_id))  # it may have exited unheard
@@ -297,7 +301,10 @@ class TaskManager:
             task.check_add_exec(exec_id)  # only a running task runs an exec
             bundle = self._bundles.working(task.namespace, task.task_id)
             stdio = stdio or Stdio()
-            process = exec_process(bundle, args, env or [], cwd, stdio.terminal)
+            process = exec_process(bundle, ProcessChanges(
+                args=args, env=env or [], cwd=cwd, terminal=stdio.terminal, uid=user[0],
+                gid=user[1], additional_gids=additional_gids, base=base,
+            ))  # fmt: skip
             shim = await self._connections.connect(task)
             await shim.client.exec(task_id, exec_id, process, stdio)
             task.add_exec(exec_id, self._cause())

@@ -323,6 +323,36 @@ def test_exec_runs_in_the_task_and_exits_with_its_status(cli, bundle) -> None:
     assert cli("delete", "host").returncode == 0
 
 
+def test_exec_takes_runcs_user_groups_process_file_and_pid_file(cli, bundle, tmp_path) -> None:
+    assert cli("run", "-d", "--bundle", str(bundle("sleep", "300")), "host").returncode == 0
+    pid_file = tmp_path / "exec.pid"
+    ran = cli("exec", "-u", "1000:1001", "-g", "10", "--additional-gids", "20",
+              "--pid-file", str(pid_file), "host", "--", "id")  # fmt: skip
+    assert (ran.returncode, ran.stdout, ran.stderr) == (0, "uid=1000 gid=1001 groups=10,20\n", "")
+    started = [e for e in json.loads(cli("history", "--json", "host").stdout)
+               if e["type"] == "ExecStarted"]  # fmt: skip
+    assert pid_file.read_text() == str(started[-1]["pid"])  # the host's pid, as runc writes it
+
+    process = tmp_path / "process.json"
+    process.write_text(json.dumps({"args": ["sh", "-c", "echo from-file; pwd; id -u"],
+                                   "cwd": "/tmp", "env": ["PATH=/bin"],
+                                   "user": {"uid": 7, "gid": 7}}))  # fmt: skip
+    from_file = cli("exec", "--process", str(process), "host")
+    assert (from_file.returncode, from_file.stdout) == (0, "from-file\n/tmp\n7\n")
+
+    for args, says in ((["-u", "root"], "is not UID or UID:GID"), ([], "needs a command"),
+                       (["-p", str(tmp_path / "none.json")], "cannot read --process")):  # fmt: skip
+        refused = cli("exec", *args, "host")
+        assert refused.returncode == 1 and says in refused.stderr, refused.stderr
+    nowhere = str(tmp_path / "no" / "pid")
+    unwritable = cli("exec", "--pid-file", nowhere, "host", "--", "sleep", "300")
+    assert unwritable.returncode == 255
+    execs = [e["type"] for e in json.loads(cli("history", "--json", "host").stdout)
+             if e["type"].startswith("Exec")]  # fmt: skip
+    assert execs[-3:] == ["ExecAdded", "ExecStarted", "ExecExited"]  # killed, and recorded
+    assert cli("delete", "-f", "host").returncode == 0
+
+
 def test_ps_lists_the_processes_and_wait_returns_the_exit_status(cli, bundle) -> None:
     # It exits when the test says so (a file appears in its rootfs), never on a timer that
     # a loaded machine could outrun.

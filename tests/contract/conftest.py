@@ -25,7 +25,7 @@ from domain.errors import ShimledgerError
 from domain.state_dir import StateDir
 from domain.values import Bundle
 from shim.lifecycle.bundle import Bundles, remove_bundle
-from shim.lifecycle.process_spec import exec_process
+from shim.lifecycle.process_spec import ProcessChanges, exec_process
 from shim.ports import RuncOptions, ShimBinary, ShimClient, ShimEvent, Stdio
 from tests.conftest import make_bundle
 from tests.shim.fake_shim import shell_exit
@@ -55,7 +55,7 @@ class Shim:
 
     def process(self, *args: str) -> bytes:
         """An exec's OCI process: the task's own, running ``args``."""
-        return exec_process(self.bundle, list(args), [], None)
+        return exec_process(self.bundle, ProcessChanges(args=list(args)))
 
     async def create(self) -> int:
         return await self.client.create(self.id, self.bundle.path, Stdio(), self.options)
