@@ -8,7 +8,6 @@ foreground (`run`, `exec`) is orchestrated in ``cli.foreground``.
 
 from __future__ import annotations
 
-import json
 import signal as signals
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -68,15 +67,12 @@ def parse_user(text: str) -> tuple[int, int | None]:
 
 def read_process(path: Path) -> dict[str, Any]:
     """runc exec's --process FILE: an OCI Process object, as JSON."""
+    from shim.lifecycle.bundle import read_json_object
+
     try:
-        process = json.loads(path.read_text())
-    except OSError as exc:
-        raise InvalidArgumentError(f"cannot read --process {path}: {exc.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidArgumentError(f"--process {path} is not valid JSON: {exc}") from None
-    if not isinstance(process, dict):
-        raise InvalidArgumentError(f"--process {path} must hold a JSON object (an OCI Process)")
-    return process
+        return read_json_object(path)
+    except FileNotFoundError:
+        raise NotFoundError(f"--process {path} does not exist") from None
 
 
 def create(ctx: typer.Context, task_id: TaskArg, bundle: BundleOption = Path("."),

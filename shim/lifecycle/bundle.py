@@ -27,27 +27,38 @@ def wants_terminal(user_bundle: Path) -> bool:
     return bool(read_spec(user_bundle.resolve())["process"].get("terminal"))
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from a file the user names (a config.json, a process.json).
+
+    Non-blocking, and only a regular file: a FIFO (or a device) put in its place must be
+    refused, not waited on inside the event loop. FileNotFoundError is the caller's to say.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise InvalidArgumentError(f"{path} is not a regular file")
+            value = json.loads(file.read())
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot read {path}: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidArgumentError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidArgumentError(f"{path} must hold a JSON object")
+    return value
+
+
 def read_spec(user_bundle: Path) -> dict[str, Any]:
     """The user's config.json, checked for what would otherwise fail deep inside runc."""
     config = user_bundle / "config.json"
     if not user_bundle.is_dir():
         raise NotFoundError(f"bundle {user_bundle} does not exist or is not a directory")
     try:
-        # Non-blocking, and only a regular file: a FIFO (or a device) put in its place
-        # must be refused, not waited on inside the event loop.
-        fd = os.open(config, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as file:
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                raise InvalidArgumentError(f"{config} is not a regular file")
-            spec = json.loads(file.read())
+        spec = read_json_object(config)
     except FileNotFoundError:
         raise NotFoundError(f"bundle {user_bundle} has no config.json") from None
-    except OSError as exc:
-        raise InvalidArgumentError(f"cannot read {config}: {exc.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidArgumentError(f"{config} is not valid JSON: {exc}") from None
-    if not isinstance(spec, dict):
-        raise InvalidArgumentError(f"{config} must hold a JSON object")
     process = spec.get("process")
     args = process.get("args") if isinstance(process, dict) else None
     if not isinstance(args, list) or not args:

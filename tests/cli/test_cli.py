@@ -341,7 +341,7 @@ def test_exec_takes_runcs_user_groups_process_file_and_pid_file(cli, bundle, tmp
     assert (from_file.returncode, from_file.stdout) == (0, "from-file\n/tmp\n7\n")
 
     for args, says in ((["-u", "root"], "is not UID or UID:GID"), ([], "needs a command"),
-                       (["-p", str(tmp_path / "none.json")], "cannot read --process")):  # fmt: skip
+                       (["-p", str(tmp_path / "none.json")], "does not exist")):  # fmt: skip
         refused = cli("exec", *args, "host")
         assert refused.returncode == 1 and says in refused.stderr, refused.stderr
     nowhere = str(tmp_path / "no" / "pid")
