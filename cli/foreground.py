@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cli.settings import Settings
-from domain.errors import InvalidArgumentError, ShimledgerError
+from domain.errors import InvalidArgumentError, NotFoundError, ShimledgerError
 from domain.state_dir import StateDir
 
 if TYPE_CHECKING:
@@ -162,7 +162,10 @@ async def run_in_foreground(
             closer.cancel()
         io.close()
     if remove:
-        await tasks.delete(task_id)
+        try:
+            await tasks.delete(task_id)
+        except NotFoundError:  # another command deleted it meanwhile (delete -f): gone, as asked
+            logger.debug("task %s was deleted already", task_id)
     return exit_.status
 
 

@@ -97,7 +97,12 @@ def run(
     task_id: TaskArg,
     bundle: BundleOption = Path("."),
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Do not wait for it.")] = False,
-    remove: Annotated[bool, typer.Option("--rm", help="Delete the task when it exits.")] = False,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the stopped task (runc's run deletes it).")
+    ] = False,
+    remove: Annotated[
+        bool, typer.Option("--rm", help="Delete the task when it exits (the default).")
+    ] = False,
     interactive: InteractiveFlag = False,
     tty: TtyFlag = False,
     runtime: RuntimeOption = DEFAULT_RUNTIME,
@@ -106,13 +111,16 @@ def run(
     """Create and start a task; in the foreground, exit with its exit status.
 
     In the foreground a config with process.terminal=true gets a pty, as with runc's
-    `run`; --tty gives one whatever the config says.
+    `run`; --tty gives one whatever the config says. As runc's `run`, the task is deleted
+    once it has exited (its history keeps every step), unless --keep.
     """
     settings: Settings = ctx.obj
-    foreground_only = [name for name, given in (("--rm", remove), ("--interactive", interactive),
-                                                ("--tty", tty)) if given]  # fmt: skip
+    foreground_only = [name for name, given in (("--rm", remove), ("--keep", keep),
+                       ("--interactive", interactive), ("--tty", tty)) if given]  # fmt: skip
     if detach and foreground_only:
         raise fail(f"{foreground_only[0]} needs the foreground: it cannot go with --detach")
+    if keep and remove:
+        raise fail("--keep and --rm say opposite things: give one")
 
     async def work(tasks: TaskManager) -> int:
         if detach:
@@ -124,7 +132,7 @@ def run(
 
         terminal = tty or wants_terminal(bundle)
         return await run_in_foreground(tasks, settings, task_id, bundle, runtime,
-                                       interactive=interactive, remove=remove,
+                                       interactive=interactive, remove=not keep,
                                        pid_file=pid_file, terminal=terminal)  # fmt: skip
 
     raise typer.Exit(code=with_tasks(settings, work))

@@ -231,7 +231,7 @@ def test_sigterm_to_a_foreground_run_reaches_the_container(cli, bundle, settings
     env = cli_env(settings)
     # pid 1 of a container ignores signals it has no handler for: give it one.
     path = bundle("sh", "-c", "trap 'exit 42' TERM; while :; do sleep 0.1; done")
-    process = subprocess.Popen([SHIMLEDGER, "run", "--bundle", str(path), "fwd"], env=env,
+    process = subprocess.Popen([SHIMLEDGER, "run", "--keep", "--bundle", str(path), "fwd"], env=env,
                                stdin=subprocess.DEVNULL)  # fmt: skip
     try:
         deadline = time.monotonic() + 30
@@ -279,6 +279,22 @@ def test_a_create_killed_at_any_moment_leaves_nothing_untracked(
         assert not (settings.state / settings.namespace / task_id).exists()
         assert cli("create", "--bundle", str(path), task_id).returncode == 0
         assert cli("delete", task_id).returncode == 0
+
+
+def test_a_foreground_run_deletes_its_task_once_exited_unless_keep_as_runc(cli, bundle) -> None:
+    path = bundle("sh", "-c", "exit 3")
+    assert cli("run", "--bundle", str(path), "gone").returncode == 3
+    history = json.loads(cli("history", "--json", "gone").stdout)
+    assert [e["type"] for e in history] == ["Created", "Started", "Exited", "Deleted"]
+    assert cli("list", "-q").stdout == ""
+
+    assert cli("run", "--keep", "--bundle", str(path), "kept").returncode == 3
+    assert json.loads(cli("state", "kept").stdout)["status"] == "stopped"
+    for flags, says in ((["--keep", "--rm"], "--keep and --rm say opposite things"),
+                        (["-d", "--keep"], "--keep needs the foreground")):  # fmt: skip
+        refused = cli("run", *flags, "--bundle", str(path), "x")
+        assert refused.returncode == 1 and says in refused.stderr, refused.stderr
+    assert cli("delete", "kept").returncode == 0
 
 
 def test_a_detached_task_keeps_its_output_in_a_log(cli, bundle) -> None:

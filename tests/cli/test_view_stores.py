@@ -60,11 +60,12 @@ def test_views_are_rebuilt_when_the_store_changes_and_back_again(settings, bundl
     log = tmp_path / "log"
     try:
         for name in ("one", "two"):
-            assert _cli(a, "run", "--bundle", str(bundle("true")), name).returncode == 0
+            assert _cli(a, "run", "--keep", "--bundle", str(bundle("true")), name).returncode == 0
         _views_agree_with(a, {"one", "two"}, log)
         assert "rebuilding" not in log.read_text()
 
-        assert _cli(b, "run", "--bundle", str(bundle("true")), "three", log=log).returncode == 0
+        kept = _cli(b, "run", "--keep", "--bundle", str(bundle("true")), "three", log=log)
+        assert kept.returncode == 0
         _views_agree_with(b, {"three"}, log)
         said = log.read_text()
         assert "a.db; rebuilding it from sqlite://" in said and "b.db" in said, said
@@ -90,7 +91,7 @@ def test_a_store_recreated_at_the_same_place_is_another_history(settings, bundle
             assert _cli(a, "run", "--rm", "--bundle", str(bundle("true")), name).returncode == 0
         for suffix in ("", "-wal", "-shm"):
             Path(f"{tmp_path / 'a.db'}{suffix}").unlink(missing_ok=True)
-        assert _cli(a, "run", "--bundle", str(bundle("true")), "new",
+        assert _cli(a, "run", "--keep", "--bundle", str(bundle("true")), "new",
                     log=tmp_path / "log").returncode == 0  # fmt: skip
         _views_agree_with(a, {"new"}, tmp_path / "log")
         assert "an earlier store at that place" in (tmp_path / "log").read_text()

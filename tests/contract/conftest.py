@@ -85,6 +85,10 @@ class Shims:
     heard: list[ShimEvent] = field(default_factory=list)
     launched: list[Shim] = field(default_factory=list)
 
+    @property
+    def bundles(self) -> Bundles:
+        return Bundles(StateDir(self.state), self.cgroup_parent)
+
     def user_bundle(self, task_id: str, args: list[str]) -> Path:
         path = self.work / f"user-{task_id}"
         if self.kind == "real":
@@ -98,7 +102,7 @@ class Shims:
     async def launch(self, *args: str, task_id: str = "c1") -> Shim:
         """Start a shim for ``task_id`` whose task will run ``args`` (not created yet)."""
         user = self.user_bundle(task_id, list(args))
-        bundle = Bundles(StateDir(self.state), self.cgroup_parent).new(NAMESPACE, task_id, user)
+        bundle = self.bundles.new(NAMESPACE, task_id, user)
         address = await self.binary.start(bundle, RUNTIME, self.sink_address)
         gone = asyncio.Event()
         client = await self.binary.connect(bundle, address, gone.set)
@@ -114,6 +118,8 @@ class Shims:
     async def close(self) -> None:
         for shim in self.launched:
             await self._remove(shim)
+        for shim in self.launched:  # as TaskManager's delete does, once the task is gone
+            self.bundles.cgroups.release(NAMESPACE, shim.id)
 
     async def _remove(self, shim: Shim) -> None:
         """Kill, reap and delete every process; shut the shim down; remove the bundle."""
