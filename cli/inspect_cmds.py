@@ -50,8 +50,8 @@ def list_(
     all_nodes: AllNodesFlag = False,
 ) -> None:
     """List the live tasks of the namespace (or of all namespaces), this node's by default."""
-    from cli.output import TaskOutput, dump_list
-    from cli.render.tables import state_rows
+    from cli.output import StateOutput, dump_list
+    from cli.render.tables import listing_rows
 
     wanted = set(status or ())
     if unknown := wanted - set(LISTED_STATUSES):
@@ -63,7 +63,8 @@ def list_(
     states = with_tasks(
         ctx.obj, lambda tasks: tasks.tasks(all_namespaces=all_namespaces, whose=whose)
     )
-    outputs = [TaskOutput.of(s) for s in states if not wanted or s.status in wanted]
+    here = ctx.obj.node
+    outputs = [StateOutput.of(s, here) for s in states if not wanted or s.status in wanted]
     if quiet:
         for out in outputs:
             typer.echo(f"{out.namespace}/{out.id}" if all_namespaces else out.id)
@@ -71,7 +72,7 @@ def list_(
         typer.echo(dump_list(outputs))
     else:
         with_node = node is not None or all_nodes
-        typer.echo(state_rows(outputs, with_namespace=all_namespaces, with_node=with_node))
+        typer.echo(listing_rows(outputs, with_namespace=all_namespaces, with_node=with_node))
 
 
 def state(
@@ -81,12 +82,12 @@ def state(
     all_nodes: AllNodesFlag = False,
 ) -> None:
     """Print a task's state as JSON (as runc state does): this node's task of the ID."""
-    from cli.output import TaskOutput
+    from cli.output import StateOutput
 
     with expected_errors():
         whose = whose_tasks(ctx.obj, node, all_nodes)
     current = with_tasks(ctx.obj, lambda tasks: tasks.get(task_id, whose=whose))
-    typer.echo(TaskOutput.of(current).model_dump_json(indent=2))
+    typer.echo(StateOutput.of(current, ctx.obj.node).model_dump_json(indent=2))
 
 
 def _command_line(pid: int) -> str:

@@ -37,6 +37,41 @@ class TaskOutput(BaseModel):
         return cls(**state.model_dump(exclude={"state_dir"}))
 
 
+class StateOutput(BaseModel):
+    """`state` and each `list --format json` entry: runc's keys, in runc's order, then ours.
+
+    As runc's, ``pid`` is 0 once the task has stopped (its history keeps the pid).
+    """
+
+    ociVersion: str
+    id: str
+    pid: int
+    status: str
+    bundle: str
+    rootfs: str
+    created: datetime
+    owner: str
+    annotations: dict[str, str]
+    namespace: str
+    incarnation: int
+    started: datetime | None = None
+    exit_status: int | None = None
+    exited_at: datetime | None = None
+    node: str = ""
+
+    @classmethod
+    def of(cls, state: State, here: str) -> StateOutput:
+        """``here``: this node's name; the bundle of another node's task is not read."""
+        from cli.runc_fields import runc_fields
+
+        ours = state.node in ("", here)
+        fields = runc_fields(state.state_dir if ours else "", state.namespace, state.id)
+        taken = state.model_dump(exclude={"state_dir"})
+        if state.status == "stopped":
+            taken["pid"] = 0
+        return cls(**taken, **fields)
+
+
 class ProcessOutput(BaseModel):
     """Each `ps` entry: a process of the task, the exec it belongs to, its command line."""
 

@@ -64,10 +64,11 @@ _EVENTSOURCING = re.compile(
 _IDENTIFIER = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*", re.ASCII)  # domain's rule
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)", re.ASCII)
 _UUID_HEX = re.compile(r"[0-9a-f]{32}", re.ASCII)
-# State's fields in its JSON order (domain/values.py), and TaskOutput's (cli/output.py).
+# State's fields in its JSON order (domain/values.py); StateOutput's (cli/output.py) below.
 _STATE_FIELDS = ("id", "namespace", "incarnation", "pid", "status", "bundle", "created",
                  "started", "exit_status", "exited_at", "node", "state_dir")  # fmt: skip
-_OUTPUT_FIELDS = _STATE_FIELDS[:-1]
+_RUNC_FIRST = ("id", "pid", "status", "bundle")  # then rootfs, created, owner, annotations
+_OURS_AFTER = ("namespace", "incarnation", "started", "exit_status", "exited_at", "node")
 
 
 class _Fallback(Exception):
@@ -302,14 +303,14 @@ def _listing(request: _Request) -> tuple[str, int]:
     if _position(root / "projections" / _state_files_name(state)) != head:
         raise _Fallback("the state_files view lags the store")
     states = [_state(status, text) for status, text in rows]
-    shown = [s for s in states if not request.statuses or s["status"] in request.statuses]
+    shown = [_output(s) for s in states if not request.statuses or s["status"] in request.statuses]
     if request.quiet:
         output = "".join(
             f"{s['namespace']}/{s['id']}\n" if request.all_namespaces else f"{s['id']}\n"
             for s in shown
         )  # one echo per task, or none
     elif request.json:
-        output = "[" + ",".join(_json({k: s[k] for k in _OUTPUT_FIELDS}) for s in shown) + "]\n"
+        output = "[" + ",".join(_json(s) for s in shown) + "]\n"
     else:
         output = _table(shown, with_namespace=request.all_namespaces) + "\n"
     if "\x1b" in output:
@@ -328,7 +329,7 @@ def _state_files_name(state: Path) -> str:
 
 def _state(status: str, text: str) -> dict[str, Any]:
     """A row's State as a dict, if this module reads it exactly as pydantic wrote it: it
-    must serialise back to the same text, so TaskOutput's JSON is that text's fields."""
+    must serialise back to the same text, so StateOutput's JSON holds that text's fields."""
     state = json.loads(text)
     if not isinstance(state, dict) or tuple(state) != _STATE_FIELDS or _json(state) != text:
         raise _Fallback("a state of another form")
@@ -346,22 +347,33 @@ def _state(status: str, text: str) -> dict[str, Any]:
     return state
 
 
+def _output(state: dict[str, Any]) -> dict[str, Any]:
+    """cli/output.py's StateOutput of a stopped task of this node: runc's keys, then ours."""
+    from cli.runc_fields import runc_fields
+
+    runc = runc_fields(state["state_dir"], state["namespace"], state["id"])
+    output = {"ociVersion": runc["ociVersion"], **{k: state[k] for k in _RUNC_FIRST}}
+    output.update(pid=0, rootfs=runc["rootfs"], created=state["created"], owner=runc["owner"],
+                  annotations=runc["annotations"])  # fmt: skip
+    return output | {k: state[k] for k in _OURS_AFTER}
+
+
 def _json(value: Any) -> str:
     """JSON as pydantic writes it: compact, non-ASCII as is, control characters escaped."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _table(states: list[dict[str, Any]], *, with_namespace: bool) -> str:
-    """cli/render/tables.py's state_rows, piped: tab-separated, no escape codes."""
+    """cli/render/tables.py's listing_rows, piped: tab-separated, no escape codes."""
     from datetime import datetime
 
-    rows = [[*(["NAMESPACE"] if with_namespace else []),
-             "ID", "PID", "STATUS", "EXIT", "BUNDLE", "CREATED"]]  # fmt: skip
+    rows = [["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER", "EXIT",
+             *(["NAMESPACE"] if with_namespace else [])]]  # fmt: skip
     for s in states:
         exit_status = "" if s["exit_status"] is None else str(s["exit_status"])
         created = datetime.fromisoformat(s["created"]).isoformat()
-        rows.append([*([s["namespace"]] if with_namespace else []), s["id"], str(s["pid"]),
-                     s["status"], exit_status, s["bundle"], created])  # fmt: skip
+        rows.append([s["id"], str(s["pid"]), s["status"], s["bundle"], created, s["owner"],
+                     exit_status, *([s["namespace"]] if with_namespace else [])])  # fmt: skip
     return "\n".join("\t".join(c.replace("\t", " ").replace("\n", " ") for c in row)
                      for row in rows)  # fmt: skip
 

@@ -118,6 +118,7 @@ def test_no_module_is_over_about_four_hundred_lines(module: str) -> None:
 # setuptools' distutils shim, a site's customisation.
 _SITE_EXTRAS = ("__editable__", "_distutils_hack", "sitecustomize", "usercustomize")
 ENTRY_POINT_MAY_LOAD = {"__main__", "cli", "cli.launcher", "cli.handoff", "cli.quick_reads",
+                        "cli.runc_fields",
                         "domain", "domain.state_dir", "projections", "projections.schemas"}
 
 

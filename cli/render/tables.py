@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from cli.render.palette import BOLD, STATUS_COLOURS, event_colour, exit_colour
 
 if TYPE_CHECKING:
-    from cli.output import ProcessOutput, TaskOutput
+    from cli.output import ProcessOutput, StateOutput, TaskOutput
     from projections.records import EventRecord
 
 _RESET = "\x1b[0m"
@@ -111,7 +111,7 @@ def event_rows(records: list[EventRecord], *, with_task: bool) -> str:
 def state_rows(
     states: list[TaskOutput], *, with_namespace: bool = False, with_node: bool = False
 ) -> str:
-    """Task states as a table: `list` and `replay`; NODE first when asked for other nodes'
+    """Task states as a table: `replay`; NODE first when asked for other nodes'
     (without it, the columns stay those scripts have always read)."""
     head = [*(["NODE"] if with_node else []), *(["NAMESPACE"] if with_namespace else []),
             "ID", "PID", "STATUS", "EXIT", "BUNDLE", "CREATED"]  # fmt: skip
@@ -121,6 +121,26 @@ def state_rows(
         rows.append([*([o.node] if with_node else []), *([o.namespace] if with_namespace else []),
                      o.id, str(o.pid), o.status, exit_status, o.bundle,
                      o.created.isoformat()])  # fmt: skip
+    return table(rows, _status_styler(head))
+
+
+def listing_rows(
+    states: list[StateOutput], *, with_namespace: bool = False, with_node: bool = False
+) -> str:
+    """`list`: runc's columns first (``ID PID STATUS BUNDLE CREATED OWNER``), then ours."""
+    head = ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER", "EXIT"]
+    head += [*(["NAMESPACE"] if with_namespace else []), *(["NODE"] if with_node else [])]
+    rows = [head]
+    for o in states:
+        exit_status = "" if o.exit_status is None else str(o.exit_status)
+        rows.append([o.id, str(o.pid), o.status, o.bundle, o.created.isoformat(), o.owner,
+                     exit_status, *([o.namespace] if with_namespace else []),
+                     *([o.node] if with_node else [])])  # fmt: skip
+    return table(rows, _status_styler(head))
+
+
+def _status_styler(head: list[str]) -> Styler:
+    """Colour for a table's STATUS and EXIT columns."""
     status_column, exit_column = head.index("STATUS"), head.index("EXIT")
 
     def style(row: int, column: int, cell: str) -> str | None:
@@ -130,7 +150,7 @@ def state_rows(
             return exit_colour(cell)
         return None
 
-    return table(rows, style)
+    return style
 
 
 def process_rows(processes: list[ProcessOutput]) -> str:

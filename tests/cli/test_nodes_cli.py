@@ -56,20 +56,23 @@ def test_each_node_lists_its_own_tasks_and_the_fleet_on_asking(
 
     # By default, each node's own, in the columns scripts have always read.
     mine = rows(ok(a("list")))
-    assert mine[0] == ["ID", "PID", "STATUS", "EXIT", "BUNDLE", "CREATED"]
+    assert mine[0] == ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER", "EXIT"]
     assert [(r[0], r[2]) for r in mine[1:]] == [("on-a", "running")]
     assert [r[0] for r in rows(ok(b("list")))[1:]] == ["on-b"]
     assert [(t["id"], t["node"]) for t in json.loads(ok(a("list", "--json")))] == [("on-a", here)]
     assert ok(b("list", "-q")).split() == ["on-b"]
 
-    # Another node's, and every node's: a NODE column first.
+    # Another node's, and every node's: a NODE column last, after runc's own columns.
     theirs = rows(ok(a("list", "--node", "node-b")))
-    assert theirs[0][:2] == ["NODE", "ID"] and [r[:3] for r in theirs[1:]] == [
-        ["node-b", "on-b", theirs[1][2]]]  # fmt: skip
+    assert theirs[0][0] == "ID" and theirs[0][-1] == "NODE"
+    assert [(r[0], r[-1]) for r in theirs[1:]] == [("on-b", "node-b")]
     fleet = rows(ok(a("list", "--all-nodes")))
-    assert fleet[0] == ["NODE", "ID", "PID", "STATUS", "EXIT", "BUNDLE", "CREATED"]
-    assert sorted((r[0], r[1], r[3]) for r in fleet[1:]) == sorted([
+    assert fleet[0] == ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER", "EXIT", "NODE"]
+    assert sorted((r[-1], r[0], r[2]) for r in fleet[1:]) == sorted([
         (here, "on-a", "running"), ("node-b", "on-b", "created")])  # fmt: skip
+    # Another node's bundle is not here to read: runc's keys from it are empty.
+    [on_b] = json.loads(ok(a("list", "--node", "node-b", "--json")))
+    assert (on_b["owner"], on_b["rootfs"], on_b["ociVersion"]) == ("", "", "")
     both = json.loads(ok(b("list", "--all-nodes", "--json")))
     assert sorted((t["id"], t["node"]) for t in both) == [("on-a", here), ("on-b", "node-b")]
     assert json.loads(ok(a("list", "--node", "nobody", "--json"))) == []
@@ -178,7 +181,8 @@ def test_a_history_from_before_nodes_lists_as_this_nodes(real: None, tmp_path: P
         assert json.loads(ok(cli("list", "--json", "--node", "node-y"))) == []
         assert json.loads(ok(cli_runner(dataclasses.replace(settings, node="node-y"))(
             "list", "--json")))[0]["id"] == "old"  # fmt: skip
-        assert rows(ok(cli("list", "--all-nodes")))[1][:2] == ["", "old"]
+        listed_row = rows(ok(cli("list", "--all-nodes")))[1]
+        assert (listed_row[0], listed_row[-1]) == ("old", "")  # no node recorded
         assert json.loads(ok(cli("state", "old")))["node"] == ""
         [created, *_] = json.loads(ok(cli("history", "--json", "old")))
         assert created["node"] == "" and "state_dir" in created

@@ -292,20 +292,29 @@ def test_shell_completion_offers_the_namespaces_task_ids(cli, bundle, settings, 
 
 # --- JSON shapes, filters, pid files -------------------------------------------------------------
 
-TASK_KEYS = {"id", "namespace", "incarnation", "pid", "status", "bundle", "created", "started",
-             "exit_status", "exited_at", "node"}  # fmt: skip
+# runc's keys of `runc state` and `runc list --format json`, in runc's order, then ours.
+RUNC_KEYS = ["ociVersion", "id", "pid", "status", "bundle", "rootfs", "created", "owner",
+             "annotations"]  # fmt: skip
+TASK_KEYS = [*RUNC_KEYS, "namespace", "incarnation", "started", "exit_status", "exited_at",
+             "node"]  # fmt: skip
 
 
 def test_json_shapes_have_stable_keys(cli, bundle, tmp_path, settings) -> None:
     pid_file = tmp_path / "pid"
     path = bundle("sleep", "300")
+    config = json.loads((path / "config.json").read_text())
+    config["annotations"] = {"org.example.team": "ledger", "empty": ""}
+    (path / "config.json").write_text(json.dumps(config))
     assert cli("run", "-d", "--pid-file", str(pid_file), "-b", str(path), "shape").returncode == 0
     state = json.loads(cli("state", "shape").stdout)
-    assert set(state) == TASK_KEYS and int(pid_file.read_text()) == state["pid"]
+    assert list(state) == TASK_KEYS and int(pid_file.read_text()) == state["pid"]
     assert state["node"] == settings.node  # the CLI's, from SHIMLEDGER_NODE
+    assert (state["ociVersion"], state["owner"]) == (config["ociVersion"], "root")
+    assert state["rootfs"] == str((path / config["root"]["path"]).resolve())
+    assert state["annotations"] == config["annotations"] and state["bundle"] == str(path)
 
     [entry] = json.loads(cli("list", "--json").stdout)
-    assert set(entry) == TASK_KEYS
+    assert list(entry) == TASK_KEYS
     assert json.loads(cli("list", "--format", "json").stdout) == [entry]
 
     processes = json.loads(cli("ps", "--json", "shape").stdout)
@@ -317,6 +326,9 @@ def test_json_shapes_have_stable_keys(cli, bundle, tmp_path, settings) -> None:
     assert waited.returncode == 137
     assert json.loads(waited.stdout).keys() == {"id", "namespace", "exit_status", "exited_at"}
     assert json.loads(waited.stdout)["exit_status"] == 137
+    stopped = json.loads(cli("state", "shape").stdout)
+    assert (stopped["status"], stopped["pid"], stopped["exit_status"]) == ("stopped", 0, 137)
+    assert json.loads(cli("list", "--json").stdout)[0]["pid"] == 0  # runc's: 0 once stopped
 
     deleted = cli("delete", "--json", "shape", "ghost")
     assert deleted.returncode == 1 and "ghost" in deleted.stderr
@@ -363,7 +375,7 @@ def test_list_filters_by_status_and_namespace(cli, bundle) -> None:
     assert sorted((e["namespace"], e["id"]) for e in everywhere) == [
         ("other", "elsewhere"), ("test", "waiting")]  # fmt: skip
     header = cli("list", "-A").stdout.splitlines()[0]
-    assert header.split("\t")[0] == "NAMESPACE"
+    assert header.split("\t")[0] == "ID" and header.split("\t")[-1] == "NAMESPACE"
 
 
 # --- terminals and pipes -------------------------------------------------------------------------
@@ -403,8 +415,9 @@ def test_tables_and_colour_on_a_terminal_plain_tabs_when_piped(cli, bundle, sett
     piped = cli("list").stdout
     assert ANSI not in piped
     rows = [line.split("\t") for line in piped.splitlines()]
-    assert rows[0] == ["ID", "PID", "STATUS", "EXIT", "BUNDLE", "CREATED"]
-    assert rows[1][0] == "shown" and rows[1][2] == "running" and rows[1][3] == ""  # empty kept
+    assert rows[0] == ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER", "EXIT"]
+    assert rows[1][0] == "shown" and rows[1][2] == "running" and rows[1][6] == ""  # empty kept
+    assert rows[1][5] == "root"
 
     for args in (["ps", "shown"], ["history", "shown"], ["state", "shown"], ["--help"],
                  ["list", "--help"], ["events"]):  # fmt: skip
