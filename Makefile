@@ -3,7 +3,7 @@
 
 VENV := .venv
 PY := $(VENV)/bin/python
-SYSTEM_PACKAGES := runc containerd busybox-static
+SYSTEM_PACKAGES := runc containerd busybox-static procps
 # Only the tests need these: headless Chromium renders `audit --html`; CRIU is what runc
 # calls for `checkpoint` (on kernels where it cannot dump, the tests check the clean error);
 # PostgreSQL is the second event-store backend (the tests start a server of their own,
@@ -43,6 +43,7 @@ system-packages:
 	command -v containerd-shim-runc-v2 >/dev/null 2>&1 || missing="$$missing containerd"; \
 	[ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || missing="$$missing busybox-static"; \
 	python3 -c 'import ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	command -v ps >/dev/null 2>&1 || missing="$$missing procps"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

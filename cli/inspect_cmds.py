@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -99,18 +100,73 @@ def _command_line(pid: int) -> str:
     return " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
 
 
-def ps(ctx: typer.Context, task_id: TaskArg, format: FormatOption = Format.table,
-       as_json: FormatJsonFlag = False) -> None:  # fmt: skip
-    """The processes running in a task."""
-    from cli.output import ProcessOutput, dump_list
-    from cli.render.tables import process_rows
+PsOptions = Annotated[
+    list[str] | None,
+    typer.Argument(metavar="[PS_OPTIONS]...", show_default=False,
+                   help="Options for ps(1), after the ID (default -ef), as runc's."),
+]  # fmt: skip
+RichJsonFlag = Annotated[
+    bool, typer.Option("--json", help="Each process's pid, exec ID and command line.")
+]
 
+
+def ps(
+    ctx: typer.Context,
+    task_id: TaskArg,
+    ps_options: PsOptions = None,
+    format: FormatOption = Format.table,
+    as_json: RichJsonFlag = False,
+) -> None:
+    """The processes running in a task, as runc's ps: the lines of ps(1) that are the task's.
+
+    ``--format json`` prints the pids, as runc's does; ``--json`` says more of each.
+    """
+    from cli.output import ProcessOutput, dump_list
+
+    options = list(ps_options or [])
+    if options[:1] == ["--"]:
+        options = options[1:]
+    if options and (as_json or format is Format.json):
+        raise fail("ps options are for the table: --format json prints the task's pids")
     found = with_tasks(ctx.obj, lambda tasks: tasks.pids(task_id))
-    processes = [ProcessOutput(pid=pid, exec_id=e, command=_command_line(pid)) for pid, e in found]
-    if as_json or format is Format.json:
+    if as_json:
+        processes = [ProcessOutput(pid=p, exec_id=e, command=_command_line(p)) for p, e in found]
         typer.echo(dump_list(processes))
+    elif format is Format.json:
+        typer.echo(json.dumps([pid for pid, _ in found]))
     else:
-        typer.echo(process_rows(processes))
+        typer.echo(_ps_lines(options or ["-ef"], {pid for pid, _ in found}), nl=False)
+
+
+def _ps_lines(options: list[str], pids: set[int]) -> str:
+    """ps(1)'s header and the lines whose PID column is one of ``pids`` (runc's ps)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["ps", *options], capture_output=True, text=True, check=False)
+    except OSError as error:
+        raise fail(f"cannot run ps: {error.strerror}") from None
+    if done.returncode != 0:
+        said = (done.stderr or done.stdout).strip().splitlines()
+        raise fail(f"ps {' '.join(options)} exited {done.returncode}: "
+                   f"{said[0] if said else 'and said nothing'}")  # fmt: skip
+    header, *lines = done.stdout.splitlines() or [""]
+    try:
+        column = header.split().index("PID")
+    except ValueError:
+        raise fail(f"ps {' '.join(options)} printed no PID column (runc's ps needs one)") from None
+    kept = [header]
+    for line in lines:
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            pid = int(fields[column])
+        except (IndexError, ValueError):
+            raise fail(f"cannot read a pid in ps's line {line!r}") from None
+        if pid in pids:
+            kept.append(line)
+    return "\n".join(kept) + "\n"
 
 
 def wait(
@@ -189,7 +245,8 @@ async def _print_log(tasks: TaskManager, task_id: str, *, follow: bool, tail: in
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(ps)
+    # Everything after the ID is ps(1)'s (`ps ID -o pid,comm`), as runc's flags end there.
+    app.command(context_settings={"allow_interspersed_args": False})(ps)
     app.command()(wait)
     app.command()(logs)
     app.command("list")(list_)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from cli.render.palette import BOLD, STATUS_COLOURS, event_colour, exit_colour
 
 if TYPE_CHECKING:
-    from cli.output import ProcessOutput, StateOutput, TaskOutput
+    from cli.output import StateOutput, TaskOutput
     from projections.records import EventRecord
 
 _RESET = "\x1b[0m"
@@ -151,10 +151,3 @@ def _status_styler(head: list[str]) -> Styler:
         return None
 
     return style
-
-
-def process_rows(processes: list[ProcessOutput]) -> str:
-    """A task's processes as a table: `ps`."""
-    rows = [["PID", "EXEC", "COMMAND"]]
-    rows += [[str(p.pid), p.exec_id, p.command] for p in processes]
-    return table(rows)
