@@ -216,3 +216,37 @@ async def exec_in_foreground(
             closer.cancel()
         io.close()
     return exit_.status
+
+
+async def exec_detached(
+    tasks: TaskManager, task_id: str, command: list[str], *, env: list[str] | None,
+    cwd: str | None, user: tuple[int | None, int | None] = (None, None),
+    additional_gids: Sequence[int] = (), base: Mapping[str, Any] | None = None,
+    pid_file: Path | None = None,
+) -> None:  # fmt: skip
+    """runc's ``exec -d``: the process is started and left running in its task.
+
+    Our stdio cannot follow it (the shim, not we, starts it), so its output goes into
+    the task's log, beside the init's (``logs``), or nowhere if the task has none. Its
+    exit is recorded when heard: by serve, or by the next command that reconciles the
+    task (the shim keeps the exited exec, and its status, until the task is deleted).
+    """
+    from shim.ports import Stdio
+
+    try:
+        log = await tasks.log_path(task_id)
+        stdio = Stdio(stdout=f"file://{log}", stderr=f"file://{log}")
+    except NotFoundError:
+        stdio = Stdio()  # no log (a foreground task's), or no task: add_exec says which
+    process = await tasks.add_exec(
+        task_id, command, env=env, cwd=cwd, stdio=stdio, user=user,
+        additional_gids=additional_gids, base=base,
+    )  # fmt: skip
+    pid = await process.start()
+    try:
+        write_pid_file(pid_file, pid)
+    except OSError:
+        await process.kill(signals.SIGKILL)
+        await process.wait()
+        await process.delete()
+        raise

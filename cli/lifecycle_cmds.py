@@ -24,7 +24,13 @@ from cli.args import (
     TtyFlag,
 )
 from cli.common import expected_errors, fail, with_tasks
-from cli.foreground import after_create, exec_in_foreground, run_in_foreground, write_pid_file
+from cli.foreground import (
+    after_create,
+    exec_detached,
+    exec_in_foreground,
+    run_in_foreground,
+    write_pid_file,
+)
 from cli.settings import Settings
 from domain.errors import (
     InvalidArgumentError,
@@ -177,8 +183,15 @@ def exec_(
     ] = None,  # fmt: skip
     interactive: InteractiveFlag = False,
     tty: TtyFlag = False,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Start it and return; output to `logs`.")
+    ] = False,
+    preserve_fds: Annotated[
+        int, typer.Option("--preserve-fds", metavar="N", help="runc's; only 0 through a shim.")
+    ] = 0,
 ) -> None:
-    """Run a command in a running task; exit with its exit status (255 if it cannot run).
+    """Run a command in a created or running task; exit with its exit status (255 if it
+    cannot run), or at once with -d.
 
     As with runc's exec, a failure before the process runs (no such task, a task that is
     not running, a missing binary, a store that refuses) exits 255, not 1: so a caller can
@@ -196,8 +209,19 @@ def exec_(
         base = read_process(process) if process is not None else None
     if not command and base is None:
         raise fail("exec needs a command (CMD... after --) or --process FILE")
+    if preserve_fds:
+        raise fail("--preserve-fds: the shim starts the process, so our file descriptors "
+                   "cannot reach it")  # fmt: skip
+    if detach and (tty or interactive):
+        raise fail(f"exec -d cannot take {'-t' if tty else '-i'}: nothing stays to attach "
+                   "it to (runc needs --console-socket there, which shimledger lacks)")  # fmt: skip
 
     async def work(tasks: TaskManager) -> int:
+        if detach:
+            await exec_detached(tasks, task_id, command, env=env, cwd=cwd, user=ids,
+                                additional_gids=additional_gids or [], base=base,
+                                pid_file=pid_file)  # fmt: skip
+            return 0
         return await exec_in_foreground(
             tasks, settings, task_id, command, env=env, cwd=cwd, interactive=interactive,
             terminal=tty, user=ids, additional_gids=additional_gids or [], base=base,

@@ -38,6 +38,7 @@ from domain.values import Cause, Exit, Owner, Status
 
 LIVE = (Status.CREATED, Status.RUNNING, Status.PAUSED, Status.STOPPED)
 HAS_PROCESS = (Status.CREATED, Status.RUNNING, Status.PAUSED)
+RUNS_EXECS = (Status.CREATED, Status.RUNNING)  # a paused task's freezer holds any new one
 
 
 @dataclass
@@ -138,7 +139,8 @@ class Task(Aggregate):
         self._require((Status.PAUSED,), "be resumed")
 
     def check_add_exec(self, exec_id: str) -> None:
-        self._require((Status.RUNNING,), "run an exec")
+        # A created task's namespaces exist already: runc (and the shim) exec into it.
+        self._require(RUNS_EXECS, "run an exec")
         if exec_id in self.execs:
             raise InvalidTransitionError(f"task {self.task_id} has an exec {exec_id} already")
 
@@ -201,7 +203,7 @@ class Task(Aggregate):
         self._exec_added(exec_id=exec_id, cause=cause)
 
     def start_exec(self, exec_id: str, pid: int, cause: Cause) -> None:
-        self._require((Status.RUNNING,), "start an exec")
+        self._require(RUNS_EXECS, "start an exec")
         process = self.execs.get(exec_id)
         if process is None or process.pid is not None:
             raise InvalidTransitionError(
@@ -213,7 +215,7 @@ class Task(Aggregate):
         self, exec_id: str, exit_status: int, exited_at: datetime, cause: Cause
     ) -> None:
         # An exec's exit may be reported just after its task's init exited; not after Deleted.
-        self._require((Status.RUNNING, Status.PAUSED, Status.STOPPED), "have an exec exit")
+        self._require(LIVE, "have an exec exit")
         if not self._exec_running(exec_id):
             raise InvalidTransitionError(
                 f"exec {exec_id} of task {self.task_id} is not running: it cannot exit"
@@ -283,14 +285,14 @@ class Task(Aggregate):
         return True
 
     def observe_exec_added(self, exec_id: str, cause: Cause) -> bool:
-        if self.status is not Status.RUNNING or exec_id in self.execs:
+        if self.status not in RUNS_EXECS or exec_id in self.execs:
             return False
         self._exec_added(exec_id=exec_id, cause=cause)
         return True
 
     def observe_exec_started(self, exec_id: str, pid: int, cause: Cause) -> bool:
         """A started exec implies it was added: a missed /tasks/exec-added is filled in."""
-        if self.status is not Status.RUNNING:
+        if self.status not in RUNS_EXECS:
             return False
         added = self.observe_exec_added(exec_id, cause)
         if self.execs[exec_id].pid is not None:

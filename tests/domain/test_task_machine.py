@@ -102,14 +102,14 @@ class Model:
         return self._unless("created", "running", "paused", "stopped")
 
     def refuse_add_exec(self, exec_id: str) -> str | None:
-        if refusal := self._unless("running"):
+        if refusal := self._unless("created", "running"):
             return refusal
         if exec_id in self.execs:
             return re.escape(f"task {TASK_ID} has an exec {exec_id} already")
         return None
 
     def refuse_start_exec(self, exec_id: str) -> str | None:
-        if refusal := self._unless("running"):
+        if refusal := self._unless("created", "running"):
             return refusal
         process = self.execs.get(exec_id)
         if process is None or process.pid is not None:
@@ -118,7 +118,7 @@ class Model:
 
     def refuse_exec_exit(self, exec_id: str) -> str | None:
         """An exec may outlive its task's init by a moment, but nothing happens after Deleted."""
-        if refusal := self._unless("running", "paused", "stopped"):
+        if refusal := self._unless("created", "running", "paused", "stopped"):
             return refusal
         process = self.execs.get(exec_id)
         if process is None or process.pid is None or process.exit is not None:

@@ -160,7 +160,7 @@ class ObservingMachine(TaskMachine):
 
     @rule(exec_id=EXEC_IDS, cause=CAUSES)
     def observe_exec_added(self, exec_id: str, cause: Cause) -> None:
-        applies = self.model.status == "running" and exec_id not in self.model.execs
+        applies = self.model.status in ("created", "running") and exec_id not in self.model.execs
         command = lambda: self.task.observe_exec_added(exec_id, cause)  # noqa: E731
         if self.observation(applies, command, ["ExecAdded"], cause):
             self.model.execs[exec_id] = ExecModel()
@@ -172,7 +172,7 @@ class ObservingMachine(TaskMachine):
             *([] if known else ["ExecAdded"]),
             *([] if known and known.pid else ["ExecStarted"]),
         ]
-        applies = self.model.status == "running" and bool(names)
+        applies = self.model.status in ("created", "running") and bool(names)
         command = lambda: self.task.observe_exec_started(exec_id, pid, cause)  # noqa: E731
         if self.observation(applies, command, names or ["ExecStarted"], cause):
             self.model.execs.setdefault(exec_id, ExecModel())
@@ -296,7 +296,8 @@ GUARD_MESSAGES = [
      "task web is stopped: only a created or running or paused task can be killed"),
     ("created", "check_pause", "task web is created: only a running task can be paused"),
     ("running", "check_resume", "task web is running: only a paused task can be resumed"),
-    ("paused", "check_add_exec", "task web is paused: only a running task can run an exec"),
+    ("paused", "check_add_exec",
+     "task web is paused: only a created or running task can run an exec"),
     ("running with execs", "check_add_exec", "task web has an exec e1 already"),
     ("deleted", "check_update",
      "task web is deleted: only a created or running or paused task can be updated"),
