@@ -288,3 +288,15 @@ def run_click(command: ClickCommand, argv: list[str]) -> int:
         line = _fault_line(exc, None)
         code = report_bug(exc) if line is None else fail(line).exit_code
     return code if isinstance(code, int) else 0
+
+
+def drop_unwritten_output() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit does not fail a second time
+    (a reader gone mid-stream, as `| head` leaves: what it read was whole lines)."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)

@@ -96,12 +96,36 @@ def events(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new events.")
     ] = False,
+    stats_of: Annotated[
+        str | None,
+        typer.Argument(metavar="[ID]", show_default=False,
+                       help="A task's live cgroup stats as runc's events instead (JSON)."),
+    ] = None,  # fmt: skip
+    stats: Annotated[
+        bool, typer.Option("--stats", help="With ID: one stats event, then exit (runc's).")
+    ] = False,
+    interval: Annotated[
+        str | None, typer.Option(metavar="DURATION", help="With ID: between stats (5s).")
+    ] = None,
 ) -> None:
-    """Events of every task of every node, filtered by time, type, namespace, ID and node."""
+    """Events of every task of every node, filtered by time, type, namespace, ID and node.
+
+    With a task ID after the options it is runc's `events`: that task's cgroup stats as
+    JSON lines, every --interval until it stops, or once with --stats.
+    """
     from cli.render.tables import event_rows
     from projections.event_index import EventFilter
 
     settings: Settings = ctx.obj
+    if stats_of is not None or stats or interval is not None:
+        history_options = {"--since": since, "--until": until, "--type": types,
+                           "--namespace": namespace, "--id": task_id, "--node": node,
+                           "--json": as_json or None, "--follow": follow or None}  # fmt: skip
+        from cli.stats_events import runc_events
+
+        runc_events(settings, stats_of, stats, interval,
+                    [name for name, value in history_options.items() if value])  # fmt: skip
+        return
     with expected_errors():  # a bad time is the user's: one line, before the root is opened
         selection = EventFilter(
             since=time_option("--since", since),

@@ -19,7 +19,7 @@ from cli.args import (
     TaskArg,
     whose_tasks,
 )
-from cli.common import expected_errors, fail, with_tasks
+from cli.common import drop_unwritten_output, expected_errors, fail, with_tasks
 from cli.settings import Settings
 from domain.errors import ShimledgerError
 
@@ -199,17 +199,6 @@ def logs(
         raise
 
 
-def _drop_unwritten_output() -> None:
-    """Point stdout at /dev/null, so that flushing it at exit does not fail a second time."""
-    import os
-
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, sys.stdout.fileno())
-    finally:
-        os.close(devnull)
-
-
 async def _print_log(tasks: TaskManager, task_id: str, *, follow: bool, tail: int | None) -> None:
     """Copy the log (across its rotated files) to stdout; following, keep copying until the
     task is no longer live.
@@ -241,7 +230,7 @@ async def _print_log(tasks: TaskManager, task_id: str, *, follow: bool, tail: in
             if state is None or state.status not in ("created", "running", "paused"):
                 break
     except BrokenPipeError:  # `logs ID | head`: the reader has all it wanted
-        _drop_unwritten_output()
+        drop_unwritten_output()
 
 
 def register(app: typer.Typer) -> None:

@@ -30,6 +30,26 @@ def parse_duration(text: str) -> timedelta:
         raise InvalidArgumentError(f"{text!r} is too long a duration") from None
 
 
+_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+             "h": 3600.0}  # fmt: skip
+
+
+def parse_go_duration(text: str) -> timedelta:
+    """A duration as Go's time.ParseDuration reads it (``5s``, ``300ms``, ``1h30m``), the
+    form runc's and docker's flags take; ``0`` alone is zero, as in Go."""
+    stripped = text.strip()
+    if stripped == "0":
+        return timedelta(0)
+    parts = _GO_PART.findall(stripped)
+    if not parts or "".join(n + u for n, u in parts) != stripped:
+        raise InvalidArgumentError(f"{text!r} is not a duration like 5s, 300ms or 1h30m")
+    try:
+        return timedelta(seconds=sum(float(n) * _GO_UNITS[u] for n, u in parts))
+    except OverflowError:
+        raise InvalidArgumentError(f"{text!r} is too long a duration") from None
+
+
 def parse_time(text: str, now: datetime | None = None) -> datetime:
     """An absolute time; a bare duration means that long ago. Naive times are local.
 
