@@ -88,6 +88,13 @@ PidFileOption = Annotated[
 InteractiveFlag = Annotated[
     bool, typer.Option("--interactive", "-i", help="Attach stdin; EOF closes the process's.")
 ]
+ConsoleSocketOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--console-socket", metavar="PATH",
+        help="Send the pty to this socket, as runc's (a detached terminal process).",
+    ),
+]  # fmt: skip
 TtyFlag = Annotated[
     bool,
     typer.Option(

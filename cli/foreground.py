@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from adapters.fifo_io import ForegroundIO
     from cli.terminal import LocalTerminal, SizeFollower
+    from shim.lifecycle.console import ConsoleSocket
     from shim.lifecycle.task_manager import TaskManager
 
 logger = logging.getLogger(__name__)
@@ -219,33 +220,49 @@ async def exec_in_foreground(
 
 
 async def exec_detached(
-    tasks: TaskManager, task_id: str, command: list[str], *, env: list[str] | None,
-    cwd: str | None, user: tuple[int | None, int | None] = (None, None),
+    tasks: TaskManager, settings: Settings, task_id: str, command: list[str], *,
+    env: list[str] | None, cwd: str | None, user: tuple[int | None, int | None] = (None, None),
     additional_gids: Sequence[int] = (), base: Mapping[str, Any] | None = None,
-    pid_file: Path | None = None,
+    pid_file: Path | None = None, console: ConsoleSocket | None = None,
 ) -> None:  # fmt: skip
     """runc's ``exec -d``: the process is started and left running in its task.
 
     Our stdio cannot follow it (the shim, not we, starts it), so its output goes into
-    the task's log, beside the init's (``logs``), or nowhere if the task has none. Its
-    exit is recorded when heard: by serve, or by the next command that reconciles the
-    task (the shim keeps the exited exec, and its status, until the task is deleted).
+    the task's log, beside the init's (``logs``), or nowhere if the task has none; with
+    ``console`` (``-t --console-socket``) its pty goes to that socket, and output to the log
+    too. Its exit is recorded when heard: by serve, or by the next command that reconciles
+    the task (the shim keeps the exited exec, and its status, until the task is deleted).
     """
+    import secrets
+
+    from domain.values import Bundle
     from shim.ports import Stdio
 
     try:
-        log = await tasks.log_path(task_id)
+        log = str(await tasks.log_path(task_id))
         stdio = Stdio(stdout=f"file://{log}", stderr=f"file://{log}")
     except NotFoundError:
-        stdio = Stdio()  # no log (a foreground task's), or no task: add_exec says which
+        log, stdio = "", Stdio()  # no log (a foreground task's), or no task: add_exec says
+    exec_id = f"exec-{secrets.token_hex(4)}"
+    path = StateDir(settings.state).bundle(settings.namespace, task_id)
+    bundle = Bundle(id=task_id, namespace=settings.namespace, path=str(path))
     process = await tasks.add_exec(
-        task_id, command, env=env, cwd=cwd, stdio=stdio, user=user,
-        additional_gids=additional_gids, base=base,
+        task_id, command, env=env, cwd=cwd, user=user, additional_gids=additional_gids,
+        base=base, exec_id=exec_id, stdio=console.stdio(bundle, exec_id) if console else stdio,
     )  # fmt: skip
-    pid = await process.start()
     try:
+        if console is not None:
+            console.prepare(bundle, exec_id, log)
+        pid = await process.start()  # on failure it removes the exec itself
+    except BaseException:
+        with contextlib.suppress(ShimledgerError):
+            await process.delete()
+        raise
+    try:
+        if console is not None:
+            console.check(bundle, exec_id)
         write_pid_file(pid_file, pid)
-    except OSError:
+    except (OSError, ShimledgerError):
         await process.kill(signals.SIGKILL)
         await process.wait()
         await process.delete()

@@ -16,6 +16,7 @@ import typer
 
 from cli.args import (
     BundleOption,
+    ConsoleSocketOption,
     InteractiveFlag,
     PidFileOption,
     RuntimeOption,
@@ -42,6 +43,7 @@ from shim import DEFAULT_RUNTIME
 
 if TYPE_CHECKING:
     from cli.output import DeleteOutput
+    from shim.lifecycle.console import ConsoleSocket
     from shim.lifecycle.task_manager import TaskManager
 
 
@@ -81,13 +83,28 @@ def read_process(path: Path) -> dict[str, Any]:
         raise NotFoundError(f"--process {path} does not exist") from None
 
 
+def console_socket(path: Path | None, bundle: Path | None = None) -> ConsoleSocket | None:
+    """--console-socket, for a process whose config asks for a terminal (as runc's)."""
+    if path is None:
+        return None
+    from adapters.console_relay import binary_uri
+    from shim.lifecycle.bundle import wants_terminal
+    from shim.lifecycle.console import ConsoleSocket
+
+    if bundle is not None and not wants_terminal(bundle):
+        raise fail(f"--console-socket: {bundle.resolve() / 'config.json'} sets no "
+                   "process.terminal, so there is no pty to send (as runc says)")  # fmt: skip
+    return ConsoleSocket(path, relay=binary_uri())
+
+
 def create(ctx: typer.Context, task_id: TaskArg, bundle: BundleOption = Path("."),
-           runtime: RuntimeOption = DEFAULT_RUNTIME,
-           pid_file: PidFileOption = None) -> None:  # fmt: skip
+           runtime: RuntimeOption = DEFAULT_RUNTIME, pid_file: PidFileOption = None,
+           console_path: ConsoleSocketOption = None) -> None:  # fmt: skip
     """Create a task from a bundle (its process waits for `start`)."""
+    console = console_socket(console_path, bundle)
 
     async def work(tasks: TaskManager) -> None:
-        created = await tasks.create(task_id, bundle, runtime=runtime)
+        created = await tasks.create(task_id, bundle, runtime=runtime, console=console)
         await after_create(tasks, task_id, lambda: write_pid_file(pid_file, created.pid))
 
     with_tasks(ctx.obj, work)
@@ -113,6 +130,7 @@ def run(
     tty: TtyFlag = False,
     runtime: RuntimeOption = DEFAULT_RUNTIME,
     pid_file: PidFileOption = None,
+    console_path: ConsoleSocketOption = None,
 ) -> None:
     """Create and start a task; in the foreground, exit with its exit status.
 
@@ -127,10 +145,13 @@ def run(
         raise fail(f"{foreground_only[0]} needs the foreground: it cannot go with --detach")
     if keep and remove:
         raise fail("--keep and --rm say opposite things: give one")
+    if console_path is not None and not detach:
+        raise fail("--console-socket needs --detach: in the foreground the pty is ours")
+    console = console_socket(console_path, bundle)
 
     async def work(tasks: TaskManager) -> int:
         if detach:
-            created = await tasks.create(task_id, bundle, runtime=runtime)
+            created = await tasks.create(task_id, bundle, runtime=runtime, console=console)
             await after_create(tasks, task_id, lambda: write_pid_file(pid_file, created.pid),
                                lambda: tasks.start(task_id))  # fmt: skip
             return 0
@@ -186,6 +207,7 @@ def exec_(
     detach: Annotated[
         bool, typer.Option("--detach", "-d", help="Start it and return; output to `logs`.")
     ] = False,
+    console_path: ConsoleSocketOption = None,
     preserve_fds: Annotated[
         int, typer.Option("--preserve-fds", metavar="N", help="runc's; only 0 through a shim.")
     ] = 0,
@@ -212,15 +234,20 @@ def exec_(
     if preserve_fds:
         raise fail("--preserve-fds: the shim starts the process, so our file descriptors "
                    "cannot reach it")  # fmt: skip
-    if detach and (tty or interactive):
-        raise fail(f"exec -d cannot take {'-t' if tty else '-i'}: nothing stays to attach "
-                   "it to (runc needs --console-socket there, which shimledger lacks)")  # fmt: skip
+    if console_path is not None and not (detach and tty):
+        raise fail("--console-socket goes with -d and -t: a detached process's pty")
+    if detach and interactive:
+        raise fail("exec -d cannot take -i: nothing stays to attach our stdin to")
+    if detach and tty and console_path is None:
+        raise fail("exec -d -t needs --console-socket, as runc's: nothing stays to attach "
+                   "the pty to")  # fmt: skip
+    console = console_socket(console_path)
 
     async def work(tasks: TaskManager) -> int:
         if detach:
-            await exec_detached(tasks, task_id, command, env=env, cwd=cwd, user=ids,
-                                additional_gids=additional_gids or [], base=base,
-                                pid_file=pid_file)  # fmt: skip
+            await exec_detached(tasks, settings, task_id, command, env=env, cwd=cwd,
+                                user=ids, additional_gids=additional_gids or [], base=base,
+                                pid_file=pid_file, console=console)  # fmt: skip
             return 0
         return await exec_in_foreground(
             tasks, settings, task_id, command, env=env, cwd=cwd, interactive=interactive,

@@ -104,9 +104,9 @@ class Bundles:
         if spec["process"].get("terminal") and not terminal:
             raise InvalidArgumentError(
                 f"{user_bundle.resolve() / 'config.json'} sets process.terminal=true, and "
-                "a task with no terminal attached (create, run -d) cannot have one: runc "
-                "needs --console-socket there, which shimledger does not take; run it in "
-                'the foreground (run, run -t), or set "terminal": false'
+                "a detached task (create, run -d) has a terminal only with --console-socket, "
+                "as runc's; or run it in the foreground (run, run -t), or set "
+                '"terminal": false'
             )
         spec["process"]["terminal"] = terminal
         # Without a cgroupsPath runc would use /<id>, shared by the same ID in every

@@ -33,12 +33,13 @@ from shim import DEFAULT_RUNTIME
 from shim.crash_points import crash_point
 from shim.lifecycle.bundle import Bundles, remove_bundle
 from shim.lifecycle.connections import ShimConnections
+from shim.lifecycle.console import ConsoleSocket
 from shim.lifecycle.exec_handle import ExecHandle
 from shim.lifecycle.process_spec import ProcessChanges, exec_process
 from shim.lifecycle.shim_manager import ShimManager, ShimProcess
 from shim.lifecycle.task_handle import TaskHandle
 from shim.lifecycle.task_queries import TaskQueries
-from shim.ports import ShimClient, ShimEvent, Stdio, TaskStats, TaskStore, TaskView
+from shim.ports import ShimEvent, Stdio, TaskStats, TaskStore, TaskView
 from shim.recording.recorder import TaskRecorder
 from shim.recording.shim_events import ShimEventRecorder
 from shim.recovery.adoption import BundleAdopter
@@ -108,8 +109,12 @@ class TaskManager:
         *,
         runtime: str = DEFAULT_RUNTIME,
         stdio: Stdio | None = None,
+        console: ConsoleSocket | None = None,
     ) -> State:
-        """Make the working bundle, start a shim, create the task in it, record Created."""
+        """Make the working bundle, start a shim, create the task in it, record Created.
+
+        ``console``: its pty goes to that socket (runc's --console-socket), output to the log.
+        """
         validate_identifier("task ID", task_id)
         async with self._recorder.creating(self.namespace, task_id) as new:
             if new.previous is not None and new.previous.is_live:
@@ -121,10 +126,12 @@ class TaskManager:
             stdio = stdio or self._shims.config.log_stdio(
                 self.namespace, task_id, new.number, new.previous_number)  # fmt: skip
             bundle = self._bundles.new(self.namespace, task_id, user_bundle,
-                                       terminal=stdio.terminal)  # fmt: skip
+                                       terminal=stdio.terminal or console is not None)  # fmt: skip
             crash_point("create.bundle-made")
             async with AsyncExitStack() as undo:
                 undo.callback(remove_bundle, bundle)  # last: while it is there, a retry cleans
+                if console is not None:
+                    stdio = console.prepare(bundle, task_id, stdio.stdout.removeprefix("file://"))
                 undo.callback(self._bundles.cgroups.release, self.namespace, task_id)
                 shim = await self._shims.start(bundle, runtime)
                 crash_point("create.shim-started")
@@ -132,6 +139,8 @@ class TaskManager:
                 options = self._shims.config.runc_options
                 async with self._bundles.cgroups.creating():  # runc makes its cgroup here
                     pid = await shim.client.create(task_id, bundle.path, stdio, options)
+                if console is not None:
+                    console.check(bundle, task_id)  # the master reached the socket
                 crash_point("create.task-created")
                 owner, cause = self._recorder.owner, self._cause()
                 new.begin(lambda number: Task(
@@ -320,11 +329,11 @@ class TaskManager:
 
     async def pids(self, task_id: str) -> list[tuple[int, str]]:
         """The task's processes: (pid, exec id or "" for the init's tree)."""
-        return await (await self._client(task_id, "no processes")).pids(task_id)
+        return await (await self._queries.client(task_id, "no processes")).pids(task_id)
 
     async def stats(self, task_id: str) -> TaskStats:
         """The task's cgroup counters: pids, CPU time, memory."""
-        return await (await self._client(task_id, "no stats")).stats(task_id)
+        return await (await self._queries.client(task_id, "no stats")).stats(task_id)
 
     async def update(self, task_id: str, resources: dict[str, Any]) -> None:
         """Apply new cgroup limits (OCI LinuxResources) to a task; history records them."""
@@ -353,10 +362,10 @@ class TaskManager:
 
     async def close_io(self, task_id: str) -> None:
         """Close the init's stdin, so that it reads EOF."""
-        await (await self._client(task_id)).close_io(task_id)
+        await (await self._queries.client(task_id)).close_io(task_id)
 
     async def resize_pty(self, task_id: str, width: int, height: int) -> None:
-        await (await self._client(task_id)).resize_pty(task_id, width, height)
+        await (await self._queries.client(task_id)).resize_pty(task_id, width, height)
 
     # --- reads (TaskQueries: each after reconciling with the shims) -------------------
 
@@ -406,13 +415,6 @@ class TaskManager:
             if task is None or not task.is_live:
                 raise await self._recorder.missing(self.namespace, task_id)
             yield task
-
-    async def _client(self, task_id: str, missing: str | None = None) -> ShimClient:
-        """The live task's shim client; with ``missing``, only while it has a process."""
-        task = await self._live_task(task_id)
-        if missing is not None:
-            task.require_process(missing)
-        return (await self._connections.connect(task)).client
 
     async def _live_task(self, task_id: str) -> Task:
         return await self._queries.live_task(task_id)

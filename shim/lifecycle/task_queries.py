@@ -18,7 +18,7 @@ from domain.task import HAS_PROCESS, Task
 from domain.values import State, Whose
 from shim.lifecycle.connections import ShimConnections
 from shim.lifecycle.shim_manager import ManagerConfig, ShimProcess
-from shim.ports import TaskStore, TaskView
+from shim.ports import ShimClient, TaskStore, TaskView
 from shim.recording.recorder import TaskRecorder
 from shim.recovery.reconcile import Reconciler
 from shim.recovery.report import Reconciliation
@@ -45,6 +45,13 @@ class TaskQueries:
         self._connections = connections
         self._config = config
         self._recorder = recorder
+
+    async def client(self, task_id: str, missing: str | None = None) -> ShimClient:
+        """The live task's shim client; with ``missing``, only while it has a process."""
+        task = await self.live_task(task_id)
+        if missing is not None:
+            task.require_process(missing)
+        return (await self._connections.connect(task)).client
 
     async def own(self, namespace: str, task_id: str) -> Task | None:
         """This owner's latest incarnation of the ID (None: it has none)."""

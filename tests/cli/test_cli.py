@@ -336,7 +336,7 @@ def test_exec_runs_in_the_task_and_exits_with_its_status(cli, bundle) -> None:
     assert unknown.returncode == 255 and "nobody does not exist" in unknown.stderr
     assert cli("kill", "host", "KILL").returncode == 0
     refused = cli("exec", "host", "--", "true")
-    assert refused.returncode == 255 and "only a running task" in refused.stderr
+    assert refused.returncode == 255 and "only a created or running task can run an exec" in refused.stderr
     assert cli("delete", "host").returncode == 0
 
 
