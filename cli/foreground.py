@@ -40,7 +40,10 @@ def write_pid_file(path: Path | None, pid: int) -> None:
         return
     from shim.private_files import write_private
 
-    write_private(path, str(pid), mode=0o644)
+    try:
+        write_private(path, str(pid), mode=0o644)
+    except OSError as error:  # named as asked, not as the temporary file beside it
+        raise OSError(error.errno, error.strerror, str(path)) from None
 
 
 def io_dir(settings: Settings, task_id: str) -> Path:
