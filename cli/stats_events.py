@@ -23,11 +23,12 @@ from domain.errors import FailedPreconditionError, InvalidArgumentError, Shimled
 
 if TYPE_CHECKING:
     from shim.lifecycle.task_manager import TaskManager
+    from shim.ports import TaskStats
 
 HAS_STATS = ("created", "running", "paused")
 
 
-def runc_stats(stats: Any) -> dict[str, Any]:
+def runc_stats(stats: TaskStats) -> dict[str, Any]:
     """runc's Stats object from our TaskStats; zeros omitted where runc's JSON omits them."""
 
     def kept(**values: int) -> dict[str, int]:
@@ -97,7 +98,7 @@ def duration_of(option: str, text: str) -> float:
 def runc_events(
     settings: Settings, task_id: str | None, once: bool, interval: str | None, mixed: list[str]
 ) -> None:
-    """runc's `events [--stats] [--interval D] ID` (cli/stats_events.py)."""
+    """runc's `events [--stats] [--interval D] ID`; ``mixed``: history options also given."""
     if task_id is None:
         raise fail("--stats and --interval are runc's stats events: they need a task ID")
     if mixed:
