@@ -129,6 +129,7 @@ def test_exec_detached_with_a_terminal_sends_its_own_pty(
     assert cli("delete", "-f", "host").returncode == 0
 
 
+@pytest.mark.alone("refusals only: served, the same code refuses them in serve")
 def test_a_socket_that_cannot_take_the_pty_fails_and_leaves_nothing(
     cli: Cli, bundle, tmp_path: Path
 ) -> None:

@@ -68,10 +68,11 @@ def test_a_created_task_takes_an_exec_as_runcs_does(cli: Cli, bundle) -> None:
 
 
 REFUSED = [(["--preserve-fds", "2"], "--preserve-fds: the shim starts the process"),
-           (["-d", "-t"], "exec -d cannot take -t"),
+           (["-d", "-t"], "exec -d -t needs --console-socket"),
            (["-d", "-i"], "exec -d cannot take -i")]  # fmt: skip
 
 
+@pytest.mark.alone("refusals only: served, the same code refuses them in serve")
 def test_what_a_shim_cannot_do_is_refused_and_records_nothing(cli: Cli, bundle) -> None:
     assert cli("run", "-d", "-b", str(bundle("sleep", "300")), "plain").returncode == 0
     for args, said in REFUSED:

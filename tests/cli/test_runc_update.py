@@ -101,6 +101,7 @@ REFUSED = [(["--memory", "12q"], "invalid value for memory: invalid size"),
            (["-r", "/no/such/file"], "cannot read resources from /no/such/file")]  # fmt: skip
 
 
+@pytest.mark.alone("refusals only: served, the same code refuses them in serve")
 def test_a_bad_update_is_one_line_and_records_nothing(cli: Cli, bundle) -> None:
     assert cli("run", "-d", "-b", str(bundle("sleep", "300")), "steady").returncode == 0
     for args, said in REFUSED:
@@ -111,6 +112,7 @@ def test_a_bad_update_is_one_line_and_records_nothing(cli: Cli, bundle) -> None:
     assert cli("delete", "-f", "steady").returncode == 0
 
 
+@pytest.mark.alone("refusals only: served, the same code refuses them in serve")
 def test_pause_resume_and_update_refuse_a_task_not_in_their_state(cli: Cli, bundle) -> None:
     assert cli("run", "-d", "-b", str(bundle("sleep", "300")), "awake").returncode == 0
     not_paused = cli("resume", "awake")  # runc: "container not paused", exit 1

@@ -97,6 +97,7 @@ def test_stats_once_and_a_stream_that_ends_with_its_task(
     assert cli("delete", "measured").returncode == 0
 
 
+@pytest.mark.alone("refusals only: served, the same code refuses them in serve")
 def test_stats_events_refuse_what_runc_refuses(cli: Cli, bundle) -> None:
     assert cli("run", "-b", str(bundle("true")), "--keep", "done").returncode == 0
     for args, said in [(["--stats", "done"], "task done is stopped"),
