@@ -1,8 +1,9 @@
-"""`shimledger spec`: a starter config.json, as `runc spec` writes it but with no terminal.
+"""`shimledger spec`: a starter config.json, as `runc spec` writes it.
 
-runc's default runs `sh` on a terminal; shimledger attaches none, so the process gets
-``"terminal": false`` and everything else stays runc's (runc 1.1's specconv.Example and,
-with --rootless, specconv.ToRootless), so that runc accepts what we write.
+runc 1.1's specconv.Example and, with --rootless, specconv.ToRootless: `sh` on a terminal,
+so that runc accepts what we write and a bundle runs alike under both. A terminal process
+runs in the foreground (`run`, with a pty of ours) or detached with --console-socket, as
+runc's; set ``"terminal": false`` for one detached without a receiver.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ NO_EXEC = ["nosuid", "noexec", "nodev"]
 
 
 def default_spec(*, rootless: bool = False) -> dict[str, Any]:
-    """runc's example spec with a non-terminal process; for a rootless container if asked."""
+    """runc's example spec; for a rootless container if asked."""
     spec: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
         "process": {
-            "terminal": False,
+            "terminal": True,
             "user": {"uid": 0, "gid": 0},
             "args": ["sh"],
             "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -104,7 +105,7 @@ def spec(
         bool, typer.Option(help="Generate a configuration for a rootless container.")
     ] = False,
 ) -> None:
-    """Create a new specification file (config.json) for a process with no terminal."""
+    """Create a new specification file (config.json), as runc's spec does."""
     directory = bundle if bundle is not None else Path(".")
     if not directory.is_dir():
         raise fail(f"bundle {directory} is not a directory")
