@@ -21,7 +21,7 @@ from cli.args import (
 )
 from cli.common import drop_unwritten_output, expected_errors, fail, with_tasks
 from cli.settings import Settings
-from domain.errors import ShimledgerError
+from domain.errors import FailedPreconditionError, ShimledgerError
 
 if TYPE_CHECKING:
     from shim.lifecycle.task_manager import TaskManager
@@ -128,7 +128,14 @@ def ps(
         options = options[1:]
     if options and (as_json or format is Format.json):
         raise fail("ps options are for the table: --format json prints the task's pids")
-    found = with_tasks(ctx.obj, lambda tasks: tasks.pids(task_id))
+
+    async def processes_of(tasks: TaskManager) -> list[tuple[int, str]]:
+        try:
+            return await tasks.pids(task_id)
+        except FailedPreconditionError:
+            return []  # a stopped task has none: runc's ps prints ps's header alone, exit 0
+
+    found = with_tasks(ctx.obj, processes_of)
     if as_json:
         processes = [ProcessOutput(pid=p, exec_id=e, command=_command_line(p)) for p, e in found]
         typer.echo(dump_list(processes))

@@ -73,7 +73,22 @@ def read_spec(user_bundle: Path) -> dict[str, Any]:
     if not rootfs.is_dir():
         raise InvalidArgumentError(f"rootfs {rootfs} (root.path in {config}) is not a directory")
     root["path"] = str(rootfs)
+    _anchor_bind_sources(spec, user_bundle)
     return spec
+
+
+def _anchor_bind_sources(spec: dict[str, Any], user_bundle: Path) -> None:
+    """A bind mount's relative source is the user's bundle's, as runc reads it (runc runs in
+    the bundle dir; specconv joins it with the source of a mount whose options bind). The
+    copy runs from the working bundle, so the joined path is written into it."""
+    mounts = spec.get("mounts")
+    for mount in mounts if isinstance(mounts, list) else []:
+        if not isinstance(mount, dict) or not isinstance(mount.get("source"), str):
+            continue
+        options = mount.get("options")
+        binds = isinstance(options, list) and ("bind" in options or "rbind" in options)
+        if binds and not mount["source"].startswith("/"):
+            mount["source"] = os.path.normpath(user_bundle / mount["source"])
 
 
 class Bundles:

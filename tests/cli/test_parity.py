@@ -442,3 +442,15 @@ def test_no_color_keeps_the_terminal_table_but_drops_the_colour(cli, bundle, set
     shown = on_a_terminal(settings, "list", NO_COLOR="1")
     assert ANSI not in shown and "\t" not in shown and "grey" in shown
     assert cli("delete", "grey").returncode == 0
+
+
+def test_a_relative_bind_source_is_the_bundles_as_runc_reads_it(cli, bundle) -> None:
+    path = bundle("cat", "/mnt/shared/hello")
+    (path / "data").mkdir()
+    (path / "data" / "hello").write_text("from the bundle\n")
+    config = json.loads((path / "config.json").read_text())
+    config["mounts"].append({"destination": "/mnt/shared", "type": "bind", "source": "data",
+                             "options": ["rbind", "ro"]})  # fmt: skip
+    (path / "config.json").write_text(json.dumps(config))
+    ran = cli("run", "-b", str(path), "bound")
+    assert (ran.returncode, ran.stdout) == (0, "from the bundle\n"), ran.stderr
