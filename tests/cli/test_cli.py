@@ -20,7 +20,6 @@ from cli.lifecycle_cmds import parse_signal
 from cli.main import app
 from domain.errors import InvalidArgumentError
 from tests.conftest import cli_env, processes_in
-from tests.waiting import wait_until
 
 SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
 
@@ -315,112 +314,6 @@ def test_a_foreground_task_has_no_log(cli, bundle) -> None:
     assert cli("run", "--rm", "--bundle", str(bundle("true")), "fg2").returncode == 0
     result = cli("logs", "fg2")
     assert result.returncode == 1 and "has no log" in result.stderr
-
-
-def test_exec_runs_in_the_task_and_exits_with_its_status(cli, bundle) -> None:
-    assert cli("run", "-d", "--bundle", str(bundle("sleep", "300")), "host").returncode == 0
-    result = cli("exec", "--env", "FOO=bar", "--cwd", "/tmp", "host", "--",
-                 "sh", "-c", "echo $FOO; pwd; echo oops >&2; exit 5")  # fmt: skip
-    assert (result.returncode, result.stdout, result.stderr) == (5, "bar\n/tmp\n", "oops\n")
-    assert json.loads(cli("state", "host").stdout)["status"] == "running"  # not the task's exit
-
-    events = json.loads(cli("history", "--json", "host").stdout)
-    execs = [(e["type"], e.get("exit_status")) for e in events if e["type"].startswith("Exec")]
-    assert execs == [("ExecAdded", None), ("ExecStarted", None), ("ExecExited", 5)]
-    assert len({e["exec_id"] for e in events if "exec_id" in e}) == 1
-
-    # runc's exec says "could not run it" with 255, apart from any status the process has
-    missing = cli("exec", "host", "--", "no-such-binary")
-    assert missing.returncode == 255 and "no-such-binary" in missing.stderr
-    unknown = cli("exec", "nobody", "--", "true")
-    assert unknown.returncode == 255 and "nobody does not exist" in unknown.stderr
-    assert cli("kill", "host", "KILL").returncode == 0
-    refused = cli("exec", "host", "--", "true")
-    assert refused.returncode == 255 and "only a created or running task" in refused.stderr
-    assert cli("delete", "host").returncode == 0
-
-
-def test_exec_takes_runcs_user_groups_process_file_and_pid_file(cli, bundle, tmp_path) -> None:
-    assert cli("run", "-d", "--bundle", str(bundle("sleep", "300")), "host").returncode == 0
-    pid_file = tmp_path / "exec.pid"
-    ran = cli("exec", "-u", "1000:1001", "-g", "10", "--additional-gids", "20",
-              "--pid-file", str(pid_file), "host", "--", "id")  # fmt: skip
-    assert (ran.returncode, ran.stdout, ran.stderr) == (0, "uid=1000 gid=1001 groups=10,20\n", "")
-    started = [e for e in json.loads(cli("history", "--json", "host").stdout)
-               if e["type"] == "ExecStarted"]  # fmt: skip
-    assert pid_file.read_text() == str(started[-1]["pid"])  # the host's pid, as runc writes it
-
-    process = tmp_path / "process.json"
-    process.write_text(json.dumps({"args": ["sh", "-c", "echo from-file; pwd; id -u"],
-                                   "cwd": "/tmp", "env": ["PATH=/bin"],
-                                   "user": {"uid": 7, "gid": 7}}))  # fmt: skip
-    from_file = cli("exec", "--process", str(process), "host")
-    assert (from_file.returncode, from_file.stdout) == (0, "from-file\n/tmp\n7\n")
-
-    for args, says in ((["-u", "root"], "is not UID or UID:GID"), ([], "needs a command"),
-                       (["-p", str(tmp_path / "none.json")], "does not exist")):  # fmt: skip
-        refused = cli("exec", *args, "host")
-        assert refused.returncode == 1 and says in refused.stderr, refused.stderr
-    nowhere = str(tmp_path / "no" / "pid")
-    unwritable = cli("exec", "--pid-file", nowhere, "host", "--", "sleep", "300")
-    assert unwritable.returncode == 255
-    assert unwritable.stderr == f"shimledger: {nowhere}: No such file or directory\n"  # as asked
-    execs = [e["type"] for e in json.loads(cli("history", "--json", "host").stdout)
-             if e["type"].startswith("Exec")]  # fmt: skip
-    assert execs[-3:] == ["ExecAdded", "ExecStarted", "ExecExited"]  # killed, and recorded
-    assert cli("delete", "-f", "host").returncode == 0
-
-
-def test_ps_lists_the_processes_and_wait_returns_the_exit_status(cli, bundle) -> None:
-    # It exits when the test says so (a file appears in its rootfs), never on a timer that
-    # a loaded machine could outrun.
-    path = bundle("sh", "-c", "sleep 300 & until [ -e /go ]; do sleep 0.01; done; exit 4")
-    assert cli("run", "-d", "--bundle", str(path), "busy").returncode == 0
-    init = json.loads(cli("state", "busy").stdout)["pid"]
-    processes = json.loads(cli("ps", "--json", "busy").stdout)
-    assert init in {p["pid"] for p in processes} and len(processes) >= 2
-    assert all(p["exec_id"] == "" for p in processes)
-    (path / "rootfs" / "go").touch()
-    waited = cli("wait", "busy")
-    assert (waited.returncode, waited.stdout) == (4, "4\n")
-    gone = cli("ps", "busy")  # as runc's: ps's header, and nothing of the task
-    assert (gone.returncode, gone.stdout.count("\n")) == (0, 1) and "PID" in gone.stdout
-    assert json.loads(cli("ps", "--format", "json", "busy").stdout) == []
-    missing = cli("ps", "nosuch")
-    assert missing.returncode == 1 and "nosuch" in missing.stderr
-    assert cli("delete", "busy").returncode == 0
-
-
-def test_ps_prints_ps_lines_of_the_task_and_its_pids_as_runcs(cli, bundle) -> None:
-    # Two processes that stay as they are while the test looks (no loop forking sleeps).
-    assert cli("run", "-d", "-b", str(bundle("sh", "-c", "sleep 300 & exec sleep 301")),
-               "steady").returncode == 0  # fmt: skip
-
-    def commands() -> list[str]:
-        return sorted(p["command"] for p in json.loads(cli("ps", "--json", "steady").stdout))
-
-    wait_until(lambda: commands() == ["sleep 300", "sleep 301"], "the shell to exec a sleep")
-    pids = json.loads(cli("ps", "--format", "json", "steady").stdout)  # runc's: the pids
-    processes = json.loads(cli("ps", "--json", "steady").stdout)
-    assert sorted(pids) == sorted(p["pid"] for p in processes) and len(pids) == 2
-
-    # The table is ps(1)'s own (-ef by default), kept to the task's lines, as runc's.
-    header, *lines = cli("ps", "steady").stdout.splitlines()
-    assert header.split()[:2] == ["UID", "PID"] and "CMD" in header
-    assert sorted(int(line.split()[1]) for line in lines) == sorted(pids)
-    assert sorted(line.split()[-1] for line in lines) == ["300", "301"]
-    # Whatever follows the ID is ps's, flags included (runc's flags end at the ID).
-    custom = cli("ps", "steady", "-o", "pid,comm").stdout.splitlines()
-    assert custom[0].split() == ["PID", "COMMAND"]
-    assert sorted(line.split() for line in custom[1:]) == sorted([str(p), "sleep"] for p in pids)
-    assert cli("ps", "steady", "--", "-o", "pid").stdout.split() == ["PID", *map(str, sorted(pids))]
-    no_pid = cli("ps", "steady", "-o", "comm")
-    assert no_pid.returncode == 1 and "no PID column" in no_pid.stderr
-    bad = cli("ps", "steady", "--no-such-ps-option")
-    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "ps --no-such" in bad.stderr
-    mixed = cli("ps", "--format", "json", "steady", "-o", "pid")
-    assert mixed.returncode == 1 and "ps options are for the table" in mixed.stderr
-    assert cli("delete", "-f", "steady").returncode == 0
 
 
 def test_a_foreground_run_whose_shim_dies_exits_255_and_leaves_nothing(

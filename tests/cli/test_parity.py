@@ -1,4 +1,4 @@
-"""runc parity through the real CLI: spec, stdin, logging, JSON shapes, filters, terminals."""
+"""runc parity through the real CLI: stdin, logging, JSON shapes, filters, terminals."""
 
 from __future__ import annotations
 
@@ -8,117 +8,22 @@ import pty
 import re
 import select
 import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import typer
-from busybox_bundle import make_rootfs
 
 from cli.bootstrap import Settings
 from cli.common import run_click
+from tests.cli.piped import SHIMLEDGER, Cli, piped_cli, plain
 from tests.conftest import cli_env
 
-SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
 ANSI = "\x1b["
-
-Cli = Callable[..., subprocess.CompletedProcess[str]]
-
-
-def env_of(settings: Settings) -> dict[str, str]:
-    return cli_env(settings)
 
 
 @pytest.fixture
 def cli(settings: Settings) -> Cli:
-    """The CLI as a pipe sees it; ``input`` is its stdin (default: /dev/null)."""
-
-    def run(*args: str, input: str | None = None, cwd: Path | None = None
-            ) -> subprocess.CompletedProcess[str]:  # fmt: skip
-        return subprocess.run(
-            [SHIMLEDGER, *args], env=env_of(settings), cwd=cwd, capture_output=True, text=True,
-            timeout=60, input=input, stdin=None if input is not None else subprocess.DEVNULL,
-        )  # fmt: skip
-
-    return run
-
-
-def plain(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Commands that need no root dir of a test: spec, --help, completion, usage errors."""
-    return subprocess.run([SHIMLEDGER, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
-
-
-def key_paths(value: Any, prefix: str = "") -> set[str]:
-    """Every key of a JSON document as a path (lists merged): its shape, without values."""
-    paths: set[str] = set()
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            paths.add(f"{prefix}/{key}")
-            paths |= key_paths(inner, f"{prefix}/{key}")
-    elif isinstance(value, list):
-        for inner in value:
-            paths |= key_paths(inner, f"{prefix}[]")
-    return paths
-
-
-# --- spec -------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("rootless", [False, True])
-def test_spec_writes_runcs_default(real, tmp_path, rootless) -> None:
-    flags = ["--rootless"] if rootless else []
-    (tmp_path / "ours").mkdir()
-    (tmp_path / "runcs").mkdir()
-    result = plain("spec", "--bundle", str(tmp_path / "ours"), *flags)
-    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
-    subprocess.run(["runc", "spec", *flags], cwd=tmp_path / "runcs", check=True)
-    ours = json.loads((tmp_path / "ours" / "config.json").read_text())
-    runcs = json.loads((tmp_path / "runcs" / "config.json").read_text())
-
-    assert key_paths(ours) == key_paths(runcs)
-    assert ours["process"]["terminal"] is runcs["process"]["terminal"] is True
-    types = [n["type"] for n in ours["linux"]["namespaces"]]
-    assert types == [n["type"] for n in runcs["linux"]["namespaces"]]
-    assert ("user" in types, "network" in types) == (rootless, not rootless)
-    assert [m["destination"] for m in ours["mounts"]] == [m["destination"] for m in runcs["mounts"]]
-
-
-def test_spec_refuses_to_overwrite_like_runc(real, tmp_path) -> None:
-    assert plain("spec", cwd=tmp_path).returncode == 0  # --bundle defaults to the cwd
-    (tmp_path / "config.json").write_text("mine")
-    again = plain("spec", "-b", str(tmp_path))
-    assert again.returncode == 1
-    assert again.stderr == "shimledger: File config.json exists. Remove it first\n"
-    assert (tmp_path / "config.json").read_text() == "mine"
-    runc = subprocess.run(["runc", "spec"], cwd=tmp_path, capture_output=True, text=True)
-    assert runc.returncode == 1 and "File config.json exists. Remove it first" in runc.stderr
-
-    missing = plain("spec", "--bundle", str(tmp_path / "nope"))
-    assert missing.returncode == 1 and "is not a directory" in missing.stderr
-
-
-@pytest.mark.parametrize("rootless", [False, True])
-def test_a_spec_bundle_runs_under_runc_and_under_shimledger(cli, tmp_path, rootless) -> None:
-    bundle = tmp_path / "b"
-    bundle.mkdir()
-    make_rootfs(bundle / "rootfs")
-    assert plain("spec", "-b", str(bundle), *(["--rootless"] if rootless else [])).returncode == 0
-    config = json.loads((bundle / "config.json").read_text())
-    config["process"]["terminal"] = False  # stdin is a pipe here, for runc and for us
-    (bundle / "config.json").write_text(json.dumps(config))
-
-    runc = subprocess.run(
-        ["runc", "--root", str(tmp_path / "runc"), "run", "--bundle", str(bundle), "specced"],
-        input="echo under-runc; exit 4", capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert (runc.returncode, runc.stdout) == (4, "under-runc\n"), runc.stderr
-
-    # The default args are `sh`: with stdin attached, it runs what we type.
-    ours = cli("run", "-i", "--rm", "specced", input="echo under-shimledger; exit 5", cwd=bundle)
-    assert (ours.returncode, ours.stdout, ours.stderr) == (5, "under-shimledger\n", "")
+    return piped_cli(settings)
 
 
 # --- run -i / exec -i --------------------------------------------------------------------------
@@ -145,7 +50,7 @@ def test_a_task_that_ignores_its_stdin_still_ends_the_run(cli, bundle, settings)
     try:
         result = subprocess.run(
             [SHIMLEDGER, "run", "-i", "--rm", "-b", str(bundle("sh", "-c", "exit 3")), "deaf"],
-            stdin=producer.stdout, env=env_of(settings), capture_output=True, timeout=60,
+            stdin=producer.stdout, env=cli_env(settings), capture_output=True, timeout=60,
         )  # fmt: skip
     finally:
         producer.kill()
@@ -286,7 +191,7 @@ def test_shell_completion_offers_the_namespaces_task_ids(cli, bundle, settings, 
         assert cli("create", "-b", str(bundle("true")), task_id).returncode == 0
     script = tmp_path / "completion.bash"
     script.write_text(plain("--show-completion", "bash").stdout)
-    env = env_of(settings)
+    env = cli_env(settings)
     assert bash_complete("shimledger state al", env, script) == ["alpha", "alps"]
     assert bash_complete("shimledger kill ''", env, script) == ["alpha", "alps", "beta"]
     assert bash_complete("shimledger -n elsewhere state ''", env, script) == []
@@ -387,7 +292,7 @@ def test_list_filters_by_status_and_namespace(cli, bundle) -> None:
 def on_a_terminal(settings: Settings, *args: str, **extra_env: str) -> str:
     """Run the CLI with its stdout on a pseudo-terminal; what a person would see."""
     controller, terminal = pty.openpty()
-    env = env_of(settings) | {"TERM": "xterm"}
+    env = cli_env(settings) | {"TERM": "xterm"}
     env.pop("NO_COLOR", None)
     env |= extra_env
     process = subprocess.Popen([SHIMLEDGER, *args], stdout=terminal, stderr=subprocess.PIPE,
@@ -442,15 +347,3 @@ def test_no_color_keeps_the_terminal_table_but_drops_the_colour(cli, bundle, set
     shown = on_a_terminal(settings, "list", NO_COLOR="1")
     assert ANSI not in shown and "\t" not in shown and "grey" in shown
     assert cli("delete", "grey").returncode == 0
-
-
-def test_a_relative_bind_source_is_the_bundles_as_runc_reads_it(cli, bundle) -> None:
-    path = bundle("cat", "/mnt/shared/hello")
-    (path / "data").mkdir()
-    (path / "data" / "hello").write_text("from the bundle\n")
-    config = json.loads((path / "config.json").read_text())
-    config["mounts"].append({"destination": "/mnt/shared", "type": "bind", "source": "data",
-                             "options": ["rbind", "ro"]})  # fmt: skip
-    (path / "config.json").write_text(json.dumps(config))
-    ran = cli("run", "-b", str(path), "bound")
-    assert (ran.returncode, ran.stdout) == (0, "from the bundle\n"), ran.stderr
