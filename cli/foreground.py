@@ -238,7 +238,7 @@ async def exec_detached(
     """
     import secrets
 
-    from domain.values import Bundle
+    from shim.lifecycle.bundle import Bundles
     from shim.ports import Stdio
 
     try:
@@ -247,20 +247,18 @@ async def exec_detached(
     except NotFoundError:
         log, stdio = "", Stdio()  # no log (a foreground task's), or no task: add_exec says
     exec_id = f"exec-{secrets.token_hex(4)}"
-    path = StateDir(settings.state).bundle(settings.namespace, task_id)
-    bundle = Bundle(id=task_id, namespace=settings.namespace, path=str(path))
+    bundle = Bundles(StateDir(settings.state)).working(settings.namespace, task_id)
     process = await tasks.add_exec(
         task_id, command, env=env, cwd=cwd, user=user, additional_gids=additional_gids,
         base=base, exec_id=exec_id, stdio=console.stdio(bundle, exec_id) if console else stdio,
     )  # fmt: skip
-    try:
-        if console is not None:
-            console.prepare(bundle, exec_id, log)
-        pid = await process.start()  # on failure it removes the exec itself
-    except BaseException:
-        with contextlib.suppress(ShimledgerError):
+    if console is not None:
+        try:
+            console.prepare(bundle, exec_id, log)  # before Start: the shim opens the console
+        except BaseException:
             await process.delete()
-        raise
+            raise
+    pid = await process.start()  # on failure it removes the exec itself
     try:
         if console is not None:
             console.check(bundle, exec_id)

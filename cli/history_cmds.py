@@ -118,11 +118,11 @@ def events(
 
     settings: Settings = ctx.obj
     if stats_of is not None or stats or interval is not None:
+        from cli.stats_events import runc_events
+
         history_options = {"--since": since, "--until": until, "--type": types,
                            "--namespace": namespace, "--id": task_id, "--node": node,
                            "--json": as_json or None, "--follow": follow or None}  # fmt: skip
-        from cli.stats_events import runc_events
-
         runc_events(settings, stats_of, stats, interval,
                     [name for name, value in history_options.items() if value])  # fmt: skip
         return

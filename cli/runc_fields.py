@@ -7,6 +7,7 @@ Stdlib alone: cli/quick_reads.py builds the same output without importing the CL
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pwd
@@ -34,10 +35,7 @@ def runc_fields(state_dir: str, namespace: str, task_id: str) -> dict[str, Any]:
             spec = json.load(file)
     except (OSError, ValueError):
         return fields
-    try:
-        fields["owner"] = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        fields["owner"] = f"#{uid}"
+    fields["owner"] = _user_name(uid)
     if not isinstance(spec, dict):
         return fields
     if isinstance(spec.get("ociVersion"), str):
@@ -51,3 +49,13 @@ def runc_fields(state_dir: str, namespace: str, task_id: str) -> dict[str, Any]:
             k: v for k, v in annotations.items() if isinstance(k, str) and isinstance(v, str)
         }
     return fields
+
+
+@functools.lru_cache(maxsize=64)
+def _user_name(uid: int) -> str:
+    """A uid's name, ``#UID`` if it has none; once per uid, not once per listed task (each
+    lookup reads the passwd database)."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"#{uid}"

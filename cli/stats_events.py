@@ -65,6 +65,8 @@ async def stream(tasks: TaskManager, task_id: str, *, once: bool, interval: floa
         await _events(tasks, task_id, once=once, interval=interval)
     except BrokenPipeError:  # `events ID | head`: the reader has all it wanted
         drop_unwritten_output()
+    except asyncio.CancelledError:
+        return  # Ctrl-C or SIGTERM is how a stream ends early: quietly, exit 0, as -f's
 
 
 async def _events(tasks: TaskManager, task_id: str, *, once: bool, interval: float) -> None:
@@ -108,9 +110,4 @@ def runc_events(
         period = duration_of("--interval", interval or "5s")
     if period <= 0:
         raise fail(f"--interval {interval}: must be more than 0")
-    try:
-        with_tasks(settings, lambda tasks: stream(tasks, task_id, once=once, interval=period))
-    except typer.Exit as exit_:
-        if exit_.exit_code == 130:
-            raise typer.Exit(0) from None  # Ctrl-C is how a stream ends early
-        raise
+    with_tasks(settings, lambda tasks: stream(tasks, task_id, once=once, interval=period))
