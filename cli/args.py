@@ -113,7 +113,20 @@ FormatOption = Annotated[
 ]
 FormatJsonFlag = Annotated[bool, typer.Option("--json", help="Same as --format json.")]
 BareJsonFlag = Annotated[bool, typer.Option("--json")]  # `projections`: its --help says no more
-TimeOption = Annotated[str | None, typer.Option(help="ISO 8601 time, or a duration ago.")]
+TimeOption = Annotated[
+    str | None,
+    typer.Option(help="ISO 8601, a Unix timestamp, or a duration ago: 10m, 1h30m, 2d."),
+]
+FilterOption = Annotated[
+    list[str] | None,
+    typer.Option("--filter", metavar="KEY=VALUE",
+                 help="Only what matches (docker's keys: id, namespace, ...); repeatable."),
+]  # fmt: skip
+TemplateFormatOption = Annotated[
+    str | None,
+    typer.Option("--format", metavar="FORMAT",
+                 help="json, or a Go template: '{{.ID}} {{.Type}}', 'table {{.ID}}'."),
+]  # fmt: skip
 
 # --- nodes: whose tasks a command shows ------------------------------------------------------
 

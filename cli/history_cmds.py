@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cli import events_cmd
 from cli.args import (
     AllNodesFlag,
+    FilterOption,
     JsonFlag,
     NodeFilterOption,
     TaskArg,
+    TemplateFormatOption,
     TimeOption,
     whose_events,
     whose_tasks,
@@ -27,7 +28,6 @@ from domain.errors import InvalidArgumentError, NotFoundError
 from domain.identifiers import validate_identifier
 
 if TYPE_CHECKING:
-    from adapters.append_watch import AppendWatch
     from cli.ledger import Ledger
     from cli.output import TaskOutput
     from projections.audit import AuditReport
@@ -42,16 +42,28 @@ def _dump(records: list[EventRecord]) -> str:
 
 
 def history(
-    ctx: typer.Context, task_id: TaskArg, as_json: JsonFlag = False, node: NodeFilterOption = None
+    ctx: typer.Context,
+    task_id: TaskArg,
+    as_json: JsonFlag = False,
+    node: NodeFilterOption = None,
+    filters: FilterOption = None,
+    format: TemplateFormatOption = None,
 ) -> None:
-    """Every event of a task ID, across all its incarnations on every node, oldest first."""
+    """Every event of a task ID, across all its incarnations on every node, oldest first.
+
+    --filter takes type (or event) and exit-code.
+    """
+    from cli.filters import parse_filters
+    from cli.output_format import event_fields, output_format
     from cli.render.tables import colour_enabled, event_rows, on_terminal
     from projections.records import history_records
 
     settings: Settings = ctx.obj
-    with expected_errors():  # a bad ID is refused before the root dir is opened
+    with expected_errors():  # bad input is refused before the root dir is opened
         validate_identifier("task ID", task_id)
         whose = whose_events(settings, node)
+        wanted = parse_filters(filters, ("type", "event", "exit-code"))
+        chosen = output_format(format, words=("json",), default="", known=event_fields())
 
     async def work(ledger: Ledger) -> list[EventRecord]:
         events = await ledger.store.history(settings.namespace, task_id)
@@ -65,6 +77,13 @@ def history(
         return records
 
     records = with_ledger(settings, work)
+    if wanted:
+        records = [r for r in records if wanted.event_matches(r.model_dump(mode="json"))]
+    if chosen.template is not None:
+        items = [r.model_dump(mode="json", exclude_none=True) for r in records]
+        typer.echo(chosen.template.render(items))
+        return
+    as_json = as_json or chosen.word == "json"
     if not as_json and on_terminal():
         # A person is reading: a timeline per incarnation. Pipes keep the parseable table.
         import shutil
@@ -76,109 +95,6 @@ def history(
         typer.echo(timeline_text(records, now=now, width=width, colour=colour_enabled()))
         return
     typer.echo(_dump(records) if as_json else event_rows(records, with_task=False))
-
-
-def events(
-    ctx: typer.Context,
-    since: Annotated[
-        str | None, typer.Option(help="ISO 8601 time, or a duration ago: 10m, 2h.")
-    ] = None,
-    until: TimeOption = None,
-    types: Annotated[
-        list[str] | None, typer.Option("--type", help="Event type; repeatable.")
-    ] = None,
-    namespace: Annotated[
-        str | None, typer.Option("--namespace", help="Only this namespace.")
-    ] = None,
-    task_id: Annotated[str | None, typer.Option("--id", help="Only this task ID.")] = None,
-    node: NodeFilterOption = None,
-    as_json: JsonFlag = False,
-    follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing new events.")
-    ] = False,
-    stats_of: Annotated[
-        str | None,
-        typer.Argument(metavar="[ID]", show_default=False,
-                       help="A task's live cgroup stats as runc's events instead (JSON)."),
-    ] = None,  # fmt: skip
-    stats: Annotated[
-        bool, typer.Option("--stats", help="With ID: one stats event, then exit (runc's).")
-    ] = False,
-    interval: Annotated[
-        str | None, typer.Option(metavar="DURATION", help="With ID: between stats (5s).")
-    ] = None,
-) -> None:
-    """Events of every task of every node, filtered by time, type, namespace, ID and node.
-
-    With a task ID after the options it is runc's `events`: that task's cgroup stats as
-    JSON lines, every --interval until it stops, or once with --stats.
-    """
-    from cli.render.tables import event_rows
-    from projections.event_index import EventFilter
-
-    settings: Settings = ctx.obj
-    if stats_of is not None or stats or interval is not None:
-        from cli.stats_events import runc_events
-
-        history_options = {"--since": since, "--until": until, "--type": types,
-                           "--namespace": namespace, "--id": task_id, "--node": node,
-                           "--json": as_json or None, "--follow": follow or None}  # fmt: skip
-        runc_events(settings, stats_of, stats, interval,
-                    [name for name, value in history_options.items() if value])  # fmt: skip
-        return
-    with expected_errors():  # a bad time is the user's: one line, before the root is opened
-        selection = EventFilter(
-            since=time_option("--since", since),
-            until=time_option("--until", until),
-            types=tuple(types or ()),
-            namespace=namespace,
-            id=task_id,
-            whose=whose_events(settings, node),
-        )
-
-    def show(records: list[EventRecord], header: bool) -> None:
-        if as_json:
-            for record in records:  # one JSON object a line: followable, greppable
-                typer.echo(record.model_dump_json(exclude_none=True))
-        elif records:
-            text = event_rows(records, with_task=True)
-            typer.echo(text if header else text.split("\n", 1)[1])
-        sys.stdout.flush()
-
-    async def work(ledger: Ledger) -> None:
-        from adapters.append_watch import watching
-
-        # Listening starts before the first read: an append between the two is not missed.
-        async with watching(ledger.store) if follow else contextlib.nullcontext() as watch:
-            await ledger.event_index.catch_up()
-            records = await ledger.event_index.query(selection)
-            show(records, header=True)
-            if records:
-                after = records[-1].position or 0
-            else:
-                after = await ledger.event_index.position()
-            if watch is not None:
-                await follow_events(ledger, watch, after)
-
-    async def follow_events(ledger: Ledger, watch: AppendWatch, after: int) -> None:
-        """Print what is appended from now on: woken by the store's NOTIFY on PostgreSQL
-        (with a read every few seconds in case one is missed), polled on SQLite."""
-        import asyncio
-
-        try:
-            while True:
-                await watch.wait()
-                await ledger.event_index.catch_up()
-                fresh = await ledger.event_index.query(
-                    EventFilter(**{**selection.__dict__, "after": after})
-                )
-                if fresh:
-                    show(fresh, header=False)
-                    after = fresh[-1].position or after
-        except asyncio.CancelledError:
-            return  # Ctrl-C or SIGTERM is how --follow ends: quietly, exit 0
-
-    with_ledger(settings, work)
 
 
 def replay(
@@ -234,22 +150,31 @@ def audit_command(
         ),
     ] = None,
     node: NodeFilterOption = None,
+    filters: FilterOption = None,
+    format: TemplateFormatOption = None,
 ) -> None:
     """Lifetimes, exit statuses and anomalies: failures, signals, OOMs, lost shims, stuck tasks.
 
     Every node's tasks, or node NODE's with --node. With --html the report goes to FILE as
-    a page to look at, instead of the table.
+    a page to look at, instead of the table. --filter keeps the incarnations with an event
+    that matches (id, namespace, type or event, exit-code); a --format template prints one
+    line per incarnation (its lifetime's fields: {{.ID}} {{.ExitStatus}} ...).
     """
+    from cli.filters import EVENT_KEYS, parse_filters
+    from cli.output_format import output_format
     from cli.render.tables import table
-    from projections.audit import audit
+    from projections.audit import Lifetime, audit
     from projections.event_index import EventFilter
 
     settings: Settings = ctx.obj
-    with expected_errors():  # a bad time is the user's: one line, before the root is opened
+    with expected_errors():  # bad input is the user's: one line, before the root is opened
         start = time_option("--since", since)
         end = time_option("--until", until) or datetime.now().astimezone()
         threshold = duration_option("--stuck-after", stuck_after)
         whose = whose_events(settings, node)
+        wanted = parse_filters(filters, EVENT_KEYS)
+        chosen = output_format(format, words=("json",), default="",
+                               known=Lifetime.model_fields)  # fmt: skip
 
     async def work(ledger: Ledger) -> AuditReport:
         await ledger.event_index.catch_up()
@@ -257,12 +182,20 @@ def audit_command(
         records = await ledger.event_index.query(
             EventFilter(until=end if until else None, whose=whose)
         )
+        if wanted:
+            items = [r.model_dump(mode="json") for r in records]
+            lives = wanted.incarnations(items)
+            records = [r for r, i in zip(records, items, strict=True)
+                       if (i["node"], r.namespace, r.id, r.incarnation) in lives]  # fmt: skip
         return audit(records, since=start, until=end, stuck_after=threshold)
 
     report = with_ledger(settings, work)
     if html is not None:
         _write_page(report, html)
-    if as_json:
+    if chosen.template is not None:
+        typer.echo(chosen.template.render([x.model_dump(mode="json") for x in report.lifetimes]))
+        return
+    if as_json or chosen.word == "json":
         typer.echo(report.model_dump_json(indent=2))
         return
     if html is not None:
@@ -292,6 +225,6 @@ def _write_page(report: AuditReport, path: Path) -> None:
 
 def register(app: typer.Typer) -> None:
     app.command()(history)
-    app.command()(events)
+    app.command()(events_cmd.events)
     app.command()(replay)
     app.command("audit")(audit_command)

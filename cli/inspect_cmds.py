@@ -11,6 +11,7 @@ import typer
 
 from cli.args import (
     AllNodesFlag,
+    FilterOption,
     Format,
     FormatJsonFlag,
     FormatOption,
@@ -33,8 +34,13 @@ LISTED_STATUSES = ("created", "running", "paused", "stopped")
 def list_(
     ctx: typer.Context,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="IDs only.")] = False,
-    format: FormatOption = Format.table,
+    format: Annotated[
+        str,
+        typer.Option("--format", "-f", metavar="FORMAT",
+                     help="table (plain when piped), json, or a Go template: '{{.ID}} {{.Pid}}'."),
+    ] = "table",  # fmt: skip
     as_json: FormatJsonFlag = False,
+    filters: FilterOption = None,
     status: Annotated[
         list[str] | None,
         typer.Option(
@@ -50,8 +56,14 @@ def list_(
     node: NodeFilterOption = None,
     all_nodes: AllNodesFlag = False,
 ) -> None:
-    """List the live tasks of the namespace (or of all namespaces), this node's by default."""
+    """List the live tasks of the namespace (or of all namespaces), this node's by default.
+
+    --filter takes id, namespace, status, exit-code and label (an annotation of the task's
+    config: label=KEY or label=KEY=VALUE).
+    """
+    from cli.filters import TASK_KEYS, parse_filters
     from cli.output import StateOutput, dump_list
+    from cli.output_format import output_format, task_fields
     from cli.render.tables import listing_rows
 
     wanted = set(status or ())
@@ -60,16 +72,23 @@ def list_(
                    f"{', '.join(LISTED_STATUSES)}")  # fmt: skip
     with expected_errors():
         whose = whose_tasks(ctx.obj, node, all_nodes)
+        chosen = output_format(format, words=("table", "json"), default="table",
+                               known=task_fields())  # fmt: skip
+        matching = parse_filters(filters, TASK_KEYS)
 
     states = with_tasks(
         ctx.obj, lambda tasks: tasks.tasks(all_namespaces=all_namespaces, whose=whose)
     )
     here = ctx.obj.node
     outputs = [StateOutput.of(s, here) for s in states if not wanted or s.status in wanted]
-    if quiet:
+    if matching:
+        outputs = [o for o in outputs if matching.task_matches(o.model_dump(mode="json"))]
+    if chosen.template is not None and not quiet:
+        typer.echo(chosen.template.render([o.model_dump(mode="json") for o in outputs]))
+    elif quiet:
         for out in outputs:
             typer.echo(f"{out.namespace}/{out.id}" if all_namespaces else out.id)
-    elif as_json or format is Format.json:
+    elif as_json or chosen.word == "json":
         typer.echo(dump_list(outputs))
     else:
         with_node = node is not None or all_nodes

@@ -1,4 +1,6 @@
-"""Times as users type them: ISO 8601, or relative to now like ``10m``, ``2h``, ``1d``.
+"""Times as users type them: ISO 8601, a Unix timestamp (``1764770400``, ``1764770400.5``),
+or a duration ago: ours (``10m``, ``2h``, ``1d``, ``1w``) or Go's (``1h30m``, ``300ms``), the
+forms `docker events --since` and `podman events --since` take.
 
 A value that is no time, or one outside what a datetime holds (``99999999999d``,
 ``0001-01-01T00:00+05:00``, which is in year 0 in UTC), is an InvalidArgumentError naming
@@ -50,31 +52,54 @@ def parse_go_duration(text: str) -> timedelta:
         raise InvalidArgumentError(f"{text!r} is too long a duration") from None
 
 
+_UNIX = re.compile(r"^\d+(?:\.\d{1,9})?$")
+
+
 def parse_time(text: str, now: datetime | None = None) -> datetime:
     """An absolute time; a bare duration means that long ago. Naive times are local.
 
-    The time must also exist in UTC, where the views compare times: that is checked here.
+    Read in docker's order: a duration first (except ``0``), then digits as seconds since
+    the epoch, then ISO 8601. The time must also exist in UTC, where the views compare
+    times: that is checked here.
     """
     now = now or datetime.now().astimezone()
+    stripped = text.strip()
     try:
-        if _RELATIVE.match(text.strip()):
+        if _RELATIVE.match(stripped):
             moment = now - parse_duration(text)
+        elif stripped != "0" and _GO_PART.match(stripped) and not _UNIX.match(stripped):
+            moment = now - _go_duration_of_time(text)
+        elif _UNIX.match(stripped):
+            moment = datetime.fromtimestamp(float(stripped), UTC).astimezone()
         else:
             moment = _iso(text)
             moment = moment if moment.tzinfo else moment.astimezone()
         moment.astimezone(UTC)
-    except (OverflowError, ValueError):  # past year 1 or 9999 once moved to UTC
+    except (OverflowError, ValueError, OSError):  # past year 1 or 9999 (or the C library's)
         raise _out_of_range(text) from None
     return moment
+
+
+def _go_duration_of_time(text: str) -> timedelta:
+    """A Go duration where a time was asked for: its error says every form a time takes."""
+    try:
+        return parse_go_duration(text)
+    except InvalidArgumentError:
+        raise _not_a_time(text) from None
+
+
+def _not_a_time(text: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"{text!r} is not a time: use ISO 8601 (2026-11-29T14:00), a Unix timestamp "
+        "(1764770400) or a duration ago (10m, 1h30m)"
+    )
 
 
 def _iso(text: str) -> datetime:
     try:
         return datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidArgumentError(
-            f"{text!r} is not a time: use ISO 8601 (2026-11-29T14:00) or a duration ago (10m)"
-        ) from None
+        raise _not_a_time(text) from None
 
 
 def time_option(option: str, text: str | None) -> datetime | None:

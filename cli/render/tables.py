@@ -87,19 +87,21 @@ def who(cause: dict[str, Any]) -> str:
     return f"{cause.get('kind')}: {cause.get('detail', '')}".rstrip(": ")
 
 
-def event_rows(records: list[EventRecord], *, with_task: bool) -> str:
-    """Events as a table: time, (task,) incarnation, type, own fields, cause, the task's node.
+def event_rows(records: list[EventRecord], *, with_task: bool, with_position: bool = False) -> str:
+    """Events as a table: time, (task,) incarnation, type, own fields, cause, the task's node
+    (and `events`' position, which --after takes).
 
-    NODE comes last, so that the columns before it stay where scripts found them before
-    histories had nodes; empty for a task recorded before then.
+    NODE and POSITION come last, so that the columns before them stay where scripts found
+    them before histories had nodes; NODE is empty for a task recorded before then.
     """
     head = ["TIME", *(["NAMESPACE", "ID"] if with_task else []), "INC", "EVENT", "DETAILS", "BY",
-            "NODE"]  # fmt: skip
+            "NODE", *(["POSITION"] if with_position else [])]  # fmt: skip
     rows = [head]
     for r in records:
         task = [r.namespace, r.id] if with_task else []
+        at = [str(r.position or "")] if with_position else []
         rows.append([r.timestamp.isoformat(), *task, str(r.incarnation), r.type, describe(r),
-                     who(r.cause), r.node])  # fmt: skip
+                     who(r.cause), r.node, *at])  # fmt: skip
     event_column = head.index("EVENT")
 
     def style(row: int, column: int, cell: str) -> str | None:

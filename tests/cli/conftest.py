@@ -121,3 +121,14 @@ class serving:
 
     def __exit__(self, *_: object) -> None:
         self.service.stop()
+
+
+@pytest.fixture
+def built_history(tmp_path: Path) -> tuple[Path, list[int]]:
+    """A root whose store holds tests/cli/test_history_cli.py's few tasks (appended through
+    the real event store, no runtime), and the head position after each step."""
+    import asyncio
+
+    from tests.cli.test_history_cli import build_history
+
+    return tmp_path, asyncio.run(build_history(tmp_path))

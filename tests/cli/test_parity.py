@@ -123,7 +123,7 @@ def test_debug_without_a_log_file_shows_the_traceback_on_stderr(cli) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["list", "--format", "xml"], "'xml' is not one of 'table', 'json'"),
+        (["list", "--format", "xml"], "unknown --format 'xml': use table, json or a Go template"),
         (["kill"], "Missing argument 'ID'"),
         (["--bogus", "list"], "No such option: --bogus"),
         (["nosuch"], "No such command 'nosuch'"),
