@@ -46,12 +46,15 @@ def history(
     task_id: TaskArg,
     as_json: JsonFlag = False,
     node: NodeFilterOption = None,
+    since: TimeOption = None,
+    until: TimeOption = None,
     filters: FilterOption = None,
     format: TemplateFormatOption = None,
 ) -> None:
     """Every event of a task ID, across all its incarnations on every node, oldest first.
 
-    --filter takes type (or event) and exit-code.
+    --since/--until keep the events recorded in that window; --filter takes type (or
+    event) and exit-code.
     """
     from cli.filters import parse_filters
     from cli.output_format import event_fields, output_format
@@ -64,6 +67,7 @@ def history(
         whose = whose_events(settings, node)
         wanted = parse_filters(filters, ("type", "event", "exit-code"))
         chosen = output_format(format, words=("json",), default="", known=event_fields())
+        window = (time_option("--since", since), time_option("--until", until))
 
     async def work(ledger: Ledger) -> list[EventRecord]:
         events = await ledger.store.history(settings.namespace, task_id)
@@ -77,6 +81,10 @@ def history(
         return records
 
     records = with_ledger(settings, work)
+    if window != (None, None):
+        start, end = window
+        records = [r for r in records if (start is None or r.timestamp >= start)
+                   and (end is None or r.timestamp <= end)]  # fmt: skip
     if wanted:
         records = [r for r in records if wanted.event_matches(r.model_dump(mode="json"))]
     if chosen.template is not None:

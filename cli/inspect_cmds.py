@@ -41,6 +41,8 @@ def list_(
     ] = "table",  # fmt: skip
     as_json: FormatJsonFlag = False,
     filters: FilterOption = None,
+    since: Annotated[str | None, typer.Option(help="Only tasks created since this time.")] = None,
+    until: Annotated[str | None, typer.Option(help="Only tasks created until this time.")] = None,
     status: Annotated[
         list[str] | None,
         typer.Option(
@@ -65,6 +67,7 @@ def list_(
     from cli.output import StateOutput, dump_list
     from cli.output_format import output_format, task_fields
     from cli.render.tables import listing_rows
+    from cli.timeparse import time_option
 
     wanted = set(status or ())
     if unknown := wanted - set(LISTED_STATUSES):
@@ -75,6 +78,7 @@ def list_(
         chosen = output_format(format, words=("table", "json"), default="table",
                                known=task_fields())  # fmt: skip
         matching = parse_filters(filters, TASK_KEYS)
+        start, end = time_option("--since", since), time_option("--until", until)
 
     states = with_tasks(
         ctx.obj, lambda tasks: tasks.tasks(all_namespaces=all_namespaces, whose=whose)
@@ -83,6 +87,9 @@ def list_(
     outputs = [StateOutput.of(s, here) for s in states if not wanted or s.status in wanted]
     if matching:
         outputs = [o for o in outputs if matching.task_matches(o.model_dump(mode="json"))]
+    if start is not None or end is not None:
+        outputs = [o for o in outputs if (start is None or o.created >= start)
+                   and (end is None or o.created <= end)]  # fmt: skip
     if chosen.template is not None and not quiet:
         typer.echo(chosen.template.render([o.model_dump(mode="json") for o in outputs]))
     elif quiet:

@@ -66,10 +66,21 @@ def test_since_and_until_take_go_durations_and_timestamps(built_history) -> None
         assert len(records(path, "--since", since)) == everything, since
     for until in ["1h30m", hour_ago]:
         assert records(path, "--until", until) == [], until
-    # audit and history read the same forms
+    # audit, history and list read the same forms
     summary = json.loads(cli(path, "audit", "--json", "--since", "90m")[1])["summary"]
     assert summary["incarnations"] == 5
     assert cli(path, "audit", "--until", "1h-")[0] == 1
+    whole = json.loads(cli(path, "history", "ok", "--json", "--since", hour_ago)[1])
+    assert len(whole) == 8
+    assert cli(path, "history", "ok", "--json", "--until", "1h30m") == (0, "[]\n")
+    tail = json.loads(cli(path, "history", "ok", "--json", "--since", whole[5]["timestamp"])[1])
+    assert tail == whole[5:]
+    listed = ["list", "--all-nodes", "-A", "-q"]
+    assert lines(path, *listed, "--since", "1h") == [
+        "default/ok", "default/stuck", "other/lost"]  # fmt: skip
+    assert lines(path, *listed, "--until", "3600000ms") == []
+    stuck = records(path, "--id", "stuck")[0]["timestamp"]
+    assert lines(path, *listed, "--since", stuck) == ["default/stuck"]
 
 
 def test_filters_of_one_key_any_value_of_several_keys_all(built_history) -> None:
