@@ -224,12 +224,7 @@ def logs(
     tail: Annotated[int | None, typer.Option(help="Only the last N lines first.")] = None,
 ) -> None:
     """Print a detached task's stdout and stderr (kept under the root dir)."""
-    try:
-        with_tasks(ctx.obj, lambda tasks: _print_log(tasks, task_id, follow=follow, tail=tail))
-    except typer.Exit as exit_:
-        if follow and exit_.exit_code == 130:
-            raise typer.Exit(0) from None  # Ctrl-C is how --follow ends early
-        raise
+    with_tasks(ctx.obj, lambda tasks: _print_log(tasks, task_id, follow=follow, tail=tail))
 
 
 async def _print_log(tasks: TaskManager, task_id: str, *, follow: bool, tail: int | None) -> None:
@@ -264,6 +259,10 @@ async def _print_log(tasks: TaskManager, task_id: str, *, follow: bool, tail: in
                 break
     except BrokenPipeError:  # `logs ID | head`: the reader has all it wanted
         drop_unwritten_output()
+    except asyncio.CancelledError:
+        if not follow:
+            raise  # a plain read interrupted: "interrupted", 130, as every command
+        sys.stdout.flush()  # Ctrl-C or SIGTERM is how --follow ends early: quietly, exit 0
 
 
 def register(app: typer.Typer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -11,7 +12,7 @@ import pytest
 
 from cli.bootstrap import Settings
 from tests.cli.test_serve import Service, wait_for
-from tests.conftest import cli_env
+from tests.conftest import at_a_shell, cli_env
 
 SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -168,3 +169,24 @@ def test_logs_into_a_closed_pipe_is_quiet(cli, bundle, settings) -> None:
                            env=cli_env(settings), capture_output=True, text=True,
                            timeout=60)  # fmt: skip
     assert (shell.stdout, shell.stderr) == ("1\n", "")
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM])
+def test_logs_follow_ends_quietly_on_ctrl_c_or_sigterm(cli, bundle, settings, how) -> None:
+    """Like events -f: a signal is how a follow ends, so exit 0 and nothing on stderr."""
+    path = bundle("sh", "-c", "echo ready; exec sleep 60")
+    assert cli("run", "-d", "--bundle", str(path), "followed").returncode == 0
+    try:
+        follower = subprocess.Popen([SHIMLEDGER, "logs", "-f", "followed"], env=cli_env(settings),
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    stdin=subprocess.DEVNULL, preexec_fn=at_a_shell)  # fmt: skip
+        try:
+            assert follower.stdout is not None and follower.stdout.readline() == b"ready\n"
+            follower.send_signal(how)
+            assert follower.wait(timeout=30) == 0
+            assert follower.stderr is not None and follower.stderr.read() == b""
+        finally:
+            follower.kill()
+            follower.communicate()
+    finally:
+        assert cli("delete", "--force", "followed").returncode == 0
