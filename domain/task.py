@@ -310,6 +310,17 @@ class Task(Aggregate):
         )
         return True
 
+    def observe_exec_not_started(self, exec_id: str, exited_at: datetime, cause: Cause) -> bool:
+        """An exec the shim added but could not start (its binary missing, say) ends there,
+        with runc's 255 for "cannot exec": every ExecAdded in history has an end."""
+        process = self.execs.get(exec_id)
+        if self.status is Status.DELETED or process is None or process.pid is not None:
+            return False
+        if process.exit is not None:
+            return False
+        self._exec_exited(exec_id=exec_id, exit_status=255, exited_at=exited_at, cause=cause)
+        return True
+
     def observe_update(self, resources: dict[str, Any], cause: Cause) -> bool:
         if self.status not in HAS_PROCESS:
             return False

@@ -7,10 +7,12 @@ ExecStarted and ExecExited; an exec's exit is never the task's exit.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from domain.task import Task
 from domain.values import Cause, Exit
+from shim.clock import now
 from shim.crash_points import crash_point
 from shim.lifecycle.shim_manager import bounded_cleanup
 from shim.ports import ProcessState, ShimClient
@@ -42,14 +44,24 @@ class ExecHandle:
         return f"<ExecHandle {self.namespace}/{self.task_id}/{self.id} pid={self.pid}>"
 
     async def start(self) -> int:
-        """Run the process; history records ExecStarted with its pid."""
+        """Run the process; history records ExecStarted with its pid, or, when the shim
+        cannot start it, its end (255, the reason in the cause) before the error is raised."""
+        failure: Exception | None = None
         async with self._recorder.editing_incarnation(self._task) as task:
             try:
                 pid = await self._client.start(self.task_id, self.id)
-            except BaseException:
+            except BaseException as exc:
                 await bounded_cleanup(self._client.delete(self.task_id, self.id))
-                raise
-            task.observe_exec_started(self.id, pid, self._cause())
+                if not isinstance(exc, Exception):
+                    raise  # cancelled: the caller's cleanup (or reconciliation) tells the rest
+                failure = exc
+                # The command's own cause (the Start RPC's reply), with why it failed.
+                cause = dataclasses.replace(self._cause(), detail=f"did not start: {exc}")
+                task.observe_exec_not_started(self.id, now(), cause)
+            else:
+                task.observe_exec_started(self.id, pid, self._cause())
+        if failure is not None:
+            raise failure
         crash_point("exec.started")
         self.pid = pid
         return pid

@@ -43,6 +43,13 @@ def test_exec_runs_in_the_task_and_exits_with_its_status(cli, bundle) -> None:
     # runc's exec says "could not run it" with 255, apart from any status the process has
     missing = cli("exec", "host", "--", "no-such-binary")
     assert missing.returncode == 255 and "no-such-binary" in missing.stderr
+    # ... and history gives that exec its end: added, never started, 255 with the reason
+    failed = [e for e in history(cli, "host")[-2:] if e["type"].startswith("Exec")]
+    assert [(e["type"], e.get("exit_status")) for e in failed] == [("ExecAdded", None),
+                                                                   ("ExecExited", 255)]  # fmt: skip
+    assert failed[0]["exec_id"] == failed[1]["exec_id"]
+    assert "did not start" in failed[1]["cause"]["detail"] and failed[1]["cause"]["kind"] == "cli"
+    assert "no-such-binary" in failed[1]["cause"]["detail"]
     unknown = cli("exec", "nobody", "--", "true")
     assert unknown.returncode == 255 and "nobody does not exist" in unknown.stderr
     assert cli("kill", "host", "KILL").returncode == 0

@@ -190,6 +190,17 @@ class ObservingMachine(TaskMachine):
         if self.observation(applies, command, ["ExecExited"], cause):
             self.model.execs[exec_id].exit = (exit_status, at)
 
+    @rule(exec_id=EXEC_IDS, at=TIMES, cause=CAUSES)
+    def observe_exec_not_started(self, exec_id: str, at: datetime, cause: Cause) -> None:
+        process = self.model.execs.get(exec_id)
+        applies = (
+            self.model.status != "deleted"
+            and process is not None and process.pid is None and process.exit is None
+        )  # fmt: skip
+        command = lambda: self.task.observe_exec_not_started(exec_id, at, cause)  # noqa: E731
+        if self.observation(applies, command, ["ExecExited"], cause):
+            self.model.execs[exec_id].exit = (255, at)
+
     # guards ----------------------------------------------------------------------------
 
     @rule(exec_id=EXEC_IDS)
