@@ -102,12 +102,14 @@ def events(
         if as_json and chosen.word != "json":
             raise InvalidArgumentError("give --json or --format, not both")
         wanted = parse_filters(filters, EVENT_KEYS)
+        # The filters narrow the query where its indexes can (one ID, one namespace, the
+        # types); every record read is still matched against them all.
         selection = EventFilter(
             since=time_option("--since", since),
             until=time_option("--until", until),
-            types=tuple(types or ()),
-            namespace=namespace,
-            id=task_id,
+            types=tuple(types or sorted(wanted.accepted.get("type", ()))),
+            namespace=namespace if namespace is not None else wanted.only("namespace"),
+            id=task_id if task_id is not None else wanted.only("id"),
             whose=whose_events(settings, node),
             after=after or 0,
         )

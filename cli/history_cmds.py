@@ -67,6 +67,8 @@ def history(
         whose = whose_events(settings, node)
         wanted = parse_filters(filters, ("type", "event", "exit-code"))
         chosen = output_format(format, words=("json",), default="", known=event_fields())
+        if as_json and chosen.word != "json" and format is not None:
+            raise InvalidArgumentError("give --json or --format, not both")
         window = (time_option("--since", since), time_option("--until", until))
 
     async def work(ledger: Ledger) -> list[EventRecord]:
@@ -183,6 +185,8 @@ def audit_command(
         wanted = parse_filters(filters, EVENT_KEYS)
         chosen = output_format(format, words=("json",), default="",
                                known=Lifetime.model_fields)  # fmt: skip
+        if as_json and chosen.word != "json" and format is not None:
+            raise InvalidArgumentError("give --json or --format, not both")
 
     async def work(ledger: Ledger) -> AuditReport:
         await ledger.event_index.catch_up()

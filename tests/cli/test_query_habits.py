@@ -151,6 +151,8 @@ def test_templates_on_every_command(built_history) -> None:
         (["list", "--format", "yaml"], "unknown --format 'yaml'"),
         (["events", "--format", "xml"], "use table, json, cloudevents or a Go template"),
         (["events", "--json", "--format", "cloudevents"], "give --json or --format, not both"),
+        (["history", "ok", "--json", "--format", "{{.ID}}"], "give --json or --format"),
+        (["audit", "--json", "--format", "{{.ID}}"], "give --json or --format, not both"),
     ],
 )
 def test_every_bad_key_or_template_is_one_line(built_history, args: list, message: str) -> None:
