@@ -16,14 +16,17 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.common import run_command
+from cli.common import expected_errors, run_command
 from cli.handoff import CONTROL_SOCKET
 from cli.settings import Settings
+from domain.errors import InvalidArgumentError, UnavailableError
 
 if TYPE_CHECKING:
     from asyncio import Event
 
     from cli.ledger import Ledger
+    from cli.metrics_address import MetricsAddress
+    from cli.metrics_export import MetricsServer
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +40,19 @@ def serve(
             "once more on stop; 0: never, not even on stop."
         ),
     ] = "60s",
+    metrics_address: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HOST:PORT",
+            help="Serve Prometheus metrics of the history at http://HOST:PORT/metrics "
+            "(port 0: any free one, said on stderr). Off unless given; loopback only "
+            "unless --metrics-public.",
+        ),
+    ] = None,
+    metrics_public: Annotated[
+        bool,
+        typer.Option(help="Let --metrics-address be a non-loopback address (no authentication)."),
+    ] = False,
 ) -> None:
     """Serve shims' events, watch every shim, keep history and views current.
 
@@ -45,11 +61,13 @@ def serve(
     settings: Settings = ctx.obj
     from cli.timeparse import duration_option
 
-    interval = (
-        0.0
-        if checkpoint_interval == "0"
-        else duration_option("--checkpoint-interval", checkpoint_interval).total_seconds()
-    )
+    with expected_errors():  # a bad option is one line, before anything starts
+        interval = (
+            0.0
+            if checkpoint_interval == "0"
+            else duration_option("--checkpoint-interval", checkpoint_interval).total_seconds()
+        )
+        metrics = _metrics_address(metrics_address, metrics_public)
 
     import asyncio
 
@@ -74,7 +92,16 @@ def serve(
             if not wiring.sink.serving:
                 typer.echo("shimledger serve: stopped before the event sink was free", err=True)
                 return
-            supervisor = Supervisor(wiring.manager, wiring.shims, wiring.ledger.catch_up)
+            ledger = wiring.ledger
+
+            async def catch_up() -> None:
+                try:
+                    await ledger.catch_up()
+                finally:  # the metrics follow the views (and say how far behind they are)
+                    if exporter is not None:
+                        await exporter.feed.refresh(ledger.store, ledger.views)
+
+            supervisor = Supervisor(wiring.manager, wiring.shims, catch_up)
             try:
                 for entry in await supervisor.start():
                     line = f"{entry.namespace}/{entry.task_id}: {entry.action.value} {entry.detail}"
@@ -98,10 +125,48 @@ def serve(
                 await supervisor.aclose()
         typer.echo("shimledger serve: stopped; containers keep running", err=True)
 
+    exporter: MetricsServer | None = None
     try:
+        with expected_errors():  # a port taken is one line, and nothing else is started
+            exporter = _start_metrics(metrics, settings)
         run_command(work, settings)  # an SQLite fault then names the file of this root
     finally:
+        if exporter is not None:
+            exporter.close()
         commands.stop()
+
+
+def _metrics_address(text: str | None, public: bool) -> MetricsAddress | None:
+    """The checked --metrics-address (cli/metrics_address.py), or None: no metrics."""
+    if text is None:
+        if public:
+            raise InvalidArgumentError("--metrics-public needs --metrics-address")
+        return None
+    from cli.metrics_address import parse_metrics_address
+
+    return parse_metrics_address(text, public=public)
+
+
+def _start_metrics(address: MetricsAddress | None, settings: Settings) -> MetricsServer | None:
+    """Listen on the address, said on stderr before serve is ready (the port, if 0 was
+    asked, is found there). Only here is prometheus_client imported: after the command
+    server's fork, so no forked process holds its threads or its port."""
+    if address is None:
+        return None
+    from cli.metrics_export import MetricsFeed, serve_metrics
+    from domain.values import Whose
+
+    try:
+        # This serve's own tasks (its node and state dir): each serve of a fleet exports
+        # its own, and Prometheus' instance label tells them apart without double counting.
+        exporter = serve_metrics(address, MetricsFeed(Whose.owner(settings.owner)))
+    except OSError as exc:
+        raise UnavailableError(
+            f"--metrics-address {address.host}:{address.port}: cannot listen there: "
+            f"{exc.strerror or exc}"
+        ) from None
+    typer.echo(f"shimledger serve: metrics on {exporter.url}", err=True)
+    return exporter
 
 
 class Checkpoints:
