@@ -12,7 +12,7 @@ TEST_PACKAGES := chromium criu postgresql
 PROTO_FILES := $(wildcard adapters/proto/*.proto)
 
 .PHONY: demo test setup setup-postgres setup-dev system-packages test-packages proto bench \
-	bench-serve bench-history bench-ledger bench-export lint
+	bench-serve bench-history bench-ledger bench-export bench-metrics lint
 
 demo: setup
 	@work=$$(mktemp -d /tmp/shimledger-demo.XXXXXX); id=demo-$$(date +%s); \
@@ -95,6 +95,11 @@ bench-history: setup-dev
 # `events --format cloudevents` against `events --json` on a million events (~8 min).
 bench-export: setup-dev
 	$(PY) bench/export_stream.py --events 1000000 --runs 3
+
+# serve's /metrics scraped with 10,000 incarnations in the store, against prometheus_client's
+# own exposition of the same series (~1 min).
+bench-metrics: setup-dev
+	$(PY) bench/metrics.py --incarnations 10000 --runs 101
 
 # verify against a raw scan, appends with and without chaining, checkpoints (~5 min).
 bench-ledger: setup-dev

@@ -355,15 +355,7 @@ def main() -> None:
         bench_reads(table, base, verified, work, args.runs)
         bench_append(table, work, args.lifecycles, args.runs)
 
-    print(
-        f"\nmedians of {args.runs} interleaved runs, {os.cpu_count()} cores; "
-        f"{load_before} at the start, {load()} at the end; "
-        "ratio = reference time / figure time (higher is better, 1.0 = as fast)"
-    )
-    print(table.render())
-    for note in table.notes:
-        print(note)
-    print(f"whole benchmark: {time.perf_counter() - started:.0f}s")
+    table.print_closing(args.runs, load_before, load(), started)
 
 
 if __name__ == "__main__":

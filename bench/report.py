@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -137,6 +138,19 @@ class Table:
     def note(self, text: str) -> None:
         self.notes.append(text)
         print(f"  {text}", flush=True)
+
+    def print_closing(self, runs: int, load_before: str, load_after: str, started: float) -> None:
+        """How a benchmark with a Table ends: the conditions it ran in (the ratios mean
+        little without the load), the table, its notes and the whole run's time."""
+        print(
+            f"\nmedians of {runs} interleaved runs, {os.cpu_count()} cores; "
+            f"{load_before} at the start, {load_after} at the end; "
+            "ratio = reference time / figure time (higher is better, 1.0 = as fast)"
+        )
+        print(self.render())
+        for note in self.notes:
+            print(note)
+        print(f"whole benchmark: {time.perf_counter() - started:.0f}s")
 
     def render(self) -> str:
         lines = [["figure", "size", "median", "ev/s", "reference", "ref", "ratio", "target"]]
