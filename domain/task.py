@@ -21,7 +21,6 @@ a live task without (or on top of) changing its status.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -35,19 +34,11 @@ from domain.events import TOPIC_PREFIX
 from domain.events import signal_of as signal_of
 from domain.legacy_topics import register_legacy_topics
 from domain.values import Cause, Exit, Owner, Status
+from domain.values import ExecProcess as ExecProcess  # what task.execs holds
 
 LIVE = (Status.CREATED, Status.RUNNING, Status.PAUSED, Status.STOPPED)
 HAS_PROCESS = (Status.CREATED, Status.RUNNING, Status.PAUSED)
 RUNS_EXECS = (Status.CREATED, Status.RUNNING)  # a paused task's freezer holds any new one
-
-
-@dataclass
-class ExecProcess:
-    """An extra process run inside the task (``exec``), as far as history knows it."""
-
-    exec_id: str
-    pid: int | None = None
-    exit: Exit | None = None
 
 
 class Task(Aggregate):
@@ -314,9 +305,8 @@ class Task(Aggregate):
         """An exec the shim added but could not start (its binary missing, say) ends there,
         with runc's 255 for "cannot exec": every ExecAdded in history has an end."""
         process = self.execs.get(exec_id)
-        if self.status is Status.DELETED or process is None or process.pid is not None:
-            return False
-        if process.exit is not None:
+        unknown_or_started = process is None or process.pid is not None or process.exit is not None
+        if self.status is Status.DELETED or unknown_or_started:
             return False
         self._exec_exited(exec_id=exec_id, exit_status=255, exited_at=exited_at, cause=cause)
         return True

@@ -39,6 +39,15 @@ class Exit:
     exited_at: datetime
 
 
+@dataclass
+class ExecProcess:
+    """An extra process run inside the task (``exec``), as far as history knows it."""
+
+    exec_id: str
+    pid: int | None = None
+    exit: Exit | None = None
+
+
 CauseKind = Literal["cli", "shim-event", "shim", "reconciliation"]
 """Where a fact came from; see Cause."""
 
