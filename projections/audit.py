@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal as signals
 from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -13,9 +14,13 @@ from domain.events import (
     OOM,
     Created,
     Deleted,
+    ExecExited,
+    ExecStarted,
     Exited,
     ExitRetracted,
     Killed,
+    Paused,
+    Resumed,
     ShimLost,
     Started,
     event_type,
@@ -30,6 +35,22 @@ def duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+class Mark(BaseModel):
+    """Something that happened to a live incarnation, at a time: what its bar is marked with.
+
+    ``kind`` is one of MARK_KINDS. A pause has ``until`` (its Resumed; None while paused),
+    so that a page can draw how long the task was frozen, not only that it was.
+    """
+
+    kind: str
+    at: datetime
+    until: datetime | None = None
+    detail: str = ""
+
+
+MARK_KINDS = ("kill", "pause", "exec", "oom", "lost")
 
 
 class Lifetime(BaseModel):
@@ -48,6 +69,7 @@ class Lifetime(BaseModel):
     ooms: int = 0
     shim_lost: bool = False
     killed_by: list[dict[str, Any]] = []
+    marks: list[Mark] = []  # kills, pauses, execs, OOMs, lost shims, in recorded order
     # A recorded time earlier than the one before it (or later than the audit's end): a
     # clock was stepped (NTP, a VM restored). Durations of this life are then not to trust.
     clock_went_back: bool = False
@@ -143,10 +165,40 @@ def _deleted(life: Lifetime | None, record: EventRecord) -> Lifetime | None:
     return life
 
 
+def _who(cause: dict[str, Any]) -> str:
+    """Who caused an event, in a few words: the command, else the detail, else the kind."""
+    return str(cause.get("command") or cause.get("detail") or cause.get("kind", ""))
+
+
+_SIGNAL_NAMES = {s.value: s.name for s in signals.Signals}
+
+
+def signal_name(number: int | None) -> str:
+    """'9 (SIGKILL)' for a signal with a name; the bare number for one without."""
+    return f"{number} ({_SIGNAL_NAMES[number]})" if number in _SIGNAL_NAMES else str(number)
+
+
+def _mark(life: Lifetime | None, kind: str, record: EventRecord, detail: str) -> None:
+    """Mark the incarnation's bar at the record's time (nothing before its Created)."""
+    if life is not None:
+        life.marks.append(Mark(kind=kind, at=record.timestamp, detail=detail))
+
+
+def _close(life: Lifetime | None, kind: str, opened: str, record: EventRecord, said: str) -> None:
+    """End the latest open ``kind`` mark whose detail starts with ``opened`` (a pause at
+    its Resumed, an exec at its exit): the bar then shows how long it lasted."""
+    for mark in reversed(life.marks if life is not None else []):
+        if mark.kind == kind and mark.detail.startswith(opened) and mark.until is None:
+            mark.until = record.timestamp
+            mark.detail += said
+            return
+
+
 @_step.register(OOM)
 def _oom(life: Lifetime | None, record: EventRecord) -> Lifetime | None:
     if life is not None:
         life.ooms += 1
+    _mark(life, "oom", record, "OOM killer acted")
     return life
 
 
@@ -154,13 +206,45 @@ def _oom(life: Lifetime | None, record: EventRecord) -> Lifetime | None:
 def _shim_lost(life: Lifetime | None, record: EventRecord) -> Lifetime | None:
     if life is not None:
         life.shim_lost = True
+    _mark(life, "lost", record, f"shim lost ({_who(record.cause)})")
     return life
 
 
 @_step.register(Killed)
 def _killed(life: Lifetime | None, record: EventRecord) -> Lifetime | None:
+    number, every = record.fields().get("signal"), record.fields().get("all")
     if life is not None:
-        life.killed_by.append({"signal": record.fields().get("signal"), **record.cause})
+        life.killed_by.append({"signal": number, **record.cause})
+    _mark(life, "kill", record, f"signal {signal_name(number)}"
+          f"{' to every process' if every else ''} sent by {_who(record.cause)}")  # fmt: skip
+    return life
+
+
+@_step.register(Paused)
+def _paused(life: Lifetime | None, record: EventRecord) -> Lifetime | None:
+    _mark(life, "pause", record, f"paused by {_who(record.cause)}")
+    return life
+
+
+@_step.register(Resumed)
+def _resumed(life: Lifetime | None, record: EventRecord) -> Lifetime | None:
+    _close(life, "pause", "paused", record, f", resumed by {_who(record.cause)}")
+    return life
+
+
+@_step.register(ExecStarted)
+def _exec_started(life: Lifetime | None, record: EventRecord) -> Lifetime | None:
+    fields = record.fields()
+    _mark(life, "exec", record,
+          f"exec {fields.get('exec_id')} started as pid {fields.get('pid')}")  # fmt: skip
+    return life
+
+
+@_step.register(ExecExited)
+def _exec_exited(life: Lifetime | None, record: EventRecord) -> Lifetime | None:
+    fields = record.fields()
+    _close(life, "exec", f"exec {fields.get('exec_id')} started", record,
+           f", exited {fields.get('exit_status')}")  # fmt: skip
     return life
 
 
@@ -215,10 +299,12 @@ def audit(
     anomalies = [a for a in anomalies if (a.namespace, a.id, a.incarnation) in chosen]
 
     for life in selected:
-        if life.exit_status not in (None, 0) and life.exited:
-            flag(life, "non-zero-exit", life.exited, f"exit status {life.exit_status}")
+        # One anomaly for one ending: an init killed by a signal exits 128+N, and that
+        # status is how the kill shows, not a second failure (it used to be counted twice).
         if life.signal is not None and life.exited:
-            flag(life, "killed-by-signal", life.exited, f"signal {life.signal}")
+            flag(life, "killed-by-signal", life.exited, _kill_detail(life))
+        elif life.exit_status not in (None, 0) and life.exited:
+            flag(life, "non-zero-exit", life.exited, f"exit status {life.exit_status}")
         if life.ooms:
             flag(life, "oom", life.exited or until, f"{life.ooms} OOM event(s)")
         if life.shim_lost:
@@ -248,3 +334,14 @@ def audit(
         exit_statuses=dict(sorted(statuses.items())),
         anomalies=sorted(anomalies, key=lambda a: a.at), summary=summary,
     )  # fmt: skip
+
+
+def _kill_detail(life: Lifetime) -> str:
+    """'signal 9 (SIGKILL), exit status 137, sent by shimledger kill web KILL': who sent
+    it when history knows (a Killed with that signal), else nothing (the kernel, or a
+    process inside the task)."""
+    text = f"signal {signal_name(life.signal)}, exit status {life.exit_status}"
+    senders = [k for k in life.killed_by if k.get("signal") == life.signal]
+    if senders:
+        text += f", sent by {_who(senders[-1])}"
+    return text
