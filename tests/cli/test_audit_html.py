@@ -7,7 +7,11 @@ headless Chromium) is tested end to end, checking both Chromium's DOM and its sc
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -17,22 +21,26 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from cli.bootstrap import Settings
 from cli.main import app
-from cli.render.page import MIN_BAR, audit_page
+from cli.render.page import audit_page
+from cli.render.page_script import SCRIPT
 from cli.render.palette import ENDINGS
 from cli.render.words import duration
-from projections.audit import Anomaly, AuditReport, Lifetime
+from projections.audit import MARK_KINDS, Anomaly, AuditReport, Lifetime, Mark
+from tests.cli.audit_workload import NASTY, build_workload
 from tests.cli.test_history_cli import build_history
 from tests.conftest import cli_env
 
 SHIMLEDGER = str(Path(sys.executable).with_name("shimledger"))
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 COLOUR = {e.key: e.colour for e in ENDINGS}
+THOUSANDS = 3000  # incarnations the browser test draws from, made through the store
 
 
 class Elements(HTMLParser):
@@ -95,38 +103,53 @@ EVERY_ENDING = [
 ]
 
 
-def test_one_bar_per_incarnation_coloured_by_how_it_ended() -> None:
-    page = Elements(audit_page(report(*EVERY_ENDING)))
-    assert page.bars() == {
-        "ns/good#1": "bar ended-ok", "ns/bad#1": "bar ended-failed",
-        "ns/shot#1": "bar ended-signal", "ns/oomed#1": "bar ended-oom",
-        "ns/orphan#1": "bar ended-lost", "ns/never#1": "bar ended-deleted",
-        "ns/busy#1": "bar ended-running", "ns/waiting#1": "bar ended-created",
+def data_of(html: str) -> dict[str, Any]:
+    """The report as the page carries it for its script (the JSON block)."""
+    found = re.search(r'<script type="application/json" id="audit-data">(.*?)</script>', html,
+                      re.S)  # fmt: skip
+    assert found is not None
+    return json.loads(found.group(1))
+
+
+def endings(data: dict[str, Any]) -> dict[str, str]:
+    """``ns/id#n`` -> ending key, in the order the timeline draws them."""
+    return {f"{data['namespaces'][x[0]]}/{x[1]}#{x[2]}": x[7] for x in data["lives"]}
+
+
+def test_every_incarnation_is_carried_with_its_ending_and_colour() -> None:
+    html = audit_page(report(*EVERY_ENDING))
+    assert endings(data_of(html)) == {
+        "ns/good#1": "ok", "ns/bad#1": "failed", "ns/shot#1": "signal", "ns/oomed#1": "oom",
+        "ns/orphan#1": "lost", "ns/never#1": "deleted", "ns/busy#1": "running",
+        "ns/waiting#1": "created",
     }  # fmt: skip
-    runs = page.all("rect", "run")
-    fills = {task: a["fill"] for (task, cls), a in zip(page.bars().items(), runs, strict=True)
-             if a["fill"] == COLOUR[cls.removeprefix("bar ended-")]}  # fmt: skip
-    assert len(fills) == len(EVERY_ENDING) == len(set(fills.values())) == len(ENDINGS)
+    for ending in ENDINGS:  # each ending's bars are filled with its colour, and only those
+        assert f"svg .ended-{ending.key} .run, svg .hist.ended-{ending.key} {{ fill: " \
+               f"{ending.colour}; }}" in html  # fmt: skip
+    page = Elements(html)
     legend = [a["class"] for a in page.all("li")]
     assert legend == [f"ended-{e.key}" for e in ENDINGS]
+    assert [a["value"] for a in page.all("input") if a.get("name") == "ending"] == [
+        e.key for e in ENDINGS]  # the legend is the ending filter  # fmt: skip
     assert "killed by signal 1" in "".join(page.text)  # the legend counts its bars
 
 
-def test_bars_sit_on_one_time_axis() -> None:
-    page = Elements(audit_page(report(*EVERY_ENDING)))
-    lives = page.all("rect", "life")
-    widths = {bar: float(a["width"]) for bar, a in zip(page.bars(), lives, strict=True)}
-    assert widths["ns/bad#1"] == pytest.approx(2 * widths["ns/good#1"], abs=0.2)
-    assert widths["ns/never#1"] >= MIN_BAR
-    # Live ones reach the report's end: the longest bars on the page.
-    assert widths["ns/busy#1"] == max(widths.values()) == widths["ns/waiting#1"]
-    starts = {float(a["x"]) for a in lives}
-    assert len(starts) == 1  # every one was created at T0
-    rows = [float(a["y"]) for a in lives]
-    assert rows == sorted(rows) and len(set(rows)) == len(rows)
+def test_restarts_of_an_id_are_adjacent_and_times_are_offsets() -> None:
+    later = {"created": T0 + timedelta(seconds=5), "started": T0 + timedelta(seconds=6)}
+    paused = Mark(kind="pause", at=T0 + timedelta(seconds=7), until=T0 + timedelta(seconds=9),
+                  detail="paused by x")  # fmt: skip
+    lives = [life("a", 4, **exited(3, 0)), life("b", None, incarnation=1,
+             created=T0 + timedelta(seconds=1)), life("a", None, incarnation=2, **later,
+             marks=[paused])]  # fmt: skip
+    data = data_of(audit_page(report(*lives)))
+    assert list(endings(data)) == ["ns/a#1", "ns/a#2", "ns/b#1"]  # by ID, then creation
+    a2 = data["lives"][1]
+    assert a2[3:7] == [5000, 6000, None, None]  # created, started, exited, deleted (ms)
+    assert a2[12] == [[MARK_KINDS.index("pause"), 7000, 9000, "paused by x"]]
+    assert data["t0"] == T0.timestamp() * 1000 and data["until"] == 100_000
 
 
-def test_every_text_is_escaped() -> None:
+def test_every_text_is_escaped_and_only_the_hashed_script_runs() -> None:
     nasty = '<script>alert("x")</script>&'
     killer = {"signal": 9, "kind": "cli", "command": "<img src=x onerror=alert(1)>"}
     lives = [life(nasty, None, namespace='n"s', killed_by=[killer])]
@@ -136,14 +159,24 @@ def test_every_text_is_escaped() -> None:
     page = Elements(html)
     assert {t for t, _ in page.tags} <= {
         "html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "div", "span", "b",
-        "ul", "li", "svg", "line", "text", "g", "rect", "table", "tr", "th", "td",
+        "ul", "li", "svg", "line", "text", "g", "rect", "table", "tr", "th", "td", "thead",
+        "tbody", "form", "label", "select", "option", "input", "button", "noscript",
+        "polygon", "circle", "path", "script",
     }  # fmt: skip
-    assert page.bars() == {f'n"s/{nasty}#1': "bar ended-running"}
-    text = "".join(page.text)
-    for shown in (nasty, "<img src=x onerror=alert(1)>", "<b>kind</b>", "</td></tr></table>",
-                  "<i>title</i>"):  # fmt: skip
-        assert shown in text
-    assert "<script" not in html and "<img" not in html
+    data = data_of(html)
+    assert data["namespaces"] == ['n"s'] and data["lives"][0][1] == nasty
+    assert "<img src=x onerror=alert(1)>" in data["lives"][0][10]  # the tooltip, as text
+    assert data["anomalies"][0][1:6] == ["<b>kind</b>", "n", nasty, 1, "exit </td></tr></table>"]
+    assert '<option value="n&quot;s">n&quot;s (1)</option>' in html
+    assert "<i>title</i>" in page.text
+    block = html.split('id="audit-data">')[1].split("</script>")[0]
+    assert "<" not in block and ">" not in block and "&" not in block
+    assert "<img" not in html and html.count("<script") == 2
+    # The script the CSP allows is the page's own, byte for byte; it never parses markup.
+    policy = next(a["content"] for a in page.all("meta") if "http-equiv" in a)
+    digest = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in policy and f"<script>{SCRIPT}</script>" in html
+    assert "innerHTML" not in SCRIPT and "insertAdjacentHTML" not in SCRIPT
 
 
 def test_exit_statuses_are_counted_in_numeric_order() -> None:
@@ -156,13 +189,14 @@ def test_exit_statuses_are_counted_in_numeric_order() -> None:
 def test_the_page_fetches_nothing() -> None:
     html = audit_page(report(*EVERY_ENDING))
     assert "default-src 'none'" in html  # the browser itself would refuse any fetch
-    for reference in ("http:", "https:", "src=", "href=", "url(", "@import", "<script", "<link"):
+    for reference in ("http:", "https:", "src=", "href=", "url(", "@import", "<link",
+                      "fetch(", "XMLHttpRequest", "import("):  # fmt: skip
         assert reference not in html
 
 
 def test_an_empty_report_says_so() -> None:
-    page = Elements(audit_page(report()))
-    assert page.bars() == {} and "No task incarnations in this period." in page.text
+    html = audit_page(report())
+    assert data_of(html)["lives"] == [] and "No task incarnations in this period." in html
 
 
 def test_durations_read_like_people_write_them() -> None:
@@ -177,10 +211,9 @@ def test_audit_html_writes_the_page_from_the_cli(tmp_path: Path) -> None:
     base = ["--root", str(tmp_path), "--state", str(tmp_path / "s"), "audit"]
     result = CliRunner().invoke(app, [*base, "--html", str(out)])
     assert (result.exit_code, result.output) == (0, "")
-    assert Elements(out.read_text()).bars() == {
-        "default/ok#1": "bar ended-ok", "default/ok#2": "bar ended-signal",
-        "other/lost#1": "bar ended-lost", "default/never#1": "bar ended-deleted",
-        "default/stuck#1": "bar ended-running",
+    assert endings(data_of(out.read_text())) == {
+        "default/ok#1": "ok", "default/ok#2": "signal", "default/never#1": "deleted",
+        "default/stuck#1": "running", "other/lost#1": "lost",
     }  # fmt: skip
     failed = CliRunner().invoke(app, [*base, "--html", str(tmp_path / "nowhere" / "p.html")])
     assert failed.exit_code == 1 and failed.output.startswith("shimledger: cannot write ")
@@ -290,24 +323,73 @@ def test_chromium_draws_a_bar_per_incarnation(
     written = cli("audit", "--html", str(page))
     assert (written.returncode, written.stdout) == (0, ""), written.stderr
 
-    dom = browse(chromium, tmp_path / "profile", "--dump-dom", page.as_uri()).stdout.decode()
+    # One launch: the DOM the script drew, and a screenshot of it.
+    shot = tmp_path / "audit.png"
+    dom = browse(chromium, tmp_path / "profile", f"--screenshot={shot}",
+                 "--window-size=1400,900", "--dump-dom", page.as_uri()).stdout.decode()  # fmt: skip
     drawn = Elements(dom)
     assert drawn.bars() == {task: f"bar ended-{ending}" for task, ending in expected.items()}
     assert [a["data-ended"] for a in drawn.all("g", "bar")] == list(expected.values())
+    [kill] = drawn.all("g", "mark-kill")  # shot's, where `kill` was run
+    assert kill["data-mark"] == "kill" and "sent by" in dom
 
-    shot = tmp_path / "audit.png"
-    browse(chromium, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1100,560",
-           page.as_uri())  # fmt: skip
     rows = read_png(shot.read_bytes())
-    assert (len(rows), len(rows[0])) == (560, 1100)
+    assert (len(rows), len(rows[0])) == (900, 1400)
     pixels = Counter(pixel for row in rows for pixel in row)
     assert sum(n for pixel, n in pixels.items() if pixel != (255, 255, 255)) > 20_000
     assert len(pixels) > 50  # text, bars, tints: not a blank or one-colour page
-    # Each colour shows once in the legend (above the timeline), then once per bar.
+    # Each colour shows once in the legend (above the timeline), then once per bar (the
+    # overview above the timeline is tinted, so its pixels are not the pure colour).
     tops = {ending: bands(rows, rgb(COLOUR[ending])) for ending in expected.values()}
     assert {ending: len(found) for ending, found in tops.items()} == {
-        ending: 2 for ending in expected.values()}  # fmt: skip
+        ending: 2 for ending in expected.values()}, tops  # fmt: skip
     legend_row = {found[0] for found in tops.values()}
     assert len(legend_row) == 1, tops  # the swatches share one line
     order = sorted(expected.values(), key=lambda ending: tops[ending][1])
     assert order == list(expected.values())
+
+
+def test_chromium_draws_thousands_of_incarnations_marked_and_filtered(
+    chromium: str, tmp_path: Path
+) -> None:
+    work = build_workload(tmp_path, THOUSANDS)
+    page = tmp_path / "audit.html"
+    written = subprocess.run([SHIMLEDGER, "--root", str(tmp_path), "--state",
+                              str(tmp_path / "s"), "audit", "--html", str(page)],
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert (written.returncode, written.stdout) == (0, ""), written.stderr
+
+    # The filters as a link carries them: namespace web, IDs containing task-000, four
+    # endings (no failed, no running).
+    wanted = {"ok", "signal", "oom", "lost"}
+    expected = {key: ending for key, ending in work.endings.items()
+                if key.startswith("web/task-000") and ending in wanted}  # fmt: skip
+    marks = {kind for key in expected for kind in work.marks[key]}
+    assert marks == {"kill", "pause", "exec", "oom", "lost"}  # the workload has every one
+    url = page.as_uri() + "#ns=web&id=task-000&ending=" + ",".join(sorted(wanted))
+    dom = browse(chromium, tmp_path / "profile", "--dump-dom", url).stdout.decode()
+    drawn = Elements(dom)
+    assert drawn.bars() == {key: f"bar ended-{ending}" for key, ending in expected.items()}
+    [status] = [a for _, a in drawn.tags if a.get("id") == "status"]
+    assert status["data-matching"] == str(len(expected)) and len(expected) < 100
+    assert f"of {work.incarnations} incarnations match" in "".join(drawn.text)
+
+    # Each bar carries its own marks, in the order they happened.
+    carried: dict[str, list[str]] = {}
+    current = ""
+    for _, attrs in drawn.tags:
+        if "data-task" in attrs:
+            current = attrs["data-task"]
+            carried[current] = []
+        elif "data-mark" in attrs:
+            carried[current].append(attrs["data-mark"])
+    assert carried == {key: work.marks[key] for key in expected}
+    # The killer's markup (web/task-00000#1's kill) is drawn as text, not made an element.
+    assert NASTY.replace("<", "&lt;").replace(">", "&gt;") in dom
+    assert not [t for t, _ in drawn.tags if t == "img"]
+    # The overview counts every matching incarnation, and the anomaly list only theirs.
+    counted = sum(int(a["data-count"]) for a in drawn.all("g", "bucket"))
+    assert counted == len(expected)
+    listed = {cells for cells in re.findall(r'<tr class="anomaly kind-[^"]+"><td>[^<]*</td>'
+                                            r"<td>[^<]*</td><td>([^<]*)</td>", dom)}  # fmt: skip
+    assert listed and listed <= set(expected)
