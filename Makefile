@@ -12,7 +12,7 @@ TEST_PACKAGES := chromium criu postgresql
 PROTO_FILES := $(wildcard adapters/proto/*.proto)
 
 .PHONY: demo test setup setup-postgres setup-dev system-packages test-packages proto bench \
-	bench-serve bench-history bench-ledger bench-export bench-metrics lint
+	bench-serve bench-history bench-ledger bench-export bench-metrics bench-audit-page lint
 
 demo: setup
 	@work=$$(mktemp -d /tmp/shimledger-demo.XXXXXX); id=demo-$$(date +%s); \
@@ -100,6 +100,10 @@ bench-export: setup-dev
 # own exposition of the same series (~1 min).
 bench-metrics: setup-dev
 	$(PY) bench/metrics.py --incarnations 10000 --runs 101
+
+# `audit --html` loaded in headless Chromium, 10,000 incarnations against 100 (~1 min).
+bench-audit-page: setup-dev
+	$(PY) bench/audit_page.py --large 10000 --small 100 --runs 21
 
 # verify against a raw scan, appends with and without chaining, checkpoints (~5 min).
 bench-ledger: setup-dev
