@@ -104,7 +104,7 @@ def test_each_node_lists_its_own_tasks_and_the_fleet_on_asking(
                 .splitlines()]  # fmt: skip
     assert [(e["id"], e["type"], e["node"]) for e in b_events] == [("on-b", "Created", "node-b")]
     a_table = rows(ok(b("events", "--node", here)))
-    assert {r[2] for r in a_table[1:]} == {"on-a"} and a_table[0][-1] == "NODE"
+    assert {r[2] for r in a_table[1:]} == {"on-a"} and a_table[0][-2:] == ["NODE", "POSITION"]
     report = json.loads(ok(a("audit", "--json", "--node", "node-b")))
     assert [(life["id"], life["node"]) for life in report["lifetimes"]] == [("on-b", "node-b")]
     everything = json.loads(ok(a("audit", "--json")))
