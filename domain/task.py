@@ -286,8 +286,8 @@ class Task(Aggregate):
         if self.status not in RUNS_EXECS:
             return False
         added = self.observe_exec_added(exec_id, cause)
-        if self.execs[exec_id].pid is not None:
-            return added
+        if self.execs[exec_id].pid is not None or self.execs[exec_id].exit is not None:
+            return added  # started already, or ended without starting: not news
         self._exec_started(exec_id=exec_id, pid=pid, cause=cause)
         return True
 

@@ -113,3 +113,19 @@ def test_identifiers_outside_containerd_rules_are_refused(value: str) -> None:
 @pytest.mark.parametrize("value", ["a", "web-1", "A.b_c-9", "x" * 76])
 def test_identifiers_within_containerd_rules_pass(value: str) -> None:
     assert validate_identifier("task ID", value) == value
+
+
+def test_an_exec_that_could_not_start_ends_once_and_never_starts_after() -> None:
+    task = new_task()
+    task.start(101, CLI)
+    assert task.observe_exec_added("e", CLI)
+    assert task.observe_exec_not_started("e", datetime.now(UTC), CLI)
+    assert task.execs["e"].exit is not None and task.execs["e"].exit.status == 255
+    # the end is recorded once; a late start of an ended exec is not news
+    assert not task.observe_exec_not_started("e", datetime.now(UTC), CLI)
+    assert not task.observe_exec_started("e", 7, SHIM) and task.execs["e"].pid is None
+    # an exec that did start is not "not started"
+    assert task.observe_exec_started("f", 8, SHIM)
+    assert not task.observe_exec_not_started("f", datetime.now(UTC), CLI)
+    names = [type(e).__name__ for e in task.collect_events()]
+    assert names == ["Created", "Started", "ExecAdded", "ExecExited", "ExecAdded", "ExecStarted"]

@@ -170,7 +170,7 @@ class ObservingMachine(TaskMachine):
         known = self.model.execs.get(exec_id)
         names = [
             *([] if known else ["ExecAdded"]),
-            *([] if known and known.pid else ["ExecStarted"]),
+            *([] if known and (known.pid or known.exit) else ["ExecStarted"]),
         ]
         applies = self.model.status in ("created", "running") and bool(names)
         command = lambda: self.task.observe_exec_started(exec_id, pid, cause)  # noqa: E731
