@@ -97,10 +97,8 @@ def events(
     with expected_errors():  # bad input is the user's: one line, before the root is opened
         if after is not None and after < 0:
             raise InvalidArgumentError("--after must be 0 or more")
-        chosen = output_format(format, words=FORMATS, default="json" if as_json else "table",
-                               known=event_fields())  # fmt: skip
-        if as_json and chosen.word != "json":
-            raise InvalidArgumentError("give --json or --format, not both")
+        chosen = output_format(format, words=FORMATS, default="table", known=event_fields(),
+                               as_json=as_json)  # fmt: skip
         wanted = parse_filters(filters, EVENT_KEYS)
         # The filters narrow the query where its indexes can (one ID, one namespace, the
         # types); every record read is still matched against them all.
@@ -161,7 +159,7 @@ def _printer(chosen: OutputFormat, wanted: Filters) -> _Show:
         if wanted or chosen.word not in ("table", "json"):
             items = [r.model_dump(mode="json", exclude_none=True) for r in records]
         if wanted:
-            kept = [(r, i) for r, i in zip(records, items, strict=True) if wanted.event_matches(i)]
+            kept = [(r, i) for r, i in zip(records, items, strict=True) if wanted.matches(i)]
             records, items = [r for r, _ in kept], [i for _, i in kept]
         if chosen.template is not None:
             if items or (header and chosen.template.table):

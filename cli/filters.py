@@ -58,18 +58,15 @@ class Filters:
         values = self.accepted.get(key, frozenset())
         return next(iter(values)) if len(values) == 1 else None
 
-    def event_matches(self, record: Mapping[str, Any]) -> bool:
-        """Whether an event record (its JSON form) is one the filters ask for."""
-        return all(self._holds(key, values, record) for key, values in self.accepted.items())
-
-    def task_matches(self, task: Mapping[str, Any]) -> bool:
-        """Whether a task (a `list` entry's JSON form) is one the filters ask for."""
-        return all(self._holds(key, values, task) for key, values in self.accepted.items())
+    def matches(self, item: Mapping[str, Any]) -> bool:
+        """Whether an item (an event record's or a `list` entry's JSON form) is one the
+        filters ask for."""
+        return all(self._holds(key, values, item) for key, values in self.accepted.items())
 
     def incarnations(self, records: Iterable[Mapping[str, Any]]) -> set[tuple[Any, ...]]:
         """The incarnations (node, namespace, id, incarnation) with an event that matches
         every filter: `audit` keeps all of their events, so that their lives stay whole."""
-        return {_life(r) for r in records if self.event_matches(r)}
+        return {_life(r) for r in records if self.matches(r)}
 
     @staticmethod
     def _holds(key: str, values: frozenset[str], item: Mapping[str, Any]) -> bool:

@@ -66,9 +66,8 @@ def history(
         validate_identifier("task ID", task_id)
         whose = whose_events(settings, node)
         wanted = parse_filters(filters, ("type", "event", "exit-code"))
-        chosen = output_format(format, words=("json",), default="", known=event_fields())
-        if as_json and chosen.word != "json" and format is not None:
-            raise InvalidArgumentError("give --json or --format, not both")
+        chosen = output_format(format, words=("json",), default="", known=event_fields(),
+                               as_json=as_json)  # fmt: skip
         window = (time_option("--since", since), time_option("--until", until))
 
     async def work(ledger: Ledger) -> list[EventRecord]:
@@ -88,12 +87,12 @@ def history(
         records = [r for r in records if (start is None or r.timestamp >= start)
                    and (end is None or r.timestamp <= end)]  # fmt: skip
     if wanted:
-        records = [r for r in records if wanted.event_matches(r.model_dump(mode="json"))]
+        records = [r for r in records if wanted.matches(r.model_dump(mode="json"))]
     if chosen.template is not None:
         items = [r.model_dump(mode="json", exclude_none=True) for r in records]
         typer.echo(chosen.template.render(items))
         return
-    as_json = as_json or chosen.word == "json"
+    as_json = chosen.word == "json"  # --json, or --format json
     if not as_json and on_terminal():
         # A person is reading: a timeline per incarnation. Pipes keep the parseable table.
         import shutil
@@ -184,9 +183,7 @@ def audit_command(
         whose = whose_events(settings, node)
         wanted = parse_filters(filters, EVENT_KEYS)
         chosen = output_format(format, words=("json",), default="",
-                               known=Lifetime.model_fields)  # fmt: skip
-        if as_json and chosen.word != "json" and format is not None:
-            raise InvalidArgumentError("give --json or --format, not both")
+                               known=Lifetime.model_fields, as_json=as_json)  # fmt: skip
 
     async def work(ledger: Ledger) -> AuditReport:
         await ledger.event_index.catch_up()
@@ -207,7 +204,7 @@ def audit_command(
     if chosen.template is not None:
         typer.echo(chosen.template.render([x.model_dump(mode="json") for x in report.lifetimes]))
         return
-    if as_json or chosen.word == "json":
+    if chosen.word == "json":  # --json, or --format json
         typer.echo(report.model_dump_json(indent=2))
         return
     if html is not None:

@@ -86,7 +86,7 @@ def list_(
     here = ctx.obj.node
     outputs = [StateOutput.of(s, here) for s in states if not wanted or s.status in wanted]
     if matching:
-        outputs = [o for o in outputs if matching.task_matches(o.model_dump(mode="json"))]
+        outputs = [o for o in outputs if matching.matches(o.model_dump(mode="json"))]
     if start is not None or end is not None:
         outputs = [o for o in outputs if (start is None or o.created >= start)
                    and (end is None or o.created <= end)]  # fmt: skip

@@ -19,12 +19,20 @@ class OutputFormat:
 
 
 def output_format(
-    text: str | None, *, words: Iterable[str], default: str, known: Collection[str]
+    text: str | None,
+    *,
+    words: Iterable[str],
+    default: str,
+    known: Collection[str],
+    as_json: bool = False,
 ) -> OutputFormat:
-    """``text`` as given to --format (None: not given); ``known``: the items' fields."""
+    """``text`` as given to --format (None: not given); ``known``: the items' fields;
+    ``as_json``: --json was given too, which only --format json agrees with."""
     words = tuple(words)
+    if as_json and text not in (None, "json"):
+        raise InvalidArgumentError("give --json or --format, not both")
     if text is None:
-        return OutputFormat(default)
+        return OutputFormat("json" if as_json else default)
     if text in words:
         return OutputFormat(text)
     if "{{" in text or "}}" in text or text.startswith("table "):
