@@ -13,6 +13,8 @@ What it changes of eventsourcing.postgres, and why:
   look at the catalog comes first; only when the table or its type is missing is the DDL
   run, in one transaction under a PostgreSQL advisory lock, after looking again: the
   first process creates the schema, the others wait a moment and find it made.
+- Each save is one round trip (adapters/postgres_recorder.py), through a function that
+  is part of the schema: a store made before it existed gets it the same guarded way.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ import hashlib
 from typing import Any, cast
 
 from eventsourcing.persistence import ApplicationRecorder
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
+from eventsourcing.postgres import PostgresFactory
 from eventsourcing.utils import Environment, EnvType
 from psycopg.errors import DuplicateObject
 
 from adapters.postgres_pool import Connection, StorePool
+from adapters.postgres_recorder import APPEND_FUNCTIONS, LedgerPostgresRecorder
 from adapters.postgres_url import parse_postgres_url
 
 URL_KEY = "SHIMLEDGER_STORE_URL"
@@ -35,7 +38,10 @@ SCHEMA_LOCK = int.from_bytes(hashlib.sha256(b"shimledger schema").digest()[:8], 
 
 
 class LedgerPostgresFactory(PostgresFactory):
-    """PostgresFactory with StorePool for its connections and a schema made once."""
+    """PostgresFactory with StorePool for its connections, a schema made once, and saves
+    in one round trip."""
+
+    application_recorder_class = LedgerPostgresRecorder
 
     def __init__(self, env: Environment | EnvType | None) -> None:
         super().__init__(env)
@@ -59,39 +65,46 @@ class LedgerPostgresFactory(PostgresFactory):
 
     def application_recorder(self) -> ApplicationRecorder:
         recorder = super().application_recorder()
-        assert isinstance(recorder, PostgresApplicationRecorder)
+        assert isinstance(recorder, LedgerPostgresRecorder)
         self.schema_created = ensure_schema(recorder)
         return recorder
 
 
-def _schema_exists(conn: Connection, recorder: PostgresApplicationRecorder) -> bool:
+def _schema_state(conn: Connection, recorder: LedgerPostgresRecorder) -> tuple[bool, bool]:
+    """(the table and its type exist, both append functions exist)."""
     schema = recorder.datastore.schema
     row = conn.execute(
-        "SELECT to_regclass(%s) IS NOT NULL AND to_regtype(%s) IS NOT NULL AS made",
+        "SELECT to_regclass(%s) IS NOT NULL AND to_regtype(%s) IS NOT NULL AS made, "
+        "(SELECT count(DISTINCT proname) FROM pg_proc JOIN pg_namespace "
+        "ON pg_namespace.oid = pronamespace WHERE nspname = %s AND proname = ANY(%s)) = %s "
+        "AS appends",
         (f'"{schema}"."{recorder.events_table_name}"',
-         f'"{schema}"."{recorder.stored_event_type_name}"'),
+         f'"{schema}"."{recorder.stored_event_type_name}"', schema, list(APPEND_FUNCTIONS),
+         len(APPEND_FUNCTIONS)),
     ).fetchone()  # fmt: skip
-    return bool(row and row["made"])
+    return (bool(row and row["made"]), bool(row and row["appends"]))
 
 
-def ensure_schema(recorder: PostgresApplicationRecorder) -> bool:
-    """Create the recorder's tables, type, index and function if they are missing; True if
-    this call made them. Safe to run from many processes at once (the advisory lock)."""
+def ensure_schema(recorder: LedgerPostgresRecorder) -> bool:
+    """Create the recorder's tables, type, index and functions if any is missing; True if
+    this call made the table (False when it only added the append function to an older
+    store). Safe to run from many processes at once (the advisory lock)."""
     datastore = recorder.datastore
+    made = False
     with datastore.get_connection() as conn:
-        if _schema_exists(conn, recorder):
-            made = False
-        else:
+        if _schema_state(conn, recorder) != (True, True):
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-                made = not _schema_exists(conn, recorder)
-                if made:
+                table, appends = _schema_state(conn, recorder)
+                made = not table
+                if not (table and appends):
                     _create(conn, recorder)
-    datastore.register_type_adapters()
+    # No composite type adapters to fetch (eventsourcing would, a round trip at every
+    # start): the append functions take plain columns.
     return made
 
 
-def _create(conn: Connection, recorder: PostgresApplicationRecorder) -> None:
+def _create(conn: Connection, recorder: LedgerPostgresRecorder) -> None:
     """eventsourcing's own statements for this recorder, types first (as it orders them)."""
     statements = recorder.sql_create_statements
     types = [s for s in statements if "CREATE TYPE" in s.as_string()]
