@@ -24,7 +24,7 @@ import hashlib
 from typing import Any, cast
 
 from eventsourcing.persistence import ApplicationRecorder
-from eventsourcing.postgres import PostgresFactory
+from eventsourcing.postgres import PostgresDatastore, PostgresFactory
 from eventsourcing.utils import Environment, EnvType
 from psycopg.errors import DuplicateObject
 
@@ -37,6 +37,19 @@ URL_KEY = "SHIMLEDGER_STORE_URL"
 SCHEMA_LOCK = int.from_bytes(hashlib.sha256(b"shimledger schema").digest()[:8], "big", signed=True)
 
 
+class _Datastore(PostgresDatastore):
+    """eventsourcing's datastore, without its composite type adapters: each recorder it
+    makes fetches them (a catalog query, a round trip at every start), and only
+    eventsourcing's own insert uses them; ours takes plain columns."""
+
+    def register_type_adapters(self) -> None:
+        return None
+
+
+def _autocommit(conn: Connection) -> None:
+    conn.autocommit = True  # each statement its own transaction, as eventsourcing runs them
+
+
 class LedgerPostgresFactory(PostgresFactory):
     """PostgresFactory with StorePool for its connections, a schema made once, and saves
     in one round trip."""
@@ -47,15 +60,21 @@ class LedgerPostgresFactory(PostgresFactory):
         super().__init__(env)
         settings = parse_postgres_url(self.env[URL_KEY], dict(self.env))
         datastore = self.datastore
+        datastore.__class__ = _Datastore  # before the recorder is made: see _Datastore
+        # The session's settings go with the connection's start-up packet, as the URL's
+        # timeouts do, instead of a SET after connecting (a round trip every command).
+        kwargs = settings.connect_kwargs()
+        idle = int(datastore.idle_in_transaction_session_timeout * 1000)
+        kwargs["options"] = f"{kwargs['options']} -c idle_in_transaction_session_timeout={idle}"
         # eventsourcing's own pool was made closed (no thread started); ours replaces it.
         datastore.pool = cast(
             Any,
             StorePool(
-                settings.connect_kwargs(),
+                kwargs,
                 size=settings.pool_size,
                 overflow=1,
                 wait=settings.connect_timeout + settings.statement_timeout,
-                configure=datastore.after_connect_func(),
+                configure=_autocommit,
             ),
         )
         self.schema_created = False
@@ -99,8 +118,6 @@ def ensure_schema(recorder: LedgerPostgresRecorder) -> bool:
                 made = not table
                 if not (table and appends):
                     _create(conn, recorder)
-    # No composite type adapters to fetch (eventsourcing would, a round trip at every
-    # start): the append functions take plain columns.
     return made
 
 

@@ -10,7 +10,8 @@ machine is shared, so the load average is printed and the ratios are what to com
   writers    8 processes appending at once (eventsourcing LOCKs the table EXCLUSIVE per
              append), against 8 raw psycopg writers
   start-up   ``shimledger list`` (whole process, bytecode compiled) on PostgreSQL against
-             the SQLite store
+             the SQLite store; and the same through a ``serve`` of each store, which
+             imported psycopg and connected once (the CLI hands its command over)
   follow     ``events --follow`` from append to printed line: LISTEN/NOTIFY (PostgreSQL)
              against the poll loop (SQLite, every 0.2 s)
   history    ``history ID`` (whole process, and the store's call in process) on a large
@@ -46,6 +47,7 @@ from history_stores import NAMESPACE, TARGET, build_history  # noqa: E402
 from pg_cluster import Cluster, cluster  # noqa: E402
 from report import round_robin  # noqa: E402
 from run import SHIMLEDGER, as_installed  # noqa: E402
+from serve import Serve, handed_over  # noqa: E402
 
 from adapters.event_store import EventStore, store_env  # noqa: E402
 from domain.task import Task  # noqa: E402
@@ -209,6 +211,21 @@ def bench_startup(url: str, work: Path, runs: int) -> None:
           f" ms); ratio {medians['postgresql'] / medians['sqlite']:.2f}", flush=True)  # fmt: skip
 
 
+def bench_served_startup(url: str, work: Path, runs: int) -> None:
+    pg, lite = cli_env(work / "pg", url), cli_env(work / "lite", None)
+    work.mkdir(parents=True, exist_ok=True)
+    with Serve(pg, work / "serve-pg.log"), Serve(lite, work / "serve-lite.log"):
+        handed_over(pg)
+        handed_over(lite)
+        medians = round_robin({
+            "postgresql": lambda: run_ok([SHIMLEDGER, "list"], pg),
+            "sqlite": lambda: run_ok([SHIMLEDGER, "list"], lite),
+        }, runs)  # fmt: skip
+    print(f"`list` through serve: PostgreSQL {medians['postgresql'] * 1000:.1f} ms, SQLite "
+          f"{medians['sqlite'] * 1000:.1f} ms; ratio "
+          f"{medians['postgresql'] / medians['sqlite']:.2f}", flush=True)  # fmt: skip
+
+
 class Follower:
     """``events --follow --json`` in its own process, its lines read into a queue."""
 
@@ -313,17 +330,20 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--tasks", type=int, default=100, help="lifecycles per append sample")
     parser.add_argument("--large", type=int, default=1_000_000)
+    parser.add_argument("--only", choices=["startup"], help="only the start-up figures")
     args = parser.parse_args()
     as_installed()
     print(f"{os.cpu_count()} cores, {load()}; medians of {args.runs}", flush=True)
     with tempfile.TemporaryDirectory(prefix="sl-pgbench-") as tmp, cluster() as pg:
         work = Path(tmp)
-        bench_append(pg.database("append"), args.runs, args.tasks)
-        bench_writers(pg.database("writers"), max(3, args.runs // 2), args.tasks // 4)
-        startup = pg.database("startup")
-        bench_startup(startup, work / "s", args.runs * 2)
-        bench_follow(pg.database("follow"), work / "f", args.runs * 3)
-        bench_history(pg, work / "h", args.large, args.runs)
+        if args.only is None:
+            bench_append(pg.database("append"), args.runs, args.tasks)
+            bench_writers(pg.database("writers"), max(3, args.runs // 2), args.tasks // 4)
+        bench_startup(pg.database("startup"), work / "s", args.runs * 2)
+        bench_served_startup(pg.database("served"), work / "v", args.runs * 5)
+        if args.only is None:
+            bench_follow(pg.database("follow"), work / "f", args.runs * 3)
+            bench_history(pg, work / "h", args.large, args.runs)
     print(load(), flush=True)
 
 
