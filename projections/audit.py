@@ -301,9 +301,11 @@ def audit(
     for life in selected:
         # One anomaly for one ending: an init killed by a signal exits 128+N, and that
         # status is how the kill shows, not a second failure (it used to be counted twice).
+        # A lost shim's exit is recorded as 255 because the status is unknown: shim-lost
+        # says so below, and a non-zero exit would report a status nobody saw.
         if life.signal is not None and life.exited:
             flag(life, "killed-by-signal", life.exited, _kill_detail(life))
-        elif life.exit_status not in (None, 0) and life.exited:
+        elif life.exit_status not in (None, 0) and life.exited and not life.shim_lost:
             flag(life, "non-zero-exit", life.exited, f"exit status {life.exit_status}")
         if life.ooms:
             flag(life, "oom", life.exited or until, f"{life.ooms} OOM event(s)")

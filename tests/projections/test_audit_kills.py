@@ -73,14 +73,18 @@ def test_every_ending_is_counted_once() -> None:
     ended(survived, 0)
     oomed = new("oomed")  # the OOM killer's own fact, and the kill it caused
     oomed.record_oom(SHIM)
-    report = report_of(failed, elsewhere, survived, ended(oomed, 137))
+    lost = new("lost")  # its shim died: the 255 recorded means "unknown", not a failure
+    lost.record_shim_lost(Cause(kind="reconciliation", detail="shim lost"))
+    report = report_of(failed, elsewhere, survived, ended(oomed, 137), ended(lost, 255))
     assert kinds(report) == [("killed-by-signal", "oomed"), ("killed-by-signal", "termed"),
-                             ("non-zero-exit", "failed"), ("oom", "oomed")]  # fmt: skip
+                             ("non-zero-exit", "failed"), ("oom", "oomed"),
+                             ("shim-lost", "lost")]  # fmt: skip
     details = {a.id: a.detail for a in report.anomalies if a.kind != "oom"}
     assert details["termed"] == "signal 15 (SIGTERM), exit status 143"
     assert details["failed"] == "exit status 3"
     marks = {life.id: [m.kind for m in life.marks] for life in report.lifetimes}
-    assert marks == {"failed": [], "termed": [], "survived": ["kill"], "oomed": ["oom"]}
+    assert marks == {"failed": [], "termed": [], "survived": ["kill"], "oomed": ["oom"],
+                     "lost": ["lost"]}
 
 
 def test_pauses_and_execs_are_marked_with_their_span() -> None:
@@ -107,7 +111,9 @@ def test_audit_text_and_json_tell_the_same_counts(tmp_path: Path) -> None:
     summary = dict(line.split("\t") for line in text.split("\n\n")[0].splitlines())
     assert summary == {k: str(v) for k, v in as_json["summary"].items()}
     assert summary["anomaly:killed-by-signal"] == "1"
-    assert summary["anomaly:non-zero-exit"] == "1"  # lost's 255 alone, not ok#2's 137
+    # Neither ok#2's 137 (the kill) nor lost's 255 (its shim died: status unknown).
+    assert "anomaly:non-zero-exit" not in summary
+    assert summary["anomaly:shim-lost"] == "1"
     table = [line.split("\t") for line in text.split("\n\n")[-1].splitlines()[1:]]
     assert sorted((row[1], row[3]) for row in table) == sorted(
         (a["kind"], a["id"]) for a in as_json["anomalies"])  # fmt: skip
